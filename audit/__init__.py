@@ -1,0 +1,1 @@
+"""Audit log. Use `audit.actions.record()` inside the transaction of the change."""

@@ -1,0 +1,131 @@
+"""The /mgmt/ REST API (django-ninja). Views only translate HTTP: parse, resolve access through
+the choke point, call the app's action, render. Every error is JSON {"error", "detail"}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.http import Http404, HttpRequest, HttpResponse
+from django.http.request import RawPostDataException
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.security import HttpBearer, SessionAuth
+
+from audit.context import update_context
+from hmsmgmt.actions import resolve_token
+from policies.errors import ApiError, PolicyViolation
+from services.api import router as services_router
+from workflows.api import router as workflows_router
+
+
+class TokenAuth(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str) -> Any:
+        api_token = resolve_token(token)
+        if api_token is None:
+            return None
+        request.api_token = api_token  # type: ignore[attr-defined]
+        request.user = api_token.user
+        update_context(token_id=api_token.pk)
+        return api_token.user
+
+
+class ActiveSessionAuth(SessionAuth):
+    """The browser session; ninja enforces CSRF for it on unsafe methods."""
+
+    def __call__(self, request: HttpRequest) -> Any:
+        # No signed-in session: not ours to judge (and not a CSRF failure), so the caller gets 401.
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated or not user.is_active:
+            return None
+        return super().__call__(request)
+
+
+api = NinjaAPI(
+    title="hmsmgmt management API",
+    version="1.0",
+    description="Scale services and run workflows. Authenticate with `Authorization: Bearer <token>` "
+    "(create one with `python manage.py create_api_token USERNAME`) or a browser session.",
+    auth=[TokenAuth(), ActiveSessionAuth()],
+    urls_namespace="mgmt",
+    docs_url="/docs",
+    openapi_url="/openapi.json",
+)
+
+
+def _error(request: HttpRequest, status: int, code: str, detail: str, **extra: Any) -> HttpResponse:
+    return api.create_response(request, {"error": code, "detail": detail, **extra}, status=status)
+
+
+def _describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str]:
+    parts = []
+    code = "invalid_request"
+    for err in errors:
+        if err.get("type") == "json_invalid" or "parse" in str(err.get("msg", "")).lower():
+            code = "malformed_json"
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "payload", "query", "path")]
+        field = ".".join(loc) or "body"
+        parts.append(f"{field}: {err.get('msg', 'invalid')}")
+    if code == "malformed_json":
+        return code, "The request body is not valid JSON."
+    return code, "; ".join(parts) or "The request is not valid."
+
+
+@api.exception_handler(ValidationError)
+def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    code, detail = _describe_validation(exc.errors)
+    return _error(request, 400, code, detail)
+
+
+@api.exception_handler(AuthenticationError)
+def on_auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    response = _error(request, 401, "unauthorized",
+                      "Authentication required: send 'Authorization: Bearer <token>' or sign in.")
+    response["WWW-Authenticate"] = 'Bearer realm="hmsmgmt"'
+    return response
+
+
+@api.exception_handler(HttpError)
+def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    status = exc.status_code
+    if status == 400 and "parse" in str(exc).lower():
+        return _error(request, 400, "malformed_json", "The request body is not valid JSON.")
+    if status == 403:
+        return _error(request, 403, "forbidden", str(exc) or "CSRF verification failed.")
+    return _error(request, status, "http_error", str(exc))
+
+
+@api.exception_handler(Http404)
+def on_404(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return _error(request, 404, "not_found", str(exc) or "Not found.")
+
+
+@api.exception_handler(PermissionDenied)
+def on_403(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
+    return _error(request, 403, "forbidden", str(exc) or "You may not do that.")
+
+
+@api.exception_handler(RequestDataTooBig)
+def on_too_big(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return _error(request, 413, "payload_too_large", "The request body is too large.")
+
+
+@api.exception_handler(RawPostDataException)
+def on_raw(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return _error(request, 400, "invalid_request", "The request body could not be read.")
+
+
+@api.exception_handler(ApiError)
+def on_api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
+    return _error(request, exc.status, exc.code, exc.detail, **exc.extra)
+
+
+@api.exception_handler(PolicyViolation)
+def on_policy_violation(request: HttpRequest, exc: PolicyViolation) -> HttpResponse:
+    d = exc.decision
+    return _error(request, d.status, "policy_violation", d.detail, policy=d.policy, kind=d.kind,
+                  limit=d.limit, current=d.current, reasons=d.reasons)
+
+
+api.add_router("", services_router)
+api.add_router("", workflows_router)

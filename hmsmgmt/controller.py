@@ -1,0 +1,57 @@
+"""The control loop: every tick, reconcile each service (fail-over included), and sweep steps
+whose worker died. Second-grained, so it lives here rather than in django-q2's minute schedules."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.conf import settings
+from django.db import close_old_connections
+
+from services import reconcile
+from services.drivers import EngineUnavailable
+from services.locks import LockTimeout
+from services.models import Service
+from workflows import engine
+
+log = logging.getLogger("hmsmgmt.controller")
+
+
+class Controller:
+    def __init__(self) -> None:
+        self.engine_down: set[str] = set()
+        self.last_requeue = 0.0
+
+    def tick(self) -> None:
+        close_old_connections()
+        for svc_id, name, driver in Service.objects.values_list("id", "name", "driver"):
+            try:
+                reconcile.converge(svc_id, component="controller")
+                if driver in self.engine_down:
+                    self.engine_down.discard(driver)
+                    log.warning("%s engine is back; converging", driver)
+            except EngineUnavailable as exc:
+                if driver not in self.engine_down:
+                    log.error("%s engine unreachable (%s); desired state kept, retrying", driver, exc)
+                    self.engine_down.add(driver)
+            except LockTimeout:
+                pass  # a web request is converging this service right now
+            except Exception:
+                log.exception("reconcile of %s failed", name)
+        try:
+            engine.sweep_expired_leases()
+            if time.monotonic() - self.last_requeue > 10:
+                engine.requeue_stranded()
+                self.last_requeue = time.monotonic()
+        except Exception:
+            log.exception("lease sweep failed")
+
+    def run_forever(self, *, max_ticks: int | None = None) -> None:
+        interval = settings.HMS_CONTROLLER_TICK_MS / 1000
+        ticks = 0
+        while max_ticks is None or ticks < max_ticks:
+            started = time.monotonic()
+            self.tick()
+            ticks += 1
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))

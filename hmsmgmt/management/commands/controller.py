@@ -1,0 +1,24 @@
+import logging
+import signal
+
+from django.core.management.base import BaseCommand
+
+from hmsmgmt.controller import Controller
+
+
+class Command(BaseCommand):
+    help = "Run the control loop (reconcile + fail-over, lease sweeps) until interrupted."
+
+    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+        parser.add_argument("--ticks", type=int, default=None, help="stop after N ticks (for tests)")
+
+    def handle(self, *args, **options) -> None:
+        def stop(signum, frame):  # type: ignore[no-untyped-def]
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, stop)
+        logging.getLogger("hmsmgmt.controller").info("controller started")
+        try:
+            Controller().run_forever(max_ticks=options["ticks"])
+        except KeyboardInterrupt:
+            pass

@@ -1,0 +1,87 @@
+"""All-in-one: migrate, load the demo, ensure an admin, run web + worker + controller.
+
+Ctrl-C stops all of it, the sample service processes included (their desired counts stay)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from services.reconcile import stop_local_instances
+
+
+class Command(BaseCommand):
+    help = "Run the whole console on the embedded default (SQLite, process driver, ORM broker)."
+
+    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+        parser.add_argument("--port", type=int, default=int(os.environ.get("HMS_PORT", "8000")))
+        parser.add_argument("--host", default=os.environ.get("HMS_HOST", "127.0.0.1"))
+        parser.add_argument("--driver", choices=["process", "docker", "swarm"], default="process")
+        parser.add_argument("--no-demo", action="store_true")
+
+    def handle(self, *args, **options) -> None:
+        call_command("migrate", interactive=False, verbosity=0)
+        if not options["no_demo"]:
+            call_command("load_demo", driver=options["driver"])
+        self._ensure_admin()
+        python = sys.executable
+        manage = str(settings.BASE_DIR / "manage.py")
+        env = {**os.environ}
+        bind = f"{options['host']}:{options['port']}"
+        procs = {
+            "web": subprocess.Popen([python, "-m", "gunicorn", "hmsmgmt.wsgi", "-b", bind, "-w", "2",
+                                     "--threads", "4", "--timeout", "60", "--access-logfile", "-"],
+                                    env=env, cwd=settings.BASE_DIR),
+            "worker": subprocess.Popen([python, manage, "qcluster"], env=env, cwd=settings.BASE_DIR),
+            "controller": subprocess.Popen([python, manage, "controller"], env=env, cwd=settings.BASE_DIR),
+        }
+        self.stdout.write(self.style.SUCCESS(f"\nhmsmgmt console: http://{bind}/   (API docs: http://{bind}/mgmt/docs)"))
+        self.stdout.write("Press Ctrl-C to stop the console and every sample instance it started.\n")
+        stopping = False
+
+        def on_signal(signum, frame):  # type: ignore[no-untyped-def]
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        try:
+            while not stopping:
+                for name, proc in procs.items():
+                    if proc.poll() is not None:
+                        self.stderr.write(f"{name} exited with {proc.returncode}; stopping everything")
+                        stopping = True
+                time.sleep(0.3)
+        finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            for proc in procs.values():
+                try:
+                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            stopped = stop_local_instances(component="up")
+            self.stdout.write(f"stopped web, worker, controller and {stopped} sample instance(s)")
+
+    def _ensure_admin(self) -> None:
+        User = get_user_model()
+        if User.objects.filter(username="admin").exists():
+            return
+        password = os.environ.get("HMS_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+        User.objects.create_superuser("admin", "", password)
+        if os.environ.get("HMS_ADMIN_PASSWORD"):
+            self.stdout.write("created superuser 'admin' (password from HMS_ADMIN_PASSWORD)")
+        else:
+            self.stdout.write(self.style.WARNING(f"created superuser 'admin' with password: {password}  "
+                                                 "(shown once; change it in /admin/)"))

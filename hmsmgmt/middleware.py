@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from audit.context import reset_context, set_context
+
+
+def error_response(status: int, code: str, detail: str, **extra: object) -> JsonResponse:
+    return JsonResponse({"error": code, "detail": detail, **extra}, status=status)
+
+
+class RequestIdMiddleware:
+    """Give each request an id (or keep the caller's X-Request-ID) and expose who/where to audit."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        incoming = request.headers.get("X-Request-ID", "")
+        request_id = incoming if incoming and len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+        request.request_id = request_id  # type: ignore[attr-defined]
+        token = set_context(
+            request_id=request_id,
+            ip=request.META.get("REMOTE_ADDR", ""),
+            user_agent=request.headers.get("User-Agent", ""),
+            token_id=None,
+        )
+        try:
+            response = self.get_response(request)
+        finally:
+            reset_context(token)
+        response["X-Request-ID"] = request_id
+        return response
+
+
+class BodySizeLimitMiddleware:
+    """Refuse oversize API bodies with 413 before anything parses them."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith("/mgmt/") and request.method in ("POST", "PUT", "PATCH"):
+            limit = settings.HMS_MAX_BODY_BYTES
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                return error_response(400, "bad_request", "Content-Length is not a number.")
+            if length > limit:
+                return error_response(413, "payload_too_large",
+                                      f"Request body is {length} bytes; the limit is {limit} bytes.")
+        return self.get_response(request)
+
+
+def json_body_or_error(request: HttpRequest) -> tuple[dict | None, JsonResponse | None]:
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        return None, error_response(400, "malformed_json", "The request body is not valid JSON.")
+    if not isinstance(body, dict):
+        return None, error_response(400, "invalid_request", "The request body must be a JSON object.")
+    return body, None

@@ -1,0 +1,226 @@
+"""One settings module, driven by environment variables.
+
+Helpers fail fast with ImproperlyConfigured on a bad value (as healthchecks does), so a typo in
+the environment stops the process at start-up instead of surfacing as odd behaviour later.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("HMS_VAR_DIR", BASE_DIR / "var"))
+
+
+def envbool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0/true/false), got {raw!r}")
+
+
+def envint(name: str, default: int, *, minimum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def envlist(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+DEBUG = envbool("HMS_DEBUG", False)
+TESTING = "pytest" in sys.modules or envbool("HMS_TESTING", False)
+
+SECRET_KEY = os.environ.get("HMS_SECRET_KEY", "")
+if not SECRET_KEY:
+    if DEBUG or TESTING:
+        # A fixed key is acceptable only for a development console on this machine.
+        SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production-hmsmgmt-0001"
+    else:
+        raise ImproperlyConfigured("HMS_SECRET_KEY is required unless HMS_DEBUG=1")
+
+ALLOWED_HOSTS = envlist("HMS_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if (DEBUG or TESTING) else [])
+CSRF_TRUSTED_ORIGINS = envlist("HMS_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "django_q",
+    "guardian",
+    "audit",
+    "policies",
+    "services",
+    "workflows",
+    "hmsmgmt",
+]
+
+MIDDLEWARE = [
+    "hmsmgmt.middleware.RequestIdMiddleware",
+    "hmsmgmt.middleware.BodySizeLimitMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "hmsmgmt.urls"
+WSGI_APPLICATION = "hmsmgmt.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+DEFAULT_DB_URL = f"sqlite:///{VAR_DIR / 'hmsmgmt.sqlite3'}"
+DATABASE_URL = os.environ.get("DATABASE_URL") or DEFAULT_DB_URL
+# Lets several test runs share a machine without sharing a test database.
+TEST_DB_SUFFIX = "".join(c for c in os.environ.get("HMS_TEST_DB_SUFFIX", "") if c.isalnum() or c == "_")
+try:
+    _db = dj_database_url.parse(DATABASE_URL, conn_max_age=envint("HMS_DB_CONN_MAX_AGE", 60, minimum=0))
+except Exception as exc:  # dj_database_url raises a variety of errors on junk input
+    raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    # Web, worker and controller share one file: WAL lets readers run beside the writer, the busy
+    # timeout waits for the lock instead of failing, and IMMEDIATE takes the write lock at BEGIN so
+    # two writers never deadlock upgrading from a read lock ("database is locked").
+    _db["CONN_MAX_AGE"] = 0
+    _db["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
+    }
+    _db.setdefault("TEST", {})["NAME"] = str(VAR_DIR / f"test-hmsmgmt{TEST_DB_SUFFIX}.sqlite3")
+elif _db["ENGINE"] in ("django.db.backends.postgresql",):
+    _db["CONN_HEALTH_CHECKS"] = True
+    if TEST_DB_SUFFIX:
+        _db.setdefault("TEST", {})["NAME"] = f"test_{_db['NAME']}{TEST_DB_SUFFIX}"
+else:
+    raise ImproperlyConfigured("DATABASE_URL must be sqlite:// or postgres://")
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "guardian.backends.ObjectPermissionBackend",
+]
+ANONYMOUS_USER_NAME = None  # guardian: no anonymous user object; anonymous callers get nothing
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "overview"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True  # serve from static/ without collectstatic for the embedded default
+
+# --- Security (production values unless HMS_DEBUG) -------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False  # htmx reads it? no: the token is rendered into hx-headers instead
+SECURE = envbool("HMS_SECURE_COOKIES", not DEBUG and not TESTING)
+SESSION_COOKIE_SECURE = SECURE
+CSRF_COOKIE_SECURE = SECURE
+SECURE_SSL_REDIRECT = envbool("HMS_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = envint("HMS_HSTS_SECONDS", 0, minimum=0)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# The REST API takes small JSON bodies; anything bigger is refused with 413 before parsing.
+HMS_MAX_BODY_BYTES = envint("HMS_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(HMS_MAX_BODY_BYTES, 2 * 1024 * 1024)
+
+# --- Domain knobs ----------------------------------------------------------------------------
+HMS_MAX_INSTANCES = envint("HMS_MAX_INSTANCES", 50, minimum=1)
+HMS_SCALE_WAIT_SECONDS = envint("HMS_SCALE_WAIT_SECONDS", 20, minimum=1)
+HMS_CONTROLLER_TICK_MS = envint("HMS_CONTROLLER_TICK_MS", 500, minimum=50)
+HMS_STEP_LEASE_SECONDS = envint("HMS_STEP_LEASE_SECONDS", 30, minimum=1)
+HMS_DEFAULT_DRIVER = os.environ.get("HMS_DEFAULT_DRIVER", "process")
+HMS_SAMPLE_IMAGE = os.environ.get("HMS_SAMPLE_IMAGE", "hmsmgmt/sample:latest")
+
+# --- Background work (django-q2, ORM broker by default) -------------------------------------
+Q_CLUSTER = {
+    "name": "hmsmgmt",
+    "workers": envint("HMS_Q_WORKERS", 2, minimum=1),
+    "timeout": envint("HMS_Q_TIMEOUT", 300, minimum=1),
+    # retry must exceed timeout or a slow task is handed to a second worker while still running.
+    "retry": envint("HMS_Q_RETRY", 360, minimum=2),
+    "poll": float(os.environ.get("HMS_Q_POLL", "0.05")),
+    "orm": "default",
+    "save_limit": 1000,
+    "ack_failures": True,
+    "max_attempts": 1,
+    "catch_up": False,
+    "sync": envbool("HMS_Q_SYNC", False),
+}
+if os.environ.get("HMS_REDIS_URL"):
+    Q_CLUSTER.pop("orm")
+    Q_CLUSTER["redis"] = os.environ["HMS_REDIS_URL"]
+if Q_CLUSTER["retry"] <= Q_CLUSTER["timeout"]:
+    raise ImproperlyConfigured(
+        f"HMS_Q_RETRY ({Q_CLUSTER['retry']}) must be greater than HMS_Q_TIMEOUT ({Q_CLUSTER['timeout']})"
+    )
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("HMS_LOG_LEVEL", "INFO")},
+    "loggers": {"django_q": {"level": "WARNING"}},
+}

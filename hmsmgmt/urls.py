@@ -1,0 +1,17 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from hmsmgmt import views
+from hmsmgmt.api import api
+
+urlpatterns = [
+    path("", views.overview, name="overview"),
+    path("", include("services.urls")),
+    path("", include("workflows.urls")),
+    path("", include("audit.urls")),
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("mgmt/", api.urls),
+]

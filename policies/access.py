@@ -1,0 +1,60 @@
+"""The permission choke point: every page, API endpoint and partial fetches objects through here.
+
+Like NetBox's RestrictedQuerySet.restrict(): a list shows only what the user may see; an object
+outside the user's scope is a 404 (no hint that it exists); a visible object without the action
+permission is a 403.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import Model, Q, QuerySet
+from django.http import Http404
+from guardian.shortcuts import get_objects_for_user
+
+M = TypeVar("M", bound=Model)
+
+
+def _codename(qs: QuerySet, action: str) -> str:
+    meta = qs.model._meta
+    return f"{meta.app_label}.{action}_{meta.model_name}"
+
+
+def restrict(qs: QuerySet[M], user: Any, action: str = "view") -> QuerySet[M]:
+    """Objects of qs on which `user` has `action` (global or per-object permission)."""
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+        return qs.none()
+    if user.is_superuser:
+        return qs
+    allowed = get_objects_for_user(user, _codename(qs, action), qs, accept_global_perms=True, with_superuser=True)
+    owner_field = getattr(qs.model, "owner_field", None)
+    if owner_field:
+        # An owner sees and acts on what they own (their own runs) without a per-object grant.
+        allowed = qs.filter(Q(pk__in=allowed.values("pk")) | Q(**{f"{owner_field}_id": user.pk}))
+    return allowed
+
+
+def can(user: Any, action: str, obj: Model) -> bool:
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+        return False
+    if user.is_superuser:
+        return True
+    owner_field = getattr(obj, "owner_field", None)
+    if owner_field and getattr(obj, f"{owner_field}_id", None) == user.pk:
+        return True
+    meta = obj._meta
+    perm = f"{meta.app_label}.{action}_{meta.model_name}"
+    return user.has_perm(perm) or user.has_perm(perm, obj)
+
+
+def get_for_user(qs: QuerySet[M], user: Any, action: str = "view", **lookup: Any) -> M:
+    """404 if the user may not see it, 403 if they see it but may not do `action`."""
+    try:
+        obj = restrict(qs, user, "view").get(**lookup)
+    except qs.model.DoesNotExist:
+        raise Http404(f"No {qs.model._meta.verbose_name} matches the given query.") from None
+    if action != "view" and not can(user, action, obj):
+        raise PermissionDenied(f"You may not {action} this {qs.model._meta.verbose_name}.")
+    return obj

@@ -1,0 +1,188 @@
+"""enforce(): the one answer to "may ACTOR do ACTION on TARGET now?".
+
+Policies know nothing of services or workflows (imports point down): callers pass what the rules
+need in `context`, and counts that live higher up come from providers registered at start-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import connection
+from django.utils import timezone
+
+from policies.models import Policy
+
+# name -> callable; e.g. "active_runs"(user_id|None, flow_slug|None, tag|None) -> int
+_providers: dict[str, Callable[..., int]] = {}
+
+
+def register_provider(name: str, fn: Callable[..., int]) -> None:
+    _providers[name] = fn
+
+
+@dataclass
+class Decision:
+    allowed: bool = True
+    policy: str | None = None
+    kind: str | None = None
+    detail: str = ""
+    limit: int | None = None
+    current: int | None = None
+    status: int = 200
+    reasons: list[str] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+
+    def deny(self, policy: Policy, status: int, detail: str, limit: int | None, current: int | None) -> None:
+        if self.allowed:  # the first refusal decides; later ones are reasons too
+            self.allowed = False
+            self.policy, self.kind, self.status = policy.name, policy.kind, status
+            self.detail, self.limit, self.current = detail, limit, current
+        self.reasons.append(detail)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "allowed": self.allowed,
+            "policy": self.policy,
+            "kind": self.kind,
+            "detail": self.detail,
+            "limit": self.limit,
+            "current": self.current,
+            "reasons": self.reasons,
+            "checked": self.checked,
+        }
+
+
+def _quota_lock(user_id: int | None, policy: Policy) -> None:
+    """Serialize quota checks per (user, scope) until the surrounding transaction ends.
+
+    On SQLite the IMMEDIATE transaction already holds the database write lock.
+    """
+    if connection.vendor != "postgresql":
+        return
+    key = f"quota:{policy.pk}:{user_id if policy.per_user else '*'}"
+    lock_id = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock_id])
+
+
+def _in_group(actor: Any, group_id: int | None) -> bool:
+    return bool(group_id) and actor.groups.filter(pk=group_id).exists()
+
+
+def enforce(actor: Any, action: str, target: Any, *, lock: bool = False, **context: Any) -> Decision:
+    """Decide. `action` is "scale" or "run".
+
+    scale context: service (name), current (desired now), requested, last_scaled_at (datetime|None)
+    run context: flow (slug), tags (list of str)
+    With lock=True (inside the acting transaction), quota checks take their lock first, so the
+    count and the following insert are atomic against concurrent requests.
+    """
+    decision = Decision()
+    now = timezone.now()
+    policies = list(Policy.objects.filter(enabled=True))
+    for policy in policies:
+        if policy.kind == Policy.Kind.CHANGE_FREEZE:
+            _check_freeze(decision, policy, actor, action, now)
+        elif action == "scale" and policy.kind in (Policy.Kind.INSTANCE_BOUNDS, Policy.Kind.SCALING_RATE):
+            if policy.service_name and policy.service_name != context.get("service"):
+                continue
+            if policy.kind == Policy.Kind.INSTANCE_BOUNDS:
+                _check_bounds(decision, policy, context)
+            else:
+                _check_rate(decision, policy, context, now)
+        elif action == "run" and policy.kind == Policy.Kind.CONCURRENT_RUNS:
+            flow, tags = context.get("flow"), context.get("tags") or []
+            if (policy.scope_flow and policy.scope_flow == flow) or (policy.scope_tag and policy.scope_tag in tags):
+                _check_quota(decision, policy, actor, lock)
+    return decision
+
+
+def _check_freeze(decision: Decision, policy: Policy, actor: Any, action: str, now: datetime) -> None:
+    applies = policy.applies_to == Policy.Applies.BOTH or (
+        (policy.applies_to == Policy.Applies.SCALE) == (action == "scale")
+    )
+    if not applies or not (policy.freeze_start and policy.freeze_end):
+        return
+    decision.checked.append(policy.name)
+    if policy.freeze_start <= now < policy.freeze_end and not _in_group(actor, policy.exempt_group_id):
+        decision.deny(
+            policy,
+            409,
+            f"Change freeze '{policy.name}' is in force until {policy.freeze_end:%Y-%m-%d %H:%M} UTC.",
+            None,
+            None,
+        )
+
+
+def _check_bounds(decision: Decision, policy: Policy, context: dict[str, Any]) -> None:
+    decision.checked.append(policy.name)
+    requested, service = context["requested"], context.get("service")
+    if policy.max_instances is not None and requested > policy.max_instances:
+        decision.deny(
+            policy,
+            422,
+            f"{service} may run at most {policy.max_instances} instances; {requested} requested.",
+            policy.max_instances,
+            requested,
+        )
+    elif policy.min_instances is not None and requested < policy.min_instances:
+        decision.deny(
+            policy,
+            422,
+            f"{service} must keep at least {policy.min_instances} instances; {requested} requested.",
+            policy.min_instances,
+            requested,
+        )
+
+
+def _check_rate(decision: Decision, policy: Policy, context: dict[str, Any], now: datetime) -> None:
+    decision.checked.append(policy.name)
+    current, requested, service = context["current"], context["requested"], context.get("service")
+    step = abs(requested - current)
+    if policy.max_step is not None and step > policy.max_step:
+        decision.deny(
+            policy,
+            422,
+            f"{service} may change by at most {policy.max_step} instances per request; "
+            f"{current} → {requested} is {step}.",
+            policy.max_step,
+            step,
+        )
+    last = context.get("last_scaled_at")
+    if policy.cooldown_seconds and last is not None and step > 0:
+        elapsed = int((now - last).total_seconds())
+        if elapsed < policy.cooldown_seconds:
+            decision.deny(
+                policy,
+                409,
+                f"{service} was scaled {elapsed} s ago; the cooldown is {policy.cooldown_seconds} s.",
+                policy.cooldown_seconds,
+                elapsed,
+            )
+
+
+def _check_quota(decision: Decision, policy: Policy, actor: Any, lock: bool) -> None:
+    decision.checked.append(policy.name)
+    user_id = actor.pk if policy.per_user else None
+    if lock:
+        _quota_lock(user_id, policy)
+    counter = _providers.get("active_runs")
+    if counter is None:
+        raise RuntimeError("no 'active_runs' provider registered (workflows app not loaded?)")
+    current = counter(user_id=user_id, flow=policy.scope_flow or None, tag=policy.scope_tag or None)
+    assert policy.limit is not None
+    if current >= policy.limit:
+        scope = policy.scope_tag or policy.scope_flow
+        who = f" for {actor.get_username()}" if policy.per_user else " in total"
+        decision.deny(
+            policy,
+            429,
+            f"{current} of {policy.limit} {scope} runs already active{who}.",
+            policy.limit,
+            current,
+        )

@@ -1,0 +1,160 @@
+"""REST endpoints for services: POST /mgmt/scale, GET /mgmt/services[/{name}]."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.http import Http404, HttpRequest
+from ninja import Field, Router, Schema
+from pydantic import StrictBool, StrictInt, StrictStr
+
+from policies.access import get_for_user, restrict
+from policies.errors import ApiError, PolicyViolation
+from services import actions, reconcile
+from services.drivers import EngineUnavailable
+from services.locks import LockTimeout
+from services.models import Instance, Service
+
+router = Router(tags=["services"])
+
+
+class ScaleIn(Schema):
+    service: StrictStr = Field(..., min_length=1, max_length=63, description="service name, e.g. HMS-SVC")
+    instances: StrictInt = Field(..., ge=0, le=settings.HMS_MAX_INSTANCES, description="desired instance count")
+    wait: StrictBool = Field(False, description="wait (bounded) until running == desired")
+
+
+class InstanceOut(Schema):
+    id: int
+    driver: str
+    ref: str
+    node: str
+    address: str
+    state: str
+    health: str
+    restarts: int
+    startedAt: datetime | None
+    cpuPercent: float | None
+    memoryBytes: int | None
+
+
+class ServiceOut(Schema):
+    name: str
+    driver: str
+    desired: int
+    running: int
+    starting: int
+    backingOff: bool
+    instances: list[InstanceOut] | None = None
+
+
+class ScaleOut(Schema):
+    service: str
+    previous: int
+    desired: int
+    running: int
+    starting: int
+    converged: bool
+
+
+class DecisionOut(Schema):
+    dryRun: bool = True
+    allowed: bool
+    policy: str | None
+    kind: str | None
+    detail: str
+    limit: int | None
+    current: int | None
+    reasons: list[str]
+    checked: list[str]
+
+
+def service_for(user: Any, name: str, action: str = "view") -> Service:
+    try:
+        return get_for_user(Service.objects.all(), user, action, name=name)
+    except Http404:
+        raise Http404(f"No service named '{name}'.") from None
+
+
+def instance_out(inst: Instance) -> dict[str, Any]:
+    return {
+        "id": inst.pk,
+        "driver": inst.driver,
+        "ref": inst.ref,
+        "node": inst.node,
+        "address": inst.address,
+        "state": inst.state,
+        "health": inst.health,
+        "restarts": inst.restarts,
+        "startedAt": inst.started_at,
+        "cpuPercent": inst.cpu_percent,
+        "memoryBytes": inst.memory_bytes,
+    }
+
+
+def service_out(svc: Service, *, with_instances: bool) -> dict[str, Any]:
+    st = reconcile.status(svc)
+    body: dict[str, Any] = {
+        "name": svc.name,
+        "driver": svc.driver,
+        "desired": svc.desired_instances,
+        "running": st.running,
+        "starting": st.starting,
+        "backingOff": st.backing_off,
+    }
+    if with_instances:
+        live = svc.instances.filter(state__in=Instance.LIVE_STATES + (Instance.State.STOPPING,))
+        body["instances"] = [instance_out(i) for i in live]
+    return body
+
+
+def converge_now(svc: Service, *, wait: bool) -> reconcile.Status:
+    """Converge right away (no need to wait for the controller's tick); with wait, keep going
+    until running == desired or the deadline. An unreachable engine is a 503: the desired count
+    is already recorded and the controller applies it once the engine is back."""
+    deadline = time.monotonic() + settings.HMS_SCALE_WAIT_SECONDS
+    while True:
+        try:
+            st = reconcile.converge(svc.pk, component="web")
+        except EngineUnavailable as exc:
+            raise ApiError(503, "engine_unavailable",
+                           f"The {svc.driver} engine is unreachable ({exc}). The desired count "
+                           f"{svc.desired_instances} is recorded and will be applied when it is back.") from exc
+        except LockTimeout:
+            svc.refresh_from_db()
+            st = reconcile.status(svc)
+        if not wait or st.converged or time.monotonic() > deadline:
+            return st
+        time.sleep(0.1)
+
+
+@router.post("/scale", response={200: ScaleOut | DecisionOut}, summary="Set a service's desired instance count")
+def scale(request: HttpRequest, payload: ScaleIn, dry_run: bool = False) -> Any:
+    svc = service_for(request.user, payload.service, "scale")
+    outcome = actions.scale_service(svc, payload.instances, actor=request.user, dry_run=dry_run)
+    if dry_run:
+        return outcome.decision.as_dict() | {"dryRun": True}
+    if not outcome.decision.allowed:
+        raise PolicyViolation(outcome.decision)
+    st = converge_now(outcome.service, wait=payload.wait)
+    return {
+        "service": svc.name,
+        "previous": outcome.previous,
+        "desired": st.desired,
+        "running": st.running,
+        "starting": st.starting,
+        "converged": st.converged,
+    }
+
+
+@router.get("/services", response=list[ServiceOut], summary="Services you may see, with counts")
+def list_services(request: HttpRequest) -> Any:
+    return [service_out(s, with_instances=False) for s in restrict(Service.objects.all(), request.user)]
+
+
+@router.get("/services/{name}", response=ServiceOut, summary="One service with its instances")
+def get_service(request: HttpRequest, name: str) -> Any:
+    return service_out(service_for(request.user, name), with_instances=True)

@@ -1,0 +1,60 @@
+"""The one small interface every engine driver implements.
+
+Drivers import nothing of ours but this module: they take a ServiceSpec (plain data) and report
+what they see, so the reconcile loop can treat a local process, a container and a Swarm task alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+
+class EngineUnavailable(Exception):
+    """The engine (Docker daemon, Swarm manager) cannot be reached right now."""
+
+
+class DriverError(Exception):
+    """The engine answered but refused or failed the operation."""
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    command: str = ""
+    image: str = ""
+    port: int = 8080
+    health_path: str = "/health"
+    version: int = 1
+
+
+@dataclass
+class Observed:
+    ref: str
+    alive: bool
+    host: str = ""
+    port: int | None = None
+    node: str = ""
+    instance_id: int | None = None  # our Instance.pk, when the engine carries it (label, env)
+    started_at: datetime | None = None
+    detail: str = ""  # why it is not alive: exit code, OOM, task state…
+    cpu_percent: float | None = None
+    memory_bytes: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class Driver(Protocol):
+    name: str
+    # Declarative drivers (Swarm) converge replicas themselves: reconcile calls set_replicas().
+    declarative: bool
+
+    def start_instance(self, spec: ServiceSpec, instance_id: int) -> Observed: ...
+
+    def stop_instance(self, spec: ServiceSpec, ref: str, *, grace_seconds: float = 5.0) -> None: ...
+
+    def list_instances(self, spec: ServiceSpec) -> list[Observed]: ...
+
+    def set_replicas(self, spec: ServiceSpec, replicas: int) -> None: ...
+
+    def remove_service(self, spec: ServiceSpec) -> None: ...

@@ -1,0 +1,183 @@
+"""Shared fixtures: personas (alice admin, bob operator, carol analyst, dave no access), clients
+per persona, the demo fleet, and helpers to run real subprocesses (qcluster, controller,
+gunicorn) against the test database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.db import connection
+from django.test import Client
+
+from audit import triggers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- audit triggers vs. test teardown ---------------------------------------------------------
+@pytest.fixture(autouse=True)
+def _audit_triggers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The audit table refuses DELETE/TRUNCATE, but a transactional test's teardown flushes every
+    table. Install the triggers for each DB test; drop them just before a flush."""
+    marker = request.node.get_closest_marker("django_db")
+    names = request.fixturenames
+    transactional = (
+        "transactional_db" in names
+        or "live_server" in names
+        or bool(marker and (marker.kwargs.get("transaction") or (marker.args and marker.args[0])))
+    )
+    if not (transactional or marker or "db" in names):
+        yield
+        return
+    request.getfixturevalue("transactional_db" if transactional else "db")
+    triggers.install(connection)
+    yield
+    if transactional:
+        triggers.uninstall(connection)
+
+
+# --- personas ---------------------------------------------------------------------------------
+@pytest.fixture
+def personas(db: None) -> dict[str, User]:
+    alice = User.objects.create_superuser("alice", "alice@example.org", "pw-alice-123")
+    bob = User.objects.create_user("bob", "bob@example.org", "pw-bob-123")
+    bob.groups.add(Group.objects.get(name="operators"))
+    carol = User.objects.create_user("carol", "carol@example.org", "pw-carol-123")
+    carol.groups.add(Group.objects.get(name="analysts"))
+    dave = User.objects.create_user("dave", "dave@example.org", "pw-dave-123")
+    return {"alice": alice, "bob": bob, "carol": carol, "dave": dave}
+
+
+@pytest.fixture
+def clients(personas: dict[str, User]) -> dict[str, Client]:
+    out: dict[str, Client] = {"anon": Client()}
+    for name, user in personas.items():
+        c = Client()
+        c.force_login(user)
+        out[name] = c
+    return out
+
+
+@pytest.fixture
+def tokens(personas: dict[str, User]) -> dict[str, str]:
+    from hmsmgmt.actions import create_api_token
+
+    return {name: create_api_token(user, actor="system:test")[1] for name, user in personas.items()}
+
+
+@pytest.fixture
+def demo(db: None) -> None:
+    """Demo services/flows/policy with desired counts set to 0 so nothing starts unless a test asks."""
+    from hmsmgmt.demo import load_demo
+    from services.models import Service
+
+    load_demo("process")
+    Service.objects.update(desired_instances=0)
+
+
+def api(client: Client, method: str, path: str, body: object = None, token: str | None = None, **extra):
+    """Call the REST API as a script would (JSON body, optional bearer token)."""
+    import json
+
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
+    data = body if isinstance(body, (str, bytes)) else json.dumps(body) if body is not None else None
+    fn = getattr(client, method.lower())
+    if data is None:
+        return fn(path, **headers, **extra)
+    return fn(path, data=data, content_type="application/json", **headers, **extra)
+
+
+# --- real subprocesses against the test database ----------------------------------------------
+def database_url() -> str:
+    s = connection.settings_dict
+    if connection.vendor == "postgresql":
+        host = s.get("HOST") or "127.0.0.1"
+        port = s.get("PORT") or 5432
+        auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "") + "@" if s.get("USER") else ""
+        return f"postgres://{auth}{host}:{port}/{s['NAME']}"
+    return f"sqlite:///{s['NAME']}"
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "DATABASE_URL": database_url(), "HMS_DEBUG": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("HMS_TESTING", None)
+    env.update(extra)
+    return env
+
+
+class Proc:
+    """A child process started in its own session; stop() ends it and its children."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.log_path = log
+        self.log = open(log, "wb")  # noqa: SIM115
+        self.popen = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.popen.poll() is None:
+            self.kill(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill(signal.SIGKILL)
+                self.popen.wait(timeout=5)
+        self.log.close()
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator:
+    started: list[Proc] = []
+
+    def _spawn(*args: str, **env: str) -> Proc:
+        proc = Proc([sys.executable, str(ROOT / "manage.py"), *args], subprocess_env(**env),
+                    tmp_path / f"{args[0]}-{len(started)}.log")
+        started.append(proc)
+        return proc
+
+    yield _spawn
+    for proc in started:
+        proc.stop()
+
+
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+@pytest.fixture
+def stop_local_instances(db: None) -> Iterator[None]:
+    """Whatever a test started with the process driver is stopped afterwards."""
+    yield
+    from services.drivers.process import ProcessDriver
+    from services.models import Service
+
+    for svc in Service.objects.all():
+        ProcessDriver().remove_service(svc.spec())

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+
+FLOW_ID_VALIDATOR = RegexValidator(r"^[A-Za-z][A-Za-z0-9_-]{0,99}$", "A flow id is a slug like exportPatientData.")
+
+
+class WorkflowDefinition(models.Model):
+    """A flow: a DAG of steps, each {name, action, params, depends_on, retries, timeout}."""
+
+    slug = models.CharField("flow id", max_length=100, unique=True, validators=[FLOW_ID_VALIDATOR])
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    steps = models.JSONField(default=list)
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+        permissions = [("run_workflowdefinition", "Can run workflow")]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    def clean(self) -> None:
+        from workflows.dag import validate_definition
+
+        validate_definition(self.steps, self.tags)
+
+
+class WorkflowRun(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    ACTIVE = (Status.PENDING, Status.RUNNING)
+    owner_field = "actor"  # the choke point lets a run's owner see it
+
+    definition = models.ForeignKey(WorkflowDefinition, on_delete=models.PROTECT, related_name="runs")
+    flow_slug = models.CharField(max_length=100, db_index=True)
+    # ",tag1,tag2," so a quota can count runs by tag with one indexed LIKE on any database.
+    tag_list = models.CharField(max_length=300, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        permissions = [("cancel_workflowrun", "Can cancel workflow run")]
+        indexes = [models.Index(fields=["actor", "status"])]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} of {self.flow_slug}"
+
+
+class StepRun(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"  # waiting for dependencies
+        QUEUED = "queued"  # handed to the workers
+        RUNNING = "running"  # claimed, under a lease
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+        SKIPPED = "skipped"  # a dependency failed or the run was cancelled
+
+    DONE = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.SKIPPED)
+
+    run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="steps")
+    name = models.CharField(max_length=100)
+    action = models.CharField(max_length=50)
+    params = models.JSONField(default=dict, blank=True)
+    depends_on = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=1)
+    timeout_seconds = models.PositiveIntegerField(default=60)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    not_before = models.DateTimeField(null=True, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "id"]
+        constraints = [models.UniqueConstraint(fields=["run", "name"], name="unique_step_per_run")]
+        indexes = [models.Index(fields=["status", "lease_until"])]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}/{self.name}"
