@@ -173,13 +173,29 @@ WHITENOISE_USE_FINDERS = True  # serve from static/ without collectstatic for th
 # --- Security (production values unless HMS_DEBUG) -------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # htmx reads it? no: the token is rendered into hx-headers instead
-SECURE = envbool("HMS_SECURE_COOKIES", not DEBUG and not TESTING)
+# Production (HMS_DEBUG=0) defaults to HTTPS-only so `manage.py check --deploy` is clean; each knob
+# can be turned off by env for a console served behind a TLS-terminating proxy or on a lab network.
+PRODUCTION = not DEBUG and not TESTING
+SECURE = envbool("HMS_SECURE_COOKIES", PRODUCTION)
 SESSION_COOKIE_SECURE = SECURE
 CSRF_COOKIE_SECURE = SECURE
-SECURE_SSL_REDIRECT = envbool("HMS_SSL_REDIRECT", False)
-SECURE_HSTS_SECONDS = envint("HMS_HSTS_SECONDS", 0, minimum=0)
+SECURE_SSL_REDIRECT = envbool("HMS_SSL_REDIRECT", PRODUCTION)
+SECURE_HSTS_SECONDS = envint("HMS_HSTS_SECONDS", 31536000 if PRODUCTION else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("HMS_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
+SECURE_HSTS_PRELOAD = envbool("HMS_HSTS_PRELOAD", PRODUCTION)
+if envbool("HMS_BEHIND_TLS_PROXY", False):
+    # Only behind a proxy that sets this header itself; otherwise a client could claim HTTPS.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_AGE = envint("HMS_SESSION_SECONDS", 12 * 3600, minimum=60)
+
+# Login throttling (hmsmgmt/throttle.py): failures counted in the database so every gunicorn
+# worker sees the same count.
+HMS_LOGIN_MAX_FAILURES = envint("HMS_LOGIN_MAX_FAILURES", 5, minimum=1)  # per username
+HMS_LOGIN_MAX_FAILURES_PER_IP = envint("HMS_LOGIN_MAX_FAILURES_PER_IP", 20, minimum=1)
+HMS_LOGIN_WINDOW_SECONDS = envint("HMS_LOGIN_WINDOW_SECONDS", 900, minimum=1)
 
 # The REST API takes small JSON bodies; anything bigger is refused with 413 before parsing.
 HMS_MAX_BODY_BYTES = envint("HMS_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
