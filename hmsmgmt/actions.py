@@ -1,18 +1,25 @@
-"""Token actions: create (the secret is returned once and never stored) and revoke."""
+"""Account-security actions: API tokens (the secret is returned once and never stored; expiry,
+revocation), disabling a user (tokens revoked, sessions ended) and failed sign-ins (throttle)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
+from django.contrib.sessions.models import Session
 from django.db import transaction
 from django.utils import timezone
 
 from audit.actions import record
-from hmsmgmt.models import ApiToken
+from audit.models import AuditEntry
+from hmsmgmt.models import ApiToken, LoginFailure
+
+# last_used_at is informational: refresh it at most this often, not on every request.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 TOKEN_PREFIX = "hms_"
 
@@ -22,7 +29,9 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_api_token(user: Any, *, actor: Any, name: str = "", expires_at: datetime | None = None) -> tuple[ApiToken, str]:
+def create_api_token(
+    user: Any, *, actor: Any, name: str = "", expires_at: datetime | None = None
+) -> tuple[ApiToken, str]:
     prefix = secrets.token_hex(4)
     secret = secrets.token_urlsafe(32)
     with transaction.atomic():
@@ -53,4 +62,41 @@ def resolve_token(raw: str) -> ApiToken | None:
         return None
     if not token.active or not token.user.is_active:
         return None
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token
+
+
+def disable_user(user: Any, *, actor: Any, reason: str = "") -> dict[str, int]:
+    """Disable an account at once: no new sign-in, its API tokens revoked, its sessions ended.
+
+    (Authentication already refuses an inactive user's session and tokens; revoking and deleting
+    them too means re-enabling the account does not bring old credentials back.)"""
+    now = timezone.now()
+    with transaction.atomic():
+        type(user).objects.filter(pk=user.pk).update(is_active=False)
+        user.is_active = False
+        tokens = ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=now)
+        sessions = [
+            s.pk for s in Session.objects.filter(expire_date__gt=now)
+            if str(s.get_decoded().get("_auth_user_id")) == str(user.pk)
+        ]
+        Session.objects.filter(pk__in=sessions).delete()
+        record("user.disable", actor=actor, target=user,
+               payload={"user": user.get_username(), "tokens_revoked": tokens, "sessions_ended": len(sessions),
+                        "reason": reason})
+    return {"tokens_revoked": tokens, "sessions_ended": len(sessions)}
+
+
+def record_login_failure(username: str, ip: str, *, throttled: bool) -> None:
+    """A failed (or throttled) sign-in: counted toward the throttle unless it was itself refused by
+    the throttle, and audited either way."""
+    now = timezone.now()
+    with transaction.atomic():
+        if not throttled:
+            LoginFailure.objects.create(username=username.strip().lower()[:150], ip=ip, at=now)
+        # Keep the table small: anything past twice the window can no longer matter.
+        LoginFailure.objects.filter(at__lt=now - timedelta(seconds=2 * settings.HMS_LOGIN_WINDOW_SECONDS)).delete()
+        record("auth.login", actor="anonymous", outcome=AuditEntry.Outcome.DENIED,
+               payload={"username": username[:150], "throttled": throttled})

@@ -27,3 +27,18 @@ class ApiToken(models.Model):
     def active(self) -> bool:
         now = timezone.now()
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+
+class LoginFailure(models.Model):
+    """One failed sign-in. Kept in the database (not a per-process cache) so every gunicorn
+    worker counts the same failures; rows older than the throttle window are pruned."""
+
+    username = models.CharField(max_length=150, db_index=True)
+    ip = models.CharField(max_length=45, db_index=True, blank=True)
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"{self.username} from {self.ip or '?'} at {self.at:%Y-%m-%d %H:%M:%S}"

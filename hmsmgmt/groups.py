@@ -1,0 +1,36 @@
+"""The three standing groups and their model-level permissions.
+
+Migration 0002 created them once; this keeps them present after anything that empties the auth
+tables and re-runs post_migrate (a `flush`, which every transactional test does at teardown), so a
+fresh database and a flushed one agree. Per-object grants are made in admin, not here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+GROUPS: dict[str, list[tuple[str, str]]] = {
+    "operators": [
+        ("services", "view_service"),
+        ("services", "scale_service"),
+        ("workflows", "view_workflowdefinition"),
+        ("workflows", "run_workflowdefinition"),
+        ("workflows", "view_workflowrun"),
+        ("workflows", "cancel_workflowrun"),
+    ],
+    # Analysts get run/view on analytics flows per object (granted when such a flow is saved).
+    "analysts": [],
+    "auditors": [("audit", "view_auditentry")],
+}
+
+
+def ensure_groups(**kwargs: Any) -> None:
+    """post_migrate receiver: create missing groups and add missing permissions; never removes
+    a grant an administrator made."""
+    from django.contrib.auth.models import Group, Permission
+
+    for name, perms in GROUPS.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        wanted = [Permission.objects.filter(content_type__app_label=app, codename=code).first()
+                  for app, code in perms]
+        group.permissions.add(*[p for p in wanted if p is not None])
