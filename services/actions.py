@@ -136,3 +136,229 @@ def record_failover(instance: Instance, *, cause: str, component: str) -> None:
                 "backoff_until": svc.backoff_until.isoformat() if svc.backoff_until else None,
             },
         )
+
+
+# --- SLA monitoring, incidents, alerts, autoscaler overrides (issue 5) ---------------------------
+# Observations (probe results, roll-ups, autoscaler decisions) are measured data, not
+# administrative changes, and are not audited; everything below changes what the console does or
+# tells people, so each writes its one audit entry in the same transaction.
+
+
+def fail_over_unhealthy(instance: Instance, *, evidence: dict[str, Any], component: str = "monitor") -> bool:
+    """An instance failed its probe threshold: mark it exited, audit `failover` with the probe
+    evidence, then stop it through its driver. The reconciler sees live < desired and starts a
+    replacement. Safe to call twice: the second call finds it no longer live and does nothing."""
+    from services.drivers import get_driver
+    from services.models import MaintenanceWindow
+
+    now = timezone.now()
+    with transaction.atomic():
+        inst = Instance.objects.select_for_update().get(pk=instance.pk)
+        if inst.state not in Instance.LIVE_STATES:
+            return False  # already handled (by another batch or by the reconciler)
+        svc = Service.objects.get(pk=inst.service_id)
+        if MaintenanceWindow.objects.filter(service=svc, starts_at__lte=now, ends_at__gt=now).exists():
+            return False  # maintenance pauses fail-over
+        cause = f"health probe failed {evidence.get('consecutive_failures', '?')} times in a row"
+        inst.state = Instance.State.EXITED
+        inst.health = Instance.Health.DOWN
+        inst.exit_reason = cause[:300]
+        inst.stopped_at = now
+        inst.save(update_fields=["state", "health", "exit_reason", "stopped_at"])
+        record(
+            "failover",
+            actor=f"system:{component}",
+            target=svc,
+            payload={"instance": inst.pk, "ref": inst.ref, "cause": cause, "evidence": evidence,
+                     "lived_seconds": round((now - (inst.started_at or inst.created_at)).total_seconds(), 1)},
+        )
+    # Outside the transaction: an engine call may be slow, and the row already says "exited".
+    if inst.ref:
+        try:
+            get_driver(inst.driver).stop_instance(svc.spec(), inst.ref, grace_seconds=1.0)
+        except Exception:  # the reconciler stops leftovers as orphans on its next tick
+            pass
+    return True
+
+
+def open_incident(service: Service, *, kind: str, severity: str, title: str, evidence: dict[str, Any],
+                  actor: Any = "system:sla") -> Any:
+    """Open an incident and queue one alert per matching channel (sent after commit)."""
+    from services.models import AlertChannel, AlertDelivery, Incident
+
+    with transaction.atomic():
+        incident = Incident.objects.create(service=service, kind=kind, severity=severity, title=title[:200],
+                                           evidence=evidence, opened_at=timezone.now())
+        deliveries = _queue_alerts(incident, "opened", AlertChannel, AlertDelivery)
+        record("incident.open", actor=actor, target=service,
+               payload={"incident": incident.pk, "kind": kind, "severity": severity, "title": incident.title,
+                        "evidence": evidence, "alerts": len(deliveries)})
+    return incident
+
+
+def acknowledge_incident(incident: Any, *, actor: Any) -> bool:
+    from services.models import AlertChannel, AlertDelivery, Incident
+
+    with transaction.atomic():
+        inc = Incident.objects.select_for_update().get(pk=incident.pk)
+        if inc.status != Incident.Status.OPEN:
+            return False
+        inc.status = Incident.Status.ACKNOWLEDGED
+        inc.acknowledged_at = timezone.now()
+        from audit.actions import actor_label
+
+        inc.acknowledged_by = actor_label(actor)[0][:150]
+        inc.save(update_fields=["status", "acknowledged_at", "acknowledged_by"])
+        deliveries = _queue_alerts(inc, "acknowledged", AlertChannel, AlertDelivery)
+        record("incident.acknowledge", actor=actor, target=inc.service,
+               payload={"incident": inc.pk, "title": inc.title, "alerts": len(deliveries)})
+    return True
+
+
+def resolve_incident(incident: Any, *, evidence: dict[str, Any], actor: Any = "system:sla") -> bool:
+    from services.models import AlertChannel, AlertDelivery, Incident
+
+    with transaction.atomic():
+        inc = Incident.objects.select_for_update().get(pk=incident.pk)
+        if inc.status not in Incident.ACTIVE:
+            return False
+        inc.status = Incident.Status.RESOLVED
+        inc.resolved_at = timezone.now()
+        inc.save(update_fields=["status", "resolved_at"])
+        deliveries = _queue_alerts(inc, "resolved", AlertChannel, AlertDelivery)
+        record("incident.resolve", actor=actor, target=inc.service,
+               payload={"incident": inc.pk, "title": inc.title, "evidence": evidence,
+                        "open_seconds": round((inc.resolved_at - inc.opened_at).total_seconds(), 1),
+                        "alerts": len(deliveries)})
+    return True
+
+
+def _queue_alerts(incident: Any, event: str, channel_model: Any, delivery_model: Any) -> list[int]:
+    from django.db.models import Q
+
+    channels = channel_model.objects.filter(Q(service__isnull=True) | Q(service=incident.service_id), enabled=True)
+    payload = {
+        "event": event,
+        "incident": incident.pk,
+        "service": incident.service.name,
+        "kind": incident.kind,
+        "severity": incident.severity,
+        "status": incident.status,
+        "title": incident.title,
+        "openedAt": incident.opened_at.isoformat(),
+        "evidence": incident.evidence,
+    }
+    ids = [delivery_model.objects.create(incident=incident, channel=c, event=event, payload=payload).pk
+           for c in channels]
+    if ids:
+        from services import sla
+
+        transaction.on_commit(lambda: sla.enqueue_deliveries(ids))
+    return ids
+
+
+def finish_alert_delivery(delivery: Any, *, sent: bool, attempts: int, response_status: int | None,
+                          error: str = "") -> None:
+    """The outcome of a webhook/email delivery after its retries."""
+    from services.models import AlertDelivery
+
+    with transaction.atomic():
+        d = AlertDelivery.objects.select_for_update().select_related("channel", "incident").get(pk=delivery.pk)
+        if d.status != AlertDelivery.Status.PENDING:
+            return  # another worker finished it first
+        d.status = AlertDelivery.Status.SENT if sent else AlertDelivery.Status.FAILED
+        d.attempts, d.response_status, d.last_error = attempts, response_status, error[:300]
+        d.sent_at = timezone.now() if sent else None
+        d.save(update_fields=["status", "attempts", "response_status", "last_error", "sent_at"])
+        record("alert.sent" if sent else "alert.failed", actor="system:alerts", target=d.incident.service,
+               outcome=AuditEntry.Outcome.SUCCESS if sent else AuditEntry.Outcome.FAILED,
+               payload={"incident": d.incident_id, "event": d.event, "channel": d.channel.name,
+                        "kind": d.channel.kind, "attempts": attempts, "status": response_status,
+                        "error": error[:300]})
+
+
+def save_alert_channel(channel: Any, *, actor: Any) -> Any:
+    created = channel.pk is None
+    with transaction.atomic():
+        channel.save()
+        record("alert_channel.create" if created else "alert_channel.update", actor=actor, target=channel,
+               payload={"name": channel.name, "kind": channel.kind, "target": channel.target,
+                        "service": channel.service.name if channel.service_id else None})
+    return channel
+
+
+def delete_alert_channel(channel: Any, *, actor: Any) -> None:
+    with transaction.atomic():
+        record("alert_channel.delete", actor=actor, target=channel, payload={"name": channel.name})
+        channel.delete()
+
+
+def create_maintenance_window(service: Service, *, starts_at: Any, ends_at: Any, reason: str, actor: Any) -> Any:
+    from audit.actions import actor_label
+    from services.models import MaintenanceWindow
+
+    with transaction.atomic():
+        window = MaintenanceWindow(service=service, starts_at=starts_at, ends_at=ends_at, reason=reason[:200],
+                                   created_by=actor_label(actor)[0][:150])
+        window.full_clean()
+        window.save()
+        record("maintenance.create", actor=actor, target=service,
+               payload={"window": window.pk, "starts_at": starts_at.isoformat(), "ends_at": ends_at.isoformat(),
+                        "reason": window.reason})
+    return window
+
+
+def end_maintenance_window(window: Any, *, actor: Any) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        window.ends_at = max(now, window.starts_at)
+        window.save(update_fields=["ends_at"])
+        record("maintenance.end", actor=actor, target=window.service,
+               payload={"window": window.pk, "ended_at": window.ends_at.isoformat()})
+
+
+def create_scale_override(service: Service, *, owner: str, instances: int, ttl_seconds: int | None,
+                          actor: Any, reason: str = "") -> Any:
+    """Pause the autoscaler for this service (a manual scale). Any earlier active override ends."""
+    from services.models import ScaleOverride
+
+    now = timezone.now()
+    with transaction.atomic():
+        ScaleOverride.objects.filter(service=service, cleared_at__isnull=True).update(cleared_at=now)
+        override = ScaleOverride.objects.create(
+            service=service, owner=owner[:150], instances=instances, reason=reason[:200], created_at=now,
+            expires_at=now + timedelta(seconds=ttl_seconds) if ttl_seconds else None,
+        )
+        record("autoscale.override", actor=actor, target=service,
+               payload={"override": override.pk, "owner": override.owner, "instances": instances,
+                        "expires_at": override.expires_at.isoformat() if override.expires_at else None,
+                        "reason": override.reason})
+    return override
+
+
+def clear_scale_override(override: Any, *, actor: Any, reason: str) -> bool:
+    from services.models import ScaleOverride
+
+    with transaction.atomic():
+        ov = ScaleOverride.objects.select_for_update().get(pk=override.pk)
+        if ov.cleared_at is not None:
+            return False
+        ov.cleared_at = timezone.now()
+        ov.save(update_fields=["cleared_at"])
+        record("autoscale.override_end", actor=actor, target=ov.service,
+               payload={"override": ov.pk, "owner": ov.owner, "reason": reason})
+    return True
+
+
+def update_sla_settings(service: Service, changes: dict[str, Any], *, actor: Any) -> Service:
+    """Probe/SLA/autoscaler settings from the SLA page: validated like the admin form (a
+    ValidationError leaves everything unchanged)."""
+    with transaction.atomic():
+        svc = Service.objects.select_for_update().get(pk=service.pk)
+        diff = {k: [getattr(svc, k), v] for k, v in changes.items() if getattr(svc, k) != v}
+        for name, value in changes.items():
+            setattr(svc, name, value)
+        svc.full_clean(exclude=["name"])
+        svc.save()
+        record("service.update", actor=actor, target=svc, payload={"changes": diff})
+    return svc
