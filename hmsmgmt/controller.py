@@ -41,6 +41,7 @@ class Controller:
                 log.exception("reconcile of %s failed", name)
         try:
             engine.sweep_expired_leases()
+            engine.promote_due_retries()  # steps whose retry backoff has passed
             if time.monotonic() - self.last_requeue > 10:
                 engine.requeue_stranded()
                 self.last_requeue = time.monotonic()
