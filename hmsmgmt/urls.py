@@ -10,6 +10,7 @@ urlpatterns = [
     path("", include("services.urls")),
     path("", include("workflows.urls")),
     path("", include("audit.urls")),
+    path("", include("policies.urls")),
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -36,13 +36,18 @@ class Decision:
     status: int = 200
     reasons: list[str] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)
+    denied_by: list[str] = field(default_factory=list)
 
     def deny(self, policy: Policy, status: int, detail: str, limit: int | None, current: int | None) -> None:
-        if self.allowed:  # the first refusal decides; later ones are reasons too
+        # The first refusal decides the status; policies are visited in a fixed order (freeze,
+        # quota, bounds, rate) so the same situation always gets the same answer.
+        if self.allowed:
             self.allowed = False
             self.policy, self.kind, self.status = policy.name, policy.kind, status
             self.detail, self.limit, self.current = detail, limit, current
         self.reasons.append(detail)
+        if policy.name not in self.denied_by:
+            self.denied_by.append(policy.name)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +59,7 @@ class Decision:
             "current": self.current,
             "reasons": self.reasons,
             "checked": self.checked,
+            "policies": self.denied_by,
         }
 
 
@@ -70,8 +76,17 @@ def _quota_lock(user_id: int | None, policy: Policy) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock_id])
 
 
+def _user_id(actor: Any) -> int | None:
+    """A signed-in user's id; None for system actors ("system:controller") and anonymous."""
+    if isinstance(actor, str) or not getattr(actor, "is_authenticated", False):
+        return None
+    return actor.pk
+
+
 def _in_group(actor: Any, group_id: int | None) -> bool:
-    return bool(group_id) and actor.groups.filter(pk=group_id).exists()
+    if not group_id or _user_id(actor) is None:
+        return False  # system actors belong to no group: a freeze holds them too
+    return actor.groups.filter(pk=group_id).exists()
 
 
 def enforce(actor: Any, action: str, target: Any, *, lock: bool = False, **context: Any) -> Decision:
@@ -84,7 +99,8 @@ def enforce(actor: Any, action: str, target: Any, *, lock: bool = False, **conte
     """
     decision = Decision()
     now = timezone.now()
-    policies = list(Policy.objects.filter(enabled=True))
+    # Read on every call (no cache): an edit in admin decides the very next request.
+    policies = list(Policy.objects.filter(enabled=True).order_by("kind", "name"))
     for policy in policies:
         if policy.kind == Policy.Kind.CHANGE_FREEZE:
             _check_freeze(decision, policy, actor, action, now)
@@ -155,7 +171,7 @@ def _check_rate(decision: Decision, policy: Policy, context: dict[str, Any], now
         )
     last = context.get("last_scaled_at")
     if policy.cooldown_seconds and last is not None and step > 0:
-        elapsed = int((now - last).total_seconds())
+        elapsed = max(0, int((now - last).total_seconds()))  # a clock step back is not "negative"
         if elapsed < policy.cooldown_seconds:
             decision.deny(
                 policy,
@@ -167,15 +183,19 @@ def _check_rate(decision: Decision, policy: Policy, context: dict[str, Any], now
 
 
 def _check_quota(decision: Decision, policy: Policy, actor: Any, lock: bool) -> None:
+    if not policy.limit:
+        return  # not a valid quota (admin refuses this; a raw insert could still make one)
+    uid = _user_id(actor)
+    if policy.per_user and uid is None:
+        return  # a per-user quota has no user to count for system actors; totals still apply
     decision.checked.append(policy.name)
-    user_id = actor.pk if policy.per_user else None
+    user_id = uid if policy.per_user else None
     if lock:
         _quota_lock(user_id, policy)
     counter = _providers.get("active_runs")
     if counter is None:
         raise RuntimeError("no 'active_runs' provider registered (workflows app not loaded?)")
     current = counter(user_id=user_id, flow=policy.scope_flow or None, tag=policy.scope_tag or None)
-    assert policy.limit is not None
     if current >= policy.limit:
         scope = policy.scope_tag or policy.scope_flow
         who = f" for {actor.get_username()}" if policy.per_user else " in total"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 
 
@@ -25,23 +26,31 @@ class Policy(models.Model):
     description = models.TextField(blank=True)
 
     # concurrent_runs
-    scope_flow = models.CharField(max_length=100, blank=True, help_text="flow id this quota applies to")
-    scope_tag = models.CharField(max_length=50, blank=True, help_text="or: every flow with this tag")
-    per_user = models.BooleanField(default=True, help_text="count per user (else across everyone)")
-    limit = models.PositiveIntegerField(null=True, blank=True)
+    scope_flow = models.CharField(max_length=100, blank=True,
+                                  help_text="Flow id this quota applies to, e.g. analyticsReport.")
+    scope_tag = models.CharField(max_length=50, blank=True,
+                                 help_text="Or: every flow carrying this tag, e.g. analytics.")
+    per_user = models.BooleanField(default=True,
+                                   help_text="Count each user's active runs separately (else everyone's together).")
+    limit = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)],
+                                        help_text="Most active (pending or running) runs at once.")
 
     # instance_bounds / scaling_rate: service name, blank = every service
-    service_name = models.CharField(max_length=100, blank=True)
-    min_instances = models.PositiveIntegerField(null=True, blank=True)
-    max_instances = models.PositiveIntegerField(null=True, blank=True)
-    max_step = models.PositiveIntegerField(null=True, blank=True, help_text="largest change per request")
-    cooldown_seconds = models.PositiveIntegerField(null=True, blank=True)
+    service_name = models.CharField(max_length=100, blank=True,
+                                    help_text="Service this applies to, e.g. HMS-SVC; blank = every service.")
+    min_instances = models.PositiveIntegerField(null=True, blank=True, help_text="Fewest instances allowed.")
+    max_instances = models.PositiveIntegerField(null=True, blank=True, help_text="Most instances allowed.")
+    max_step = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)],
+                                           help_text="Largest change of the instance count per request.")
+    cooldown_seconds = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)],
+                                                   help_text="Seconds after a change before the next one.")
 
     # change_freeze
-    freeze_start = models.DateTimeField(null=True, blank=True)
-    freeze_end = models.DateTimeField(null=True, blank=True)
+    freeze_start = models.DateTimeField(null=True, blank=True, help_text="UTC.")
+    freeze_end = models.DateTimeField(null=True, blank=True, help_text="UTC; the freeze ends at this instant.")
     applies_to = models.CharField(max_length=8, choices=Applies.choices, default=Applies.BOTH)
-    exempt_group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.SET_NULL)
+    exempt_group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.SET_NULL,
+                                     help_text="Members of this group may still act during the freeze.")
 
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -49,14 +58,49 @@ class Policy(models.Model):
         verbose_name_plural = "policies"
         ordering = ["kind", "name"]
 
+    # The fields each kind uses; the others are cleared on save so a changed kind leaves no stale
+    # numbers behind (and the admin shows only these).
+    KIND_FIELDS: dict[str, tuple[str, ...]] = {
+        Kind.CONCURRENT_RUNS: ("scope_flow", "scope_tag", "per_user", "limit"),
+        Kind.INSTANCE_BOUNDS: ("service_name", "min_instances", "max_instances"),
+        Kind.SCALING_RATE: ("service_name", "max_step", "cooldown_seconds"),
+        Kind.CHANGE_FREEZE: ("freeze_start", "freeze_end", "applies_to", "exempt_group"),
+    }
+    TRACKED_FIELDS = ("name", "kind", "enabled", "description", "scope_flow", "scope_tag", "per_user", "limit",
+                      "service_name", "min_instances", "max_instances", "max_step", "cooldown_seconds",
+                      "freeze_start", "freeze_end", "applies_to", "exempt_group")
+
     def __str__(self) -> str:
         return self.name
+
+    def clear_unused_fields(self) -> None:
+        used = set(self.KIND_FIELDS.get(self.kind, ()))
+        defaults = {"per_user": True, "applies_to": self.Applies.BOTH}
+        for name in self.TRACKED_FIELDS[4:]:
+            if name not in used:
+                attr = "exempt_group_id" if name == "exempt_group" else name
+                blank = "" if name in ("scope_flow", "scope_tag", "service_name") else None
+                setattr(self, attr, defaults.get(name, blank))
+
+    def snapshot(self) -> dict[str, object]:
+        """The editable fields as JSON-friendly values, for the audit entry's before→after diff."""
+        out: dict[str, object] = {}
+        for name in self.TRACKED_FIELDS:
+            value = getattr(self, name)
+            if name == "exempt_group":
+                value = value.name if value is not None else None
+            elif hasattr(value, "isoformat"):
+                value = value.isoformat()
+            out[name] = value
+        return out
 
     def clean(self) -> None:
         errors: dict[str, str] = {}
         if self.kind == self.Kind.CONCURRENT_RUNS:
             if self.limit is None:
-                errors["limit"] = "A concurrent-runs quota needs a limit."
+                errors["limit"] = "A concurrent-runs quota needs a limit (1 or more)."
+            elif self.limit < 1:
+                errors["limit"] = "A limit of 0 would refuse every run; disable the flow or use a freeze instead."
             if bool(self.scope_flow) == bool(self.scope_tag):
                 errors["scope_flow"] = "Scope the quota to exactly one of: a flow id, or a tag."
         elif self.kind == self.Kind.INSTANCE_BOUNDS:
@@ -73,6 +117,8 @@ class Policy(models.Model):
                 errors["max_step"] = "Give a largest step, a cooldown, or both."
             if self.max_step == 0:
                 errors["max_step"] = "A largest step of 0 would forbid all scaling; use a freeze instead."
+            if self.cooldown_seconds == 0:
+                errors["cooldown_seconds"] = "Leave the cooldown blank for none, or give 1 second or more."
         elif self.kind == self.Kind.CHANGE_FREEZE:
             if not self.freeze_start or not self.freeze_end:
                 errors["freeze_end"] = "A freeze needs a start and an end."
