@@ -1,4 +1,5 @@
-"""Domain actions of the workflows app: start and cancel runs, save flows. Audited, atomic."""
+"""Domain actions of the workflows app: start, cancel and retry runs, decide approvals, save flows.
+Each is atomic and writes exactly one audit entry in its transaction."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from workflows import engine
 from workflows.models import StepRun, WorkflowDefinition, WorkflowRun
 
 DEFAULT_STEP_TIMEOUT = 60
+DEFAULT_APPROVAL_TIMEOUT = 24 * 3600  # how long an approval waits for a decision
+DEFAULT_BACKOFF = 1.0
 
 
 @dataclass
@@ -25,7 +28,8 @@ class StartOutcome:
     dry_run: bool = False
 
 
-def start_run(definition: WorkflowDefinition, data: dict[str, Any], *, actor: Any, dry_run: bool = False) -> StartOutcome:
+def start_run(definition: WorkflowDefinition, data: dict[str, Any], *, actor: Any,
+              dry_run: bool = False) -> StartOutcome:
     """Create the run and its steps and the audit entry in one transaction; the quota check takes
     its lock first, so the count and the insert are atomic under any concurrency. Ready steps are
     enqueued once the transaction commits."""
@@ -54,7 +58,11 @@ def start_run(definition: WorkflowDefinition, data: dict[str, Any], *, actor: An
                     params=s.get("params", {}),
                     depends_on=s.get("depends_on", []),
                     max_attempts=1 + int(s.get("retries", 0)),
-                    timeout_seconds=int(s.get("timeout", DEFAULT_STEP_TIMEOUT)),
+                    retries=int(s.get("retries", 0)),
+                    backoff_seconds=float(s.get("backoff", DEFAULT_BACKOFF)),
+                    optional=bool(s.get("optional", False)),
+                    timeout_seconds=int(s.get("timeout", DEFAULT_APPROVAL_TIMEOUT if s["action"] == "approval"
+                                              else DEFAULT_STEP_TIMEOUT)),
                 )
                 for s in definition.steps
             ]
@@ -65,19 +73,80 @@ def start_run(definition: WorkflowDefinition, data: dict[str, Any], *, actor: An
 
 
 def cancel_run(run: WorkflowRun, *, actor: Any) -> bool:
-    """Pending and queued steps never start; a running step's result is discarded on completion
-    (its conditional update loses). Returns False when the run had already finished."""
+    """Pending, queued and retrying steps never start; a running step is told to stop (its
+    heartbeat finds the row no longer ours within a second and interrupts it) and its result is
+    discarded (its conditional update loses). Returns False when the run had already finished."""
     with transaction.atomic():
+        now = timezone.now()
         won = WorkflowRun.objects.filter(pk=run.pk, status__in=WorkflowRun.ACTIVE).update(
-            status=WorkflowRun.Status.CANCELLED, finished_at=timezone.now()
+            status=WorkflowRun.Status.CANCELLED, finished_at=now
         )
         if not won:
             return False
-        StepRun.objects.filter(run=run, status__in=[StepRun.Status.PENDING, StepRun.Status.QUEUED,
-                                                    StepRun.Status.RUNNING]).update(
-            status=StepRun.Status.CANCELLED, finished_at=timezone.now(), lease_until=None)
-        record("workflow.cancel", actor=actor, target=run, payload={"runId": run.pk, "flowId": run.flow_slug})
+        stopped = StepRun.objects.filter(run=run, status__in=engine.UNFINISHED).update(
+            status=StepRun.Status.CANCELLED, finished_at=now, lease_until=None, not_before=None)
+        record("workflow.cancel", actor=actor, target=run,
+               payload={"runId": run.pk, "flowId": run.flow_slug, "stepsStopped": stopped})
     return True
+
+
+class RetryRefused(Exception):
+    pass
+
+
+def retry_run(run: WorkflowRun, *, actor: Any) -> list[str]:
+    """Run a failed (or cancelled) run again from where it stopped: steps that succeeded keep
+    their output and never run again; failed, skipped and cancelled ones start over with a fresh
+    round of attempts. Returns the names of the steps reset."""
+    with transaction.atomic():
+        locked = WorkflowRun.objects.select_for_update().get(pk=run.pk)
+        if locked.status not in (WorkflowRun.Status.FAILED, WorkflowRun.Status.CANCELLED):
+            raise RetryRefused(f"Run {run.pk} is {locked.status}; only a failed or cancelled run can be retried.")
+        redo = list(StepRun.objects.filter(run=locked, status__in=(StepRun.Status.FAILED, StepRun.Status.SKIPPED,
+                                                                   StepRun.Status.CANCELLED)))
+        for step in redo:
+            # A new round of attempts on top of the old ones: attempts never exceed max_attempts.
+            StepRun.objects.filter(pk=step.pk).update(
+                status=StepRun.Status.PENDING, max_attempts=step.attempts + 1 + step.retries, error="",
+                output=None, lease_until=None, not_before=None, queued_at=None, finished_at=None)
+        WorkflowRun.objects.filter(pk=locked.pk).update(status=WorkflowRun.Status.RUNNING, error="",
+                                                        finished_at=None)
+        names = [s.name for s in redo]
+        record("workflow.retry", actor=actor, target=locked,
+               payload={"runId": run.pk, "flowId": run.flow_slug, "steps": names, "from": locked.status})
+        transaction.on_commit(lambda: engine.dispatch_ready(run.pk))
+    return names
+
+
+class DecisionRefused(Exception):
+    pass
+
+
+def decide_approval(run: WorkflowRun, step_name: str, *, approve: bool, actor: Any, comment: str = "") -> StepRun:
+    """Approve (the step succeeds and its dependents start) or reject (the step fails; so does the
+    run unless the step is optional). Only a step that is waiting can be decided, once."""
+    with transaction.atomic():
+        step = StepRun.objects.filter(run=run, name=step_name).first()
+        if step is None:
+            raise StepRun.DoesNotExist(f"Run {run.pk} has no step '{step_name}'.")
+        if step.action != "approval":
+            raise DecisionRefused(f"Step '{step_name}' is not an approval step.")
+        now = timezone.now()
+        who = actor.get_username() if hasattr(actor, "get_username") else str(actor)
+        decision = {"approved": approve, "by": who, "at": now.isoformat(), "comment": comment[:500],
+                    "prompt": (step.output or {}).get("prompt", "")}
+        won = StepRun.objects.filter(pk=step.pk, status=StepRun.Status.WAITING).update(
+            status=StepRun.Status.SUCCEEDED if approve else StepRun.Status.FAILED,
+            output=decision, finished_at=now, lease_until=None,
+            error="" if approve else f"rejected by {who}" + (f": {comment[:200]}" if comment else ""))
+        if not won:
+            raise DecisionRefused(f"Step '{step_name}' is {step.status}, not waiting for a decision.")
+        record("workflow.approve" if approve else "workflow.reject", actor=actor, target=run,
+               payload={"runId": run.pk, "flowId": run.flow_slug, "step": step_name, "approved": approve,
+                        "comment": comment[:500]})
+        transaction.on_commit(lambda: engine.dispatch_ready(run.pk))
+    step.refresh_from_db()
+    return step
 
 
 def save_flow(definition: WorkflowDefinition, *, actor: Any, created: bool, changes: dict[str, Any] | None = None,

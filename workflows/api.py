@@ -1,4 +1,4 @@
-"""REST endpoints for workflows: start (the chapter's contract), status, list, cancel."""
+"""REST endpoints for workflows: start (the chapter's contract), status, list, cancel, retry, approve."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from typing import Any
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest
 from ninja import Field, Router, Schema
-from pydantic import StrictStr
+from pydantic import StrictBool, StrictStr
 
 from policies.access import get_for_user, restrict
 from policies.errors import ApiError, PolicyViolation
 from workflows import actions, engine
-from workflows.models import WorkflowDefinition, WorkflowRun
+from workflows.models import StepRun, WorkflowDefinition, WorkflowRun
 
 router = Router(tags=["workflows"])
 
@@ -89,5 +89,34 @@ def cancel(request: HttpRequest, run_id: int) -> Any:
     run = run_for(request.user, run_id, "cancel")
     if not actions.cancel_run(run, actor=request.user):
         raise ApiError(409, "not_active", f"Run {run_id} has already finished ({run.status}).")
+    run.refresh_from_db()
+    return engine.run_summary(run)
+
+
+@router.post("/workflows/{run_id}/retry", summary="Retry a failed or cancelled run from the failed step")
+def retry(request: HttpRequest, run_id: int) -> Any:
+    run = run_for(request.user, run_id, "retry")
+    try:
+        actions.retry_run(run, actor=request.user)
+    except actions.RetryRefused as exc:
+        raise ApiError(409, "not_retryable", str(exc)) from None
+    run.refresh_from_db()
+    return engine.run_summary(run)
+
+
+class ApproveIn(Schema):
+    approve: StrictBool = Field(..., description="true approves the step, false rejects it")
+    comment: StrictStr = Field("", max_length=500)
+
+
+@router.post("/workflows/{run_id}/steps/{name}/approve", summary="Approve or reject a waiting approval step")
+def approve(request: HttpRequest, run_id: int, name: str, payload: ApproveIn) -> Any:
+    run = run_for(request.user, run_id, "approve")
+    try:
+        actions.decide_approval(run, name, approve=payload.approve, actor=request.user, comment=payload.comment)
+    except StepRun.DoesNotExist:
+        raise Http404(f"Run {run_id} has no step '{name}'.") from None
+    except actions.DecisionRefused as exc:
+        raise ApiError(409, "not_waiting", str(exc)) from None
     run.refresh_from_db()
     return engine.run_summary(run)

@@ -11,3 +11,9 @@ class WorkflowsConfig(AppConfig):
         from workflows.engine import active_runs
 
         register_provider("active_runs", active_runs)
+        # The autoscaler (services) scales on workflow demand: steps queued or running per service.
+        from services.autoscale import register_demand_provider
+        from workflows.models import StepRun
+
+        register_demand_provider(lambda name: StepRun.objects.filter(
+            status__in=(StepRun.Status.QUEUED, StepRun.Status.RUNNING), params__service=name).count())

@@ -56,7 +56,11 @@ class WorkflowRun(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        permissions = [("cancel_workflowrun", "Can cancel workflow run")]
+        permissions = [
+            ("cancel_workflowrun", "Can cancel workflow run"),
+            ("retry_workflowrun", "Can retry workflow run"),
+            ("approve_workflowrun", "Can approve steps of workflow run"),
+        ]
         indexes = [models.Index(fields=["actor", "status"])]
 
     def __str__(self) -> str:
@@ -68,6 +72,8 @@ class StepRun(models.Model):
         PENDING = "pending"  # waiting for dependencies
         QUEUED = "queued"  # handed to the workers
         RUNNING = "running"  # claimed, under a lease
+        RETRYING = "retrying"  # failed an attempt; waits out its backoff (not_before) before re-queueing
+        WAITING = "waiting"  # an approval step waiting for a person (lease_until is the deadline)
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         CANCELLED = "cancelled"
@@ -83,6 +89,9 @@ class StepRun(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=1)
+    retries = models.PositiveIntegerField(default=0, help_text="retries per round (a manual retry adds a round)")
+    backoff_seconds = models.FloatField(default=1.0, help_text="first retry delay; doubles each attempt")
+    optional = models.BooleanField(default=False, help_text="its failure neither fails the run nor blocks dependents")
     timeout_seconds = models.PositiveIntegerField(default=60)
     lease_until = models.DateTimeField(null=True, blank=True)
     not_before = models.DateTimeField(null=True, blank=True)
