@@ -9,7 +9,7 @@ import time
 from django.conf import settings
 from django.db import close_old_connections
 
-from services import reconcile
+from services import monitoring, reconcile
 from services.drivers import EngineUnavailable
 from services.locks import LockTimeout
 from services.models import Service
@@ -50,6 +50,9 @@ class Controller:
 
     def run_forever(self, *, max_ticks: int | None = None) -> None:
         interval = settings.HMS_CONTROLLER_TICK_MS / 1000
+        # Probe fan-out, SLA evaluation and the autoscaler run on their own 100 ms loop so probe
+        # cadence (down to 1 s) does not wait for a slow reconcile pass.
+        monitoring.start_in_background()
         ticks = 0
         while max_ticks is None or ticks < max_ticks:
             started = time.monotonic()

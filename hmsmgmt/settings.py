@@ -243,3 +243,22 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("HMS_LOG_LEVEL", "INFO")},
     "loggers": {"django_q": {"level": "WARNING"}},
 }
+
+# --- Probes, SLA, alerts, autoscaler (services.monitoring / sla / autoscale) --------------------
+HMS_PROBE_BATCH_SIZE = envint("HMS_PROBE_BATCH_SIZE", 50, minimum=1)
+HMS_PROBE_THREADS = envint("HMS_PROBE_THREADS", 32, minimum=1)
+HMS_PROBE_RAW_MINUTES = envint("HMS_PROBE_RAW_MINUTES", 120, minimum=10)
+HMS_PROBE_MAX_BACKLOG = envint("HMS_PROBE_MAX_BACKLOG", 20, minimum=1)  # queued tasks before probing inline
+HMS_PROBES_INLINE = envbool("HMS_PROBES_INLINE", False)
+HMS_SLA_EVAL_SECONDS = envint("HMS_SLA_EVAL_SECONDS", 5, minimum=1)
+HMS_AUTOSCALE_PERIOD_SECONDS = envint("HMS_AUTOSCALE_PERIOD_SECONDS", 15, minimum=1)
+HMS_AUTOSCALE_OVERRIDE_TTL_SECONDS = envint("HMS_AUTOSCALE_OVERRIDE_TTL_SECONDS", 3600, minimum=0)
+HMS_AUTOSCALE_KEEP_DAYS = envint("HMS_AUTOSCALE_KEEP_DAYS", 7, minimum=1)
+HMS_ALERT_ATTEMPTS = envint("HMS_ALERT_ATTEMPTS", 4, minimum=1)
+EMAIL_BACKEND = os.environ.get("HMS_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = os.environ.get("HMS_EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("HMS_EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = os.environ.get("HMS_EMAIL_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("HMS_EMAIL_PASSWORD", "")
+EMAIL_USE_TLS = envbool("HMS_EMAIL_TLS", False)
+DEFAULT_FROM_EMAIL = os.environ.get("HMS_EMAIL_FROM", "hmsmgmt@localhost")
