@@ -124,7 +124,7 @@ def on_api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
 def on_policy_violation(request: HttpRequest, exc: PolicyViolation) -> HttpResponse:
     d = exc.decision
     return _error(request, d.status, "policy_violation", d.detail, policy=d.policy, kind=d.kind,
-                  limit=d.limit, current=d.current, reasons=d.reasons)
+                  limit=d.limit, current=d.current, reasons=d.reasons, policies=d.denied_by)
 
 
 api.add_router("", services_router)

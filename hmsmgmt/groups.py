@@ -17,6 +17,9 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
         ("workflows", "run_workflowdefinition"),
         ("workflows", "view_workflowrun"),
         ("workflows", "cancel_workflowrun"),
+        # Added by the workflows app after 0002; granted here once those permissions exist.
+        ("workflows", "retry_workflowrun"),
+        ("workflows", "approve_workflowrun"),
     ],
     # Analysts get run/view on analytics flows per object (granted when such a flow is saved).
     "analysts": [],
