@@ -1,9 +1,9 @@
 """record(): the one way anything enters the audit log.
 
 It must be called inside the transaction of the change it describes (so the entry and the change
-commit or roll back together). The chain head is taken under a lock so two writers never get the
-same sequence number: a transaction-scoped advisory lock on PostgreSQL; on SQLite the IMMEDIATE
-transaction already holds the database write lock.
+commit or roll back together). It is a plain INSERT: no chain lock, so concurrent writers never
+queue behind each other. The entry is durable when the transaction commits; audit.sealer then
+gives it its sequence number and hash, in commit order, within a second.
 """
 
 from __future__ import annotations
@@ -13,24 +13,31 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from audit.chain import GENESIS, entry_hash
-from audit.context import current_context
-from audit.models import AuditEntry
+from audit.context import current_context, mark_audited
+from audit.models import AuditEntry, AuditVerification
 
-CHAIN_LOCK_KEY = 0x48_4D_53_41  # "HMSA": the advisory lock id for the chain head
+SECRET_KEYS = {"password", "token", "secret", "authorization", "api_key", "apikey", "password1", "password2",
+               "private_key", "cookie", "sessionid", "csrfmiddlewaretoken", "signature_key"}
+REDACTED = "[redacted]"
 
-SECRET_KEYS = {"password", "token", "secret", "authorization", "api_key", "apikey"}
+
+def _is_secret_key(key: Any) -> bool:
+    k = str(key).lower()
+    return k in SECRET_KEYS or k.endswith(("_password", "_secret", "_token")) or k.startswith("password")
 
 
 def scrub(payload: Any) -> Any:
-    """Secrets never enter the log, whatever a caller passes."""
+    """Secrets never enter the log, whatever a caller passes. Also makes the payload JSON-safe."""
     if isinstance(payload, dict):
-        return {
-            k: ("[redacted]" if str(k).lower() in SECRET_KEYS else scrub(v)) for k, v in payload.items()
-        }
-    if isinstance(payload, list):
-        return [scrub(v) for v in payload]
-    return payload
+        return {str(k): (REDACTED if _is_secret_key(k) else scrub(v)) for k, v in payload.items()}
+    if isinstance(payload, (list, tuple, set, frozenset)):
+        items = [scrub(v) for v in payload]
+        return sorted(items, key=str) if isinstance(payload, (set, frozenset)) else items
+    if payload is None or isinstance(payload, (bool, int, float, str)):
+        return payload
+    if hasattr(payload, "isoformat"):
+        return payload.isoformat()
+    return str(payload)
 
 
 def actor_label(actor: Any) -> tuple[str, int | None]:
@@ -53,32 +60,42 @@ def record(
     payload: dict[str, Any] | None = None,
     outcome: str = AuditEntry.Outcome.SUCCESS,
 ) -> AuditEntry:
+    """Write one entry. `actor` is a user, or "system:<component>" for what the controller or a
+    worker does on its own. Who/where (ip, user agent, token id, request id) come from the request
+    context set by the middleware and the API auth."""
     if not connection.in_atomic_block:
         raise RuntimeError("audit.record() must run inside the transaction of the change it records")
+    target_repr = ""
     if target is not None:
         target_type = target_type or target._meta.label_lower
         target_id = target_id or target.pk
+        target_repr = str(target)[:200]
     name, user_id = actor_label(actor)
     ctx = current_context()
+    entry = AuditEntry.objects.create(
+        created_at=timezone.now(),
+        actor=name[:150],
+        actor_user_id=user_id,
+        action=action[:64],
+        outcome=str(outcome),
+        target_type=str(target_type)[:64],
+        target_id=str(target_id)[:200],
+        target_repr=target_repr,
+        payload=scrub(payload or {}),
+        ip=str(ctx.get("ip", ""))[:64],
+        user_agent=str(ctx.get("user_agent", ""))[:300],
+        token_id=ctx.get("token_id"),
+        request_id=str(ctx.get("request_id", ""))[:64],
+    )
+    mark_audited()
+    return entry
+
+
+# --- audit-app actions --------------------------------------------------------------------------
+def request_verification(*, actor: Any) -> AuditVerification:
+    """An auditor asks for a full chain verification (the page's "Verify chain" button)."""
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
-        head = AuditEntry.objects.order_by("-seq").values_list("seq", "hash").first()
-        seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS)
-        fields: dict[str, Any] = {
-            "seq": seq,
-            "created_at": timezone.now(),
-            "actor": name[:150],
-            "actor_user_id": user_id,
-            "action": action,
-            "outcome": str(outcome),
-            "target_type": str(target_type),
-            "target_id": str(target_id),
-            "payload": scrub(payload or {}),
-            "ip": ctx.get("ip", ""),
-            "user_agent": ctx.get("user_agent", "")[:300],
-            "token_id": ctx.get("token_id"),
-            "request_id": ctx.get("request_id", ""),
-        }
-        return AuditEntry.objects.create(prev_hash=prev_hash, hash=entry_hash(prev_hash, fields), **fields)
+        name, _ = actor_label(actor)
+        verification = AuditVerification.objects.create(requested_by=name)
+        record("audit.verify", actor=actor, target=verification, payload={"verification": verification.pk})
+    return verification

@@ -1,11 +1,17 @@
-"""Hash chain: canonical encoding, hashing and verification of audit entries."""
+"""Hash chain: canonical encoding, hashing and verification of audit entries.
+
+An entry's hash covers its own content, its `seq` and the previous entry's hash, so editing,
+deleting or reordering a sealed entry breaks every link after it. Hashes are computed by the
+sealer from the values as stored (read back from the database), so verification, which also reads
+them back, sees the very same bytes whatever the database did to JSON key order or time zones.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,26 +31,38 @@ HASHED_FIELDS = (
     "token_id",
     "request_id",
 )
+# Fields added after the first chain format: hashed only when non-empty, so entries sealed before
+# they existed keep verifying (their canonical form never had the key).
+OPTIONAL_HASHED_FIELDS = ("target_repr",)
 
 
 def _default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat()
+        return _utc_iso(value)
     return str(value)
 
 
+def _utc_iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def hashed_values(source: Any) -> dict[str, Any]:
+    """The hashed fields of a model instance, a values() dict or a parsed export line."""
+    get = source.get if isinstance(source, dict) else lambda name, default=None: getattr(source, name, default)
+    body = {name: get(name) for name in HASHED_FIELDS}
+    for name in OPTIONAL_HASHED_FIELDS:
+        value = get(name, "")
+        if value:
+            body[name] = value
+    return body
+
+
 def canonical(fields: dict[str, Any]) -> bytes:
-    """Stable bytes for an entry: sorted keys, no whitespace, ISO times, UTF-8."""
-    body = {name: fields[name] for name in HASHED_FIELDS}
+    """Stable bytes for an entry: sorted keys, no whitespace, UTC ISO times, UTF-8."""
+    body = hashed_values(fields)
     if isinstance(body["created_at"], datetime):
-        # The database may hand back a different tzinfo object; normalise to UTC ISO text.
         body["created_at"] = _utc_iso(body["created_at"])
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default).encode()
-
-
-def _utc_iso(value: datetime) -> str:
-
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def entry_hash(prev_hash: str, fields: dict[str, Any]) -> str:
@@ -58,32 +76,48 @@ class VerifyResult:
     last_seq: int | None
     bad_seq: int | None = None
     problem: str = ""
+    last_hash: str = GENESIS
+    pending: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        tail = f"; {self.pending} pending (not yet sealed)" if self.pending else ""
+        if self.ok:
+            return f"intact up to seq {self.last_seq or 0} ({self.checked} entries checked){tail}"
+        return f"BROKEN at seq {self.bad_seq}: {self.problem} (intact up to seq {self.last_seq or 0}){tail}"
 
 
-def verify_entries(entries: Iterable[Any]) -> VerifyResult:
-    """Walk entries in seq order; the first gap, broken link or wrong hash is reported."""
-    prev_hash = GENESIS
-    expected_seq = 1
+def verify_entries(
+    entries: Iterable[Any], *, start_seq: int = 1, start_hash: str = GENESIS, pending: int = 0
+) -> VerifyResult:
+    """Walk sealed entries in seq order from (start_seq, start_hash); the first gap, broken link or
+    wrong hash is reported with what differs. Pending (unsealed) entries are not part of the chain
+    yet: the caller counts them and passes `pending` through."""
+    prev_hash = start_hash
+    expected_seq = start_seq
     checked = 0
-    last_seq: int | None = None
+    last_seq: int | None = start_seq - 1 if start_seq > 1 else None
+
+    def broken(seq: int, problem: str, **details: Any) -> VerifyResult:
+        return VerifyResult(False, checked, last_seq, seq, problem, prev_hash, pending, details)
+
     for entry in entries:
-        fields = {name: getattr(entry, name) for name in HASHED_FIELDS}
-        if entry.seq != expected_seq:
-            problem = (
-                f"sequence gap: expected {expected_seq}, found {entry.seq} (entry deleted or reordered)"
-            )
-            return VerifyResult(False, checked, last_seq, expected_seq, problem)
-        if entry.prev_hash != prev_hash:
-            return VerifyResult(
-                False, checked, last_seq, entry.seq, "prev_hash does not match the previous entry's hash"
-            )
-        recomputed = entry_hash(prev_hash, fields)
-        if recomputed != entry.hash:
-            return VerifyResult(
-                False, checked, last_seq, entry.seq, "content does not match its hash (entry edited)"
-            )
-        prev_hash = entry.hash
-        last_seq = entry.seq
+        seq = entry["seq"] if isinstance(entry, dict) else entry.seq
+        stored_prev = entry["prev_hash"] if isinstance(entry, dict) else entry.prev_hash
+        stored_hash = entry["hash"] if isinstance(entry, dict) else entry.hash
+        if seq != expected_seq:
+            return broken(expected_seq,
+                          f"sequence gap: expected {expected_seq}, found {seq} (entry deleted or reordered)",
+                          expected_seq=expected_seq, found_seq=seq)
+        if stored_prev != prev_hash:
+            return broken(seq, "prev_hash does not match the previous entry's hash (entry deleted, reordered "
+                               "or re-chained)", expected_prev_hash=prev_hash, found_prev_hash=stored_prev)
+        recomputed = entry_hash(prev_hash, hashed_values(entry))
+        if recomputed != stored_hash:
+            return broken(seq, "content does not match its hash (entry edited)",
+                          stored_hash=stored_hash, recomputed_hash=recomputed)
+        prev_hash = stored_hash
+        last_seq = seq
         expected_seq += 1
         checked += 1
-    return VerifyResult(True, checked, last_seq)
+    return VerifyResult(True, checked, last_seq, last_hash=prev_hash, pending=pending)

@@ -8,20 +8,34 @@ from __future__ import annotations
 import contextvars
 from typing import Any
 
-_ctx: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("audit_ctx", default={})
+# Default None, not {}: a shared mutable default would leak values between contexts.
+_ctx: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("audit_ctx", default=None)
 
 
 def current_context() -> dict[str, Any]:
-    return _ctx.get()
+    return _ctx.get() or {}
 
 
 def set_context(**values: Any) -> contextvars.Token:
-    return _ctx.set({**_ctx.get(), **values})
+    return _ctx.set({**current_context(), **values})
 
 
 def update_context(**values: Any) -> None:
-    _ctx.set({**_ctx.get(), **values})
+    _ctx.set({**current_context(), **values})
 
 
 def reset_context(token: contextvars.Token) -> None:
     _ctx.reset(token)
+
+
+# --- per-request state ------------------------------------------------------------------------
+# audit.middleware puts a mutable dict here for the length of a request. record() marks it, so a
+# refusal the action already audited (a policy denial) is not audited a second time as a 403/429.
+def request_state() -> dict[str, Any] | None:
+    return current_context().get("request_state")
+
+
+def mark_audited() -> None:
+    state = request_state()
+    if state is not None:
+        state["audited"] = True

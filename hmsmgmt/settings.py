@@ -92,6 +92,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "audit.middleware.AuditMiddleware",  # audits 401/403/429 refusals the actions did not
 ]
 
 ROOT_URLCONF = "hmsmgmt.urls"
@@ -211,6 +212,15 @@ HMS_CONTROLLER_TICK_MS = envint("HMS_CONTROLLER_TICK_MS", 500, minimum=50)
 HMS_STEP_LEASE_SECONDS = envint("HMS_STEP_LEASE_SECONDS", 30, minimum=1)
 HMS_DEFAULT_DRIVER = os.environ.get("HMS_DEFAULT_DRIVER", "process")
 HMS_SAMPLE_IMAGE = os.environ.get("HMS_SAMPLE_IMAGE", "hmsmgmt/sample:latest")
+
+# --- Audit (docs/audit.md) ---------------------------------------------------------------------
+HMS_AUDIT_SEAL_INTERVAL_MS = envint("HMS_AUDIT_SEAL_INTERVAL_MS", 200, minimum=10)
+HMS_AUDIT_CHECKPOINT_MINUTES = envint("HMS_AUDIT_CHECKPOINT_MINUTES", 10, minimum=0)
+HMS_AUDIT_EXPORT_DIR = os.environ.get("HMS_AUDIT_EXPORT_DIR", str(VAR_DIR / "audit-checkpoints"))
+HMS_AUDIT_CHECKPOINT_WEBHOOK = os.environ.get("HMS_AUDIT_CHECKPOINT_WEBHOOK", "")
+HMS_AUDIT_SIGNING_KEY_FILE = os.environ.get("HMS_AUDIT_SIGNING_KEY_FILE", "")  # Ed25519 private key, PEM
+HMS_AUDIT_VERIFY_KEY_FILE = os.environ.get("HMS_AUDIT_VERIFY_KEY_FILE", "")  # Ed25519 public key, PEM
+HMS_AUDIT_VERIFY_INLINE_MAX = envint("HMS_AUDIT_VERIFY_INLINE_MAX", 20000, minimum=0)
 
 # --- Background work (django-q2, ORM broker by default) -------------------------------------
 Q_CLUSTER = {
