@@ -9,6 +9,7 @@ import time
 from django.conf import settings
 from django.db import close_old_connections
 
+from audit import sealer as audit_sealer
 from services import monitoring, reconcile
 from services.drivers import EngineUnavailable
 from services.locks import LockTimeout
@@ -47,12 +48,18 @@ class Controller:
                 self.last_requeue = time.monotonic()
         except Exception:
             log.exception("lease sweep failed")
+        try:
+            audit_sealer.tick()  # seal what this tick audited; write a due checkpoint
+        except Exception:
+            log.exception("audit sealing failed")
 
     def run_forever(self, *, max_ticks: int | None = None) -> None:
         interval = settings.HMS_CONTROLLER_TICK_MS / 1000
         # Probe fan-out, SLA evaluation and the autoscaler run on their own 100 ms loop so probe
         # cadence (down to 1 s) does not wait for a slow reconcile pass.
         monitoring.start_in_background()
+        # Audit sealing on its own loop too: entries sealed within a second even during a slow tick.
+        audit_sealer.BackgroundSealer().start()
         ticks = 0
         while max_ticks is None or ticks < max_ticks:
             started = time.monotonic()
