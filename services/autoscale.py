@@ -112,7 +112,13 @@ def propose(current: int, metric: MetricInput, tolerance: float = TOLERANCE) -> 
         out["proposal"] = current
         out["note"] = f"within ±{tolerance:.0%} tolerance"
         return out
-    out["proposal"] = math.ceil(exact - 1e-9)
+    proposal = math.ceil(exact - 1e-9)
+    if not metric.per_instance and proposal < current:
+        # Workflow demand says when to add capacity ahead of load; no queued steps says nothing
+        # about how much the service's other clients need, so demand alone never scales down.
+        out["note"] = f"ceil({metric.value:g} / {metric.target:g}) = {proposal}: demand only scales up"
+        return out
+    out["proposal"] = proposal
     if metric.per_instance:
         out["note"] = f"ceil({current} × {ratio:.2f})"
     else:
