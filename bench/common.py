@@ -1,0 +1,108 @@
+"""Shared bench plumbing: a fresh PostgreSQL database, manage.py calls, a gunicorn server, wrk."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+BASE_PG = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def fresh_database(name: str) -> str:
+    """Drop and create `name`; return its URL."""
+    with psycopg.connect(BASE_PG, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = urlparse(BASE_PG)
+    return url._replace(path=f"/{name}").geturl()
+
+
+def env_for(db_url: str, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "DATABASE_URL": db_url, "HMS_SECRET_KEY": "bench-secret-key-" + "x" * 40,
+           "HMS_DEBUG": "0", "HMS_ALLOWED_HOSTS": "127.0.0.1,localhost", "HMS_SECURE_COOKIES": "0",
+           "HMS_LOG_LEVEL": "WARNING", "HMS_SSL_REDIRECT": "0", "HMS_HSTS_SECONDS": "0",
+           "HMS_VAR_DIR": tempfile.mkdtemp(prefix="hmsbench-")}
+    env.update(extra)
+    return env
+
+
+def manage(env: dict[str, str], *args: str, input_text: str | None = None) -> str:
+    out = subprocess.run([PY, str(ROOT / "manage.py"), *args], env=env, cwd=ROOT, check=True,
+                         capture_output=True, text=True, input=input_text)
+    return out.stdout.strip()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gunicorn:
+    def __init__(self, env: dict[str, str], workers: int = 4) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [PY, "-m", "gunicorn", "hmsmgmt.wsgi", "-b", f"127.0.0.1:{self.port}", "-w", str(workers),
+             "--log-level", "warning"],
+            env=env, cwd=ROOT, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("gunicorn did not start")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def wrk_post(url: str, body: str, headers: dict[str, str], *, seconds: int = 10, connections: int = 8,
+             threads: int = 2) -> dict[str, float]:
+    """POST load with wrk; returns req/s, p50/p99 in ms and non-2xx count."""
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is required for this benchmark: apt-get install -y wrk")
+    lua_headers = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+    script = f'wrk.method = "POST"\nwrk.body = [[{body}]]\n{lua_headers}'
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(script)
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", fh.name,
+                          url], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"wrk failed: {out.stdout}{out.stderr}")
+    out = out.stdout
+    os.unlink(fh.name)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50": _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),
+        "p99": _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),
+        "non2xx": float(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)) else 0.0,
+        "requests": float(re.search(r"(\d+) requests in", out).group(1)),
+    }
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
