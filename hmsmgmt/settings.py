@@ -173,6 +173,7 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True  # serve from static/ without collectstatic for the embedded default
+STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns on every start when it is missing
 
 # --- Security (production values unless HMS_DEBUG) -------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
@@ -211,6 +212,7 @@ HMS_SCALE_WAIT_SECONDS = envint("HMS_SCALE_WAIT_SECONDS", 20, minimum=1)
 HMS_CONTROLLER_TICK_MS = envint("HMS_CONTROLLER_TICK_MS", 500, minimum=50)
 HMS_STEP_LEASE_SECONDS = envint("HMS_STEP_LEASE_SECONDS", 30, minimum=1)
 HMS_DEFAULT_DRIVER = os.environ.get("HMS_DEFAULT_DRIVER", "process")
+HMS_BENCH = envbool("HMS_BENCH", False)  # exposes the bare-INSERT baseline view for bench/
 HMS_SAMPLE_IMAGE = os.environ.get("HMS_SAMPLE_IMAGE", "hmsmgmt/sample:latest")
 
 # --- Audit (docs/audit.md) ---------------------------------------------------------------------

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
@@ -16,3 +17,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("mgmt/", api.urls),
 ]
+
+if settings.HMS_BENCH:
+    from hmsmgmt.bench_views import bare_insert
+
+    urlpatterns.append(path("bench/bare-insert", bare_insert))
