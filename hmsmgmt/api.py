@@ -12,6 +12,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer, SessionAuth
 
+from audit.api import router as audit_router
 from audit.context import update_context
 from hmsmgmt.actions import resolve_token
 from policies.errors import ApiError, PolicyViolation
@@ -129,3 +130,4 @@ def on_policy_violation(request: HttpRequest, exc: PolicyViolation) -> HttpRespo
 
 api.add_router("", services_router)
 api.add_router("", workflows_router)
+api.add_router("", audit_router)
