@@ -1,4 +1,6 @@
-"""Workflow pages: runs list with filters, launch, run detail (live while active), cancel."""
+"""Workflow pages: flows with a launch form, runs list with filters, run detail (a DAG that updates
+live while the run moves) with cancel / retry / approve. Views only translate HTTP; the domain
+functions live in workflows.actions."""
 
 from __future__ import annotations
 
@@ -7,14 +9,14 @@ import json
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from policies.access import can, restrict
-from workflows import actions
+from workflows import actions, dag
 from workflows.api import flow_for, run_for
-from workflows.models import WorkflowDefinition, WorkflowRun
+from workflows.models import StepRun, WorkflowDefinition, WorkflowRun
 
 
 def htmx_partial(request: HttpRequest) -> bool:
@@ -22,12 +24,26 @@ def htmx_partial(request: HttpRequest) -> bool:
     return bool(htmx) and not htmx.boosted
 
 
+def _launchable(request: HttpRequest):  # type: ignore[no-untyped-def]
+    return restrict(WorkflowDefinition.objects.filter(enabled=True), request.user, "run")
+
+
+@login_required
+def flow_list(request: HttpRequest) -> HttpResponse:
+    flows = list(restrict(WorkflowDefinition.objects.filter(enabled=True), request.user))
+    for f in flows:
+        f.levels = dag.levels(f.steps)  # type: ignore[attr-defined]
+    return render(request, "workflows/flows.html", {"all_flows": flows, "flows": _launchable(request)})
+
+
 @login_required
 def run_list(request: HttpRequest) -> HttpResponse:
     qs = restrict(WorkflowRun.objects.select_related("actor"), request.user).order_by("-id")
     status, flow = request.GET.get("status", ""), request.GET.get("flow", "")
-    if status:
+    if status in WorkflowRun.Status.values:
         qs = qs.filter(status=status)
+    else:
+        status = ""
     if flow:
         qs = qs.filter(flow_slug=flow)
     context = {
@@ -35,7 +51,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
         "status": status,
         "flow": flow,
         "statuses": WorkflowRun.Status.values,
-        "flows": restrict(WorkflowDefinition.objects.filter(enabled=True), request.user, "run"),
+        "flows": _launchable(request),
     }
     if htmx_partial(request):
         return render(request, "workflows/_runs.html", context)
@@ -62,10 +78,28 @@ def launch_run(request: HttpRequest) -> HttpResponse:
     return redirect("run-detail", run_id=outcome.run.pk)
 
 
+def _run_context(request: HttpRequest, run: WorkflowRun) -> dict[str, object]:
+    steps = {s.name: s for s in run.steps.all()}
+    columns = [[steps[n] for n in level if n in steps]
+               for level in dag.levels([{"name": s.name, "depends_on": s.depends_on} for s in steps.values()])]
+    active = run.status in WorkflowRun.ACTIVE
+    return {
+        "run": run,
+        "active": active,
+        "steps": list(steps.values()),
+        "columns": columns,
+        "can_cancel": active and can(request.user, "cancel", run),
+        "can_retry": run.status in (WorkflowRun.Status.FAILED, WorkflowRun.Status.CANCELLED)
+        and can(request.user, "retry", run),
+        "can_approve": any(s.status == StepRun.Status.WAITING for s in steps.values())
+        and can(request.user, "approve", run),
+    }
+
+
 @login_required
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     run = run_for(request.user, run_id)
-    context = {"run": run, "steps": run.steps.all(), "can_cancel": can(request.user, "cancel", run)}
+    context = _run_context(request, run)
     if htmx_partial(request):
         return render(request, "workflows/_run.html", context)
     return render(request, "workflows/run_detail.html", context)
@@ -79,4 +113,35 @@ def cancel_run(request: HttpRequest, run_id: int) -> HttpResponse:
         messages.success(request, f"Run {run_id} cancelled.")
     else:
         messages.error(request, f"Run {run_id} had already finished.")
+    return redirect("run-detail", run_id=run_id)
+
+
+@login_required
+@require_POST
+def retry_run(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = run_for(request.user, run_id, "retry")
+    try:
+        names = actions.retry_run(run, actor=request.user)
+        messages.success(request, f"Run {run_id} retried from {', '.join(names) or 'where it stopped'}.")
+    except actions.RetryRefused as exc:
+        messages.error(request, str(exc))
+    return redirect("run-detail", run_id=run_id)
+
+
+@login_required
+@require_POST
+def approve_step(request: HttpRequest, run_id: int, name: str) -> HttpResponse:
+    run = run_for(request.user, run_id, "approve")
+    decision = request.POST.get("approve")
+    if decision not in ("true", "false"):
+        messages.error(request, "Choose approve or reject.")
+        return redirect("run-detail", run_id=run_id)
+    try:
+        actions.decide_approval(run, name, approve=decision == "true", actor=request.user,
+                                comment=request.POST.get("comment", "")[:500])
+        messages.success(request, f"Step {name} {'approved' if decision == 'true' else 'rejected'}.")
+    except StepRun.DoesNotExist:
+        raise Http404(f"Run {run_id} has no step '{name}'.") from None
+    except actions.DecisionRefused as exc:
+        messages.error(request, str(exc))
     return redirect("run-detail", run_id=run_id)
