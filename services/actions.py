@@ -271,7 +271,7 @@ def finish_alert_delivery(delivery: Any, *, sent: bool, attempts: int, response_
         d.sent_at = timezone.now() if sent else None
         d.save(update_fields=["status", "attempts", "response_status", "last_error", "sent_at"])
         record("alert.sent" if sent else "alert.failed", actor="system:alerts", target=d.incident.service,
-               outcome=AuditEntry.Outcome.SUCCESS if sent else AuditEntry.Outcome.FAILED,
+               outcome=AuditEntry.Outcome.SUCCESS if sent else AuditEntry.Outcome.ERROR,
                payload={"incident": d.incident_id, "event": d.event, "channel": d.channel.name,
                         "kind": d.channel.kind, "attempts": attempts, "status": response_status,
                         "error": error[:300]})

@@ -214,13 +214,13 @@ def active_override(svc: Service, now: datetime) -> ScaleOverride | None:
             actions.clear_scale_override(ov, actor=ACTOR, reason="TTL expired; the autoscaler resumes")
     last = (AuditEntry.objects.filter(action="scale", outcome=AuditEntry.Outcome.SUCCESS,
                                       target_type="services.service", target_id=str(svc.pk))
-            .order_by("-seq").first())
+            .order_by("-created_at", "-id").first())
     if last and not last.actor.startswith("system:") \
             and not ScaleOverride.objects.filter(service=svc, created_at__gte=last.created_at).exists():
         ttl = int(knob("HMS_AUTOSCALE_OVERRIDE_TTL_SECONDS", 3600)) or None
         actions.create_scale_override(svc, owner=last.actor, instances=int(last.payload.get("to", 0)),
                                       ttl_seconds=ttl, actor=ACTOR,
-                                      reason=f"manual scale (audit #{last.seq})")
+                                      reason=f"manual scale (audit entry {last.pk})")
     return ScaleOverride.objects.filter(service=svc, cleared_at__isnull=True).first()
 
 

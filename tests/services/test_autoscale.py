@@ -154,7 +154,7 @@ def test_cpu_from_driver_stats_scales_up_through_scale_service(svc: Service) -> 
     svc.refresh_from_db()
     assert d.applied and d.desired == 4 and svc.desired_instances == 4
     assert d.inputs["metrics"][0]["proposal"] == 4
-    entry = AuditEntry.objects.filter(action="scale").order_by("-seq").first()
+    entry = AuditEntry.objects.filter(action="scale").order_by("-id").first()
     assert entry.actor == "system:autoscaler" and "cpu=140/70" in entry.payload["reason"]
 
 

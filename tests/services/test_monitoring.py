@@ -142,7 +142,7 @@ def test_a_failing_instance_is_failed_over_with_probe_evidence_and_replaced(db: 
     monitoring.probe_batch([inst.pk])
     inst.refresh_from_db()
     assert inst.state == "exited" and inst.health == "down"
-    entry = AuditEntry.objects.filter(action="failover").order_by("-seq").first()
+    entry = AuditEntry.objects.filter(action="failover").order_by("-id").first()
     assert entry.actor == "system:monitor" and entry.payload["instance"] == inst.pk
     ev = entry.payload["evidence"]
     assert ev["consecutive_failures"] >= 2 and ev["threshold"] == 2

@@ -1,0 +1,248 @@
+"""SLA: windows, budgets and burn rates from roll-ups; incidents opening and resolving on their own;
+alerts to a real webhook server (retried) and by email; maintenance excluded. The end-to-end test
+drives a real breach through the controller and the workers."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+from django.core import mail
+from django.utils import timezone
+
+from audit.models import AuditEntry
+from services import actions, monitoring, sla
+from services.models import (
+    AlertChannel,
+    AlertDelivery,
+    AutoscaleDecision,
+    Incident,
+    Instance,
+    ProbeResult,
+    Service,
+)
+from tests.conftest import wait_for
+
+
+class Hook:
+    """A webhook receiver on 127.0.0.1 answering with the given statuses in turn (then 200)."""
+
+    def __init__(self, statuses: list[int] | None = None) -> None:
+        self.statuses = list(statuses or [])
+        self.received: list[dict] = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                status = hook.statuses.pop(0) if hook.statuses else 200
+                if status == 200:
+                    hook.received.append(body)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    h = Hook()
+    yield h
+    h.close()
+
+
+def make_service(name: str = "svc", **fields) -> Service:
+    svc = Service(name=name, command="{python} -m services.sample --port {port}", **fields)
+    actions.save_service(svc, actor="system:test", created=True)
+    return svc
+
+
+def probes(svc: Service, at: datetime, *, good: int = 0, bad: int = 0, slow: int = 0, maint: bool = False) -> None:
+    inst = svc.instances.first() or Instance.objects.create(service=svc, driver="process", state="running")
+    rows = [(True, 10.0)] * good + [(False, 1.0)] * bad + [(True, svc.latency_objective_ms * 2.0)] * slow
+    ProbeResult.objects.bulk_create([ProbeResult(service=svc, instance=inst, at=at, ok=ok, latency_ms=ms,
+                                                 in_maintenance=maint) for ok, ms in rows])
+    monitoring.rollup_recent(at, minutes=1)
+
+
+# --- figures ---------------------------------------------------------------------------------------
+def test_uptime_budget_and_burn_rate_over_windows(db: None) -> None:
+    svc = make_service(uptime_objective=99.0)
+    now = timezone.now()
+    probes(svc, now - timedelta(hours=3), good=1000)
+    probes(svc, now, good=95, bad=5)
+    day = sla.window_stats(svc, 86400, now=now)
+    hour = sla.window_stats(svc, 3600, now=now)
+    assert (day.total, day.down) == (1100, 5) and (hour.total, hour.down) == (100, 5)
+    assert hour.uptime == 95.0
+    assert sla.burn_rate(svc, hour, Incident.Kind.AVAILABILITY) == pytest.approx(5.0)  # 5 % bad / 1 % budget
+    assert sla.budget_remaining(svc) == pytest.approx(1 - (5 / 1100) / 0.01)
+    assert hour.p95_ms == 10  # bucket upper bound
+
+
+def test_maintenance_probes_count_for_nothing(db: None) -> None:
+    svc = make_service()
+    now = timezone.now()
+    probes(svc, now, good=10)
+    probes(svc, now, bad=50, maint=True)
+    stats = sla.window_stats(svc, 3600, now=now)
+    assert (stats.total, stats.down) == (10, 0) and stats.uptime == 100.0
+    assert sla.evaluate(svc, now=now)[Incident.Kind.AVAILABILITY].alert is None
+
+
+# --- incidents and alerts ---------------------------------------------------------------------------
+def test_a_fast_burn_opens_an_incident_alerts_and_resolves_by_itself(db: None, hook: Hook) -> None:
+    svc = make_service()
+    actions.save_alert_channel(AlertChannel(name="ops", kind="webhook", target=hook.url), actor="system:test")
+    actions.save_alert_channel(AlertChannel(name="mail", kind="email", target="ops@example.org"), actor="system:test")
+    other = make_service("other")
+    actions.save_alert_channel(AlertChannel(name="not-ours", kind="webhook", target=hook.url, service=other),
+                               actor="system:test")
+    now = timezone.now()
+    probes(svc, now, good=80, bad=20)  # 20 % failing against a 0.1 % budget: 200×
+
+    burns = sla.evaluate(svc, now=now)
+    assert burns["availability"].alert == "fast" and burns["availability"].rates["1h"] == pytest.approx(200)
+    inc = Incident.objects.get(service=svc)
+    assert inc.status == "open" and inc.severity == "page" and inc.kind == "availability"
+    assert inc.evidence["burn_rates"]["5m"] >= 14.4
+    assert AuditEntry.objects.filter(action="incident.open", actor="system:sla").count() == 1
+    deliveries = list(AlertDelivery.objects.filter(incident=inc).order_by("channel__name"))
+    assert [d.channel.name for d in deliveries] == ["mail", "ops"]  # the other service's channel is not asked
+
+    for d in deliveries:
+        assert sla.deliver(d.pk) == "sent"
+    assert hook.received[0]["event"] == "opened" and hook.received[0]["service"] == "svc"
+    assert hook.received[0]["severity"] == "page"
+    assert mail.outbox[0].to == ["ops@example.org"] and "opened" in mail.outbox[0].subject
+    assert AuditEntry.objects.filter(action="alert.sent").count() == 2
+    assert sla.deliver(deliveries[1].pk) == "skipped"  # a task run twice sends once
+
+    # Still burning a minute later: still the one incident.
+    sla.evaluate(svc, now=now + timedelta(seconds=30))
+    assert Incident.objects.filter(service=svc).count() == 1
+
+    # Healthy again: after 7 minutes the fast pair has cooled (5 min clean) but the slow pair
+    # (6 h / 30 min at 6×) still burns, so it stays open; once the 30 minutes are clean it resolves.
+    probes(svc, now + timedelta(minutes=7), good=300)
+    assert sla.evaluate(svc, now=now + timedelta(minutes=7))["availability"].alert == "slow"
+    later = now + timedelta(minutes=40)
+    probes(svc, later, good=300)
+    sla.evaluate(svc, now=later)
+    inc.refresh_from_db()
+    assert inc.status == "resolved" and inc.resolved_at is not None
+    assert AuditEntry.objects.filter(action="incident.resolve").count() == 1
+    assert AlertDelivery.objects.filter(incident=inc, event="resolved").count() == 2
+
+
+def test_slow_probes_open_a_latency_incident(db: None) -> None:
+    svc = make_service(latency_objective_ms=200)
+    now = timezone.now()
+    probes(svc, now, good=10, slow=90)
+    burns = sla.evaluate(svc, now=now)
+    assert burns["latency"].alert == "fast" and burns["availability"].alert is None
+    assert Incident.objects.get(service=svc).kind == "latency"
+    assert sla.fast_burning(svc)
+
+
+def test_webhooks_are_retried_then_given_up_and_audited(db: None, settings) -> None:
+    settings.HMS_ALERT_BACKOFF_SECONDS = 0.01
+    flaky, dead = Hook([500]), Hook([500, 502, 503, 500, 500])
+    try:
+        svc = make_service()
+        actions.save_alert_channel(AlertChannel(name="flaky", kind="webhook", target=flaky.url), actor="system:test")
+        actions.save_alert_channel(AlertChannel(name="dead", kind="webhook", target=dead.url), actor="system:test")
+        inc = actions.open_incident(svc, kind="availability", severity="page", title="t", evidence={})
+        by_name = {d.channel.name: d for d in inc.deliveries.select_related("channel")}
+        assert sla.deliver(by_name["flaky"].pk) == "sent"
+        assert sla.deliver(by_name["dead"].pk) == "failed"
+    finally:
+        flaky.close()
+        dead.close()
+    by_name["flaky"].refresh_from_db()
+    by_name["dead"].refresh_from_db()
+    assert by_name["flaky"].attempts == 2 and by_name["flaky"].status == "sent"
+    assert by_name["dead"].attempts == 4 and by_name["dead"].response_status == 500
+    failed = AuditEntry.objects.get(action="alert.failed")
+    assert failed.outcome == "error" and failed.payload["channel"] == "dead"
+
+
+def test_an_incident_is_acknowledged_once(db: None) -> None:
+    svc = make_service()
+    inc = actions.open_incident(svc, kind="latency", severity="page", title="slow", evidence={})
+    assert actions.acknowledge_incident(inc, actor="bob")
+    assert not actions.acknowledge_incident(inc, actor="carol")
+    inc.refresh_from_db()
+    assert inc.status == "acknowledged" and inc.acknowledged_by == "bob"
+    assert AuditEntry.objects.filter(action="incident.acknowledge").count() == 1
+
+
+# --- end to end: controller + workers + real instances ----------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_slow_then_failing_instances_page_scale_up_and_fail_over(transactional_db: None, spawn, hook: Hook,
+                                                                 stop_local_instances) -> None:
+    """Slowing the only instance breaches the latency objective: an incident opens, the webhook
+    receives it, the autoscaler scales up within max and explains why. Then a failing instance is
+    detected by the probes, failed over with evidence, and replaced — all on its own."""
+    svc = make_service("shop", probe_interval_seconds=1.0, probe_timeout_seconds=1.0, failure_threshold=2,
+                       latency_objective_ms=200, autoscale_enabled=True, min_instances=1, max_instances=3,
+                       target_cpu_percent=None, scale_down_stabilization_seconds=300)
+    actions.save_alert_channel(AlertChannel(name="ops", kind="webhook", target=hook.url), actor="system:test")
+    actions.scale_service(svc, 1, actor="system:autoscaler")
+    env = {"HMS_SLA_EVAL_SECONDS": "1", "HMS_AUTOSCALE_PERIOD_SECONDS": "1", "HMS_CONTROLLER_TICK_MS": "300"}
+    spawn("controller", **env)
+    spawn("qcluster", **env)
+
+    def running() -> list[Instance]:
+        return list(Instance.objects.filter(service=svc, state="running").exclude(port=None))
+
+    (first,) = wait_for(running, timeout=30, message="first instance running")
+    wait_for(lambda: ProbeResult.objects.filter(instance=first, ok=True).exists(), timeout=20,
+             message="probes from the workers")
+    requests.post(f"http://{first.host}:{first.port}/fault", json={"mode": "slow", "latency_ms": 450}, timeout=2)
+
+    inc = wait_for(lambda: Incident.objects.filter(service=svc, kind="latency").first(), timeout=60,
+                   message="a latency incident")
+    assert inc.severity == "page" and inc.evidence["burn_rates"]["1h"] >= 14.4
+    wait_for(lambda: hook.received, timeout=30, message="the webhook")
+    assert hook.received[0]["event"] == "opened" and hook.received[0]["kind"] == "latency"
+
+    scaled = wait_for(lambda: AutoscaleDecision.objects.filter(service=svc, applied=True, desired__gt=1).first(),
+                      timeout=30, message="an autoscaler scale-up")
+    latency = next(m for m in scaled.inputs["metrics"] if m["name"] == "latency_p95")
+    assert latency["value"] > 200 and latency["target"] == 200 and latency["proposal"] > 1
+    assert 1 < scaled.desired <= 3
+    entry = wait_for(lambda: AuditEntry.objects.filter(action="scale", actor="system:autoscaler",
+                                                       payload__to=scaled.desired).first(), timeout=5)
+    assert "latency_p95" in entry.payload["reason"]
+    wait_for(lambda: len(running()) >= 2, timeout=30, message="the added instance running")
+    svc.refresh_from_db()
+    assert svc.desired_instances <= 3
+
+    # Now make a (fast, new) instance fail its health check: probes catch it and it is replaced.
+    victim = next(i for i in running() if i.pk != first.pk)
+    requests.post(f"http://{victim.host}:{victim.port}/fault", json={"mode": "fail"}, timeout=2)
+    failover = wait_for(lambda: AuditEntry.objects.filter(action="failover", payload__instance=victim.pk).first(),
+                        timeout=30, message="fail-over of the failing instance")
+    assert failover.actor == "system:monitor"
+    assert failover.payload["evidence"]["probes"][0]["status"] == 503
+    wait_for(lambda: Instance.objects.filter(service=svc, state="running", created_at__gt=failover.created_at)
+             .exists(), timeout=30, message="a replacement")
+    svc.refresh_from_db()
+    assert 1 <= svc.desired_instances <= 3
