@@ -362,3 +362,22 @@ def update_sla_settings(service: Service, changes: dict[str, Any], *, actor: Any
         svc.save()
         record("service.update", actor=actor, target=svc, payload={"changes": diff})
     return svc
+
+
+def escalate_incident(incident: Any, *, severity: str, evidence: dict[str, Any], actor: Any = "system:sla") -> bool:
+    """A slow burn (ticket) that turns into a fast burn (page) is the same incident, louder."""
+    from services.models import AlertChannel, AlertDelivery, Incident
+
+    with transaction.atomic():
+        inc = Incident.objects.select_for_update().get(pk=incident.pk)
+        if inc.status not in Incident.ACTIVE or inc.severity == severity:
+            return False
+        before = inc.severity
+        inc.severity = severity
+        inc.evidence = {**inc.evidence, "escalation": evidence}
+        inc.save(update_fields=["severity", "evidence"])
+        deliveries = _queue_alerts(inc, "escalated", AlertChannel, AlertDelivery)
+        record("incident.escalate", actor=actor, target=inc.service,
+               payload={"incident": inc.pk, "from": before, "to": severity, "evidence": evidence,
+                        "alerts": len(deliveries)})
+    return True

@@ -179,6 +179,8 @@ def evaluate(service: Service, *, now: datetime | None = None) -> dict[str, Burn
                                   title=title, evidence=evidence)
         elif active is not None and burn.alert is None:
             actions.resolve_incident(active, evidence=evidence)
+        elif active is not None and burn.alert == "fast" and active.severity != Incident.Severity.PAGE:
+            actions.escalate_incident(active, severity=Incident.Severity.PAGE, evidence=evidence)
     return out
 
 
