@@ -1,0 +1,301 @@
+"""The route × persona permission table.
+
+Every URL pattern of hmsmgmt.urls and every operation of /mgmt/openapi.json must have a row here;
+`test_every_route_is_in_the_table` fails when a new route is added without one. Each row says what
+anonymous, dave (no access), bob (operator), carol (analyst) and alice (admin) get, and for routes
+that take a run, what carol gets on *another user's* run ("other": an IDOR attempt, always 404).
+
+Each (row, persona) case runs on fresh data, as that user would call it: pages through a session
+with the CSRF token sent the way htmx sends it (X-CSRFToken), the API with a bearer token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from django.contrib import admin
+from django.db import transaction
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from audit.models import AuditEntry
+from hmsmgmt.api import api as ninja_api
+from services.models import Service
+from tests.conftest import api
+from workflows import actions as wf_actions
+from workflows.models import WorkflowDefinition, WorkflowRun
+
+pytestmark = pytest.mark.django_db
+PERSONAS = ("anon", "dave", "bob", "carol", "alice")
+CSRF = "a" * 32  # an unmasked CSRF secret: cookie and header must match, as htmx sends them
+
+
+@dataclass
+class Ctx:
+    carol_run: WorkflowRun
+    bob_run: WorkflowRun
+    other: bool = False  # the IDOR column: carol's request aimed at bob's run
+
+    @property
+    def run(self) -> WorkflowRun:
+        return self.bob_run if self.other else self.carol_run
+
+
+@dataclass
+class Row:
+    method: str
+    path: Callable[[Ctx], str]
+    expect: dict[str, int]  # persona (and "other") -> status
+    data: dict[str, Any] | None = None
+    setup: Callable[[Ctx], None] | None = None
+    htmx: bool = False
+    notes: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def page(anon: int, dave: int, bob: int, carol: int, alice: int, other: int | None = None) -> dict[str, int]:
+    d = dict(zip(PERSONAS, (anon, dave, bob, carol, alice), strict=True))
+    if other is not None:
+        d["other"] = other
+    return d
+
+
+def fail_run(ctx: Ctx) -> None:
+    WorkflowRun.objects.filter(pk__in=[ctx.carol_run.pk, ctx.bob_run.pk]).update(status=WorkflowRun.Status.FAILED)
+
+
+# --- pages: keyed by the URL pattern as the resolver spells it ------------------------------------
+PAGES: dict[str, list[Row]] = {
+    "": [Row("GET", lambda c: "/", page(302, 200, 200, 200, 200))],
+    "services/<str:name>/": [
+        Row("GET", lambda c: "/services/HMS-SVC/", page(302, 404, 200, 404, 200)),
+        Row("GET", lambda c: "/services/no-such-service/", page(302, 404, 404, 404, 404)),
+    ],
+    "services/<str:name>/scale/": [
+        Row("POST", lambda c: "/services/HMS-SVC/scale/", page(302, 404, 200, 404, 200), {"instances": "0"},
+            htmx=True),
+    ],
+    "flows/": [Row("GET", lambda c: "/flows/", page(302, 200, 200, 200, 200))],
+    "runs/": [Row("GET", lambda c: "/runs/", page(302, 200, 200, 200, 200))],
+    "runs/launch/": [
+        Row("POST", lambda c: "/runs/launch/", page(302, 404, 302, 302, 302), {"flowId": "analyticsReport"}),
+        Row("POST", lambda c: "/runs/launch/", page(302, 404, 302, 404, 302), {"flowId": "exportPatientData"}),
+    ],
+    "runs/<int:run_id>/": [Row("GET", lambda c: f"/runs/{c.run.pk}/", page(302, 404, 200, 200, 200, other=404))],
+    "runs/<int:run_id>/cancel/": [
+        Row("POST", lambda c: f"/runs/{c.run.pk}/cancel/", page(302, 404, 302, 302, 302, other=404)),
+    ],
+    "runs/<int:run_id>/retry/": [
+        Row("POST", lambda c: f"/runs/{c.run.pk}/retry/", page(302, 404, 302, 302, 302, other=404), setup=fail_run),
+    ],
+    "runs/<int:run_id>/steps/<str:name>/approve/": [
+        Row("POST", lambda c: f"/runs/{c.run.pk}/steps/crunch/approve/", page(302, 404, 302, 302, 302, other=404),
+            {"approve": "true"}),
+        Row("POST", lambda c: f"/runs/{c.run.pk}/steps/nope/approve/", page(302, 404, 404, 404, 404, other=404),
+            {"approve": "true"}),
+    ],
+    "audit/": [Row("GET", lambda c: "/audit/", page(302, 403, 403, 403, 200))],
+    "audit/<int:pk>/": [
+        Row("GET", lambda c: f"/audit/{AuditEntry.objects.order_by('id').first().pk}/",
+            page(302, 403, 403, 403, 200)),
+    ],
+    "audit/verify/": [Row("POST", lambda c: "/audit/verify/", page(302, 403, 403, 403, 302))],
+    "audit/verify/<int:pk>/": [Row("GET", lambda c: "/audit/verify/999999/", page(302, 403, 403, 403, 404))],
+    "policies/preflight/": [
+        Row("GET", lambda c: "/policies/preflight/?action=scale&service=HMS-SVC&instances=1",
+            page(302, 404, 200, 404, 200), htmx=True),
+        Row("GET", lambda c: "/policies/preflight/?action=run&flowId=analyticsReport",
+            page(302, 404, 200, 200, 200), htmx=True),
+    ],
+    "login/": [Row("GET", lambda c: "/login/", page(200, 302, 302, 302, 302), notes="signed in: sent on")],
+    "logout/": [Row("POST", lambda c: "/logout/", page(302, 302, 302, 302, 302))],
+}
+
+# --- the REST API: keyed by OpenAPI (METHOD, path) ---------------------------------------------
+API: dict[tuple[str, str], list[Row]] = {
+    ("POST", "/mgmt/scale"): [
+        Row("POST", lambda c: "/mgmt/scale", page(401, 404, 200, 404, 200), {"service": "HMS-SVC", "instances": 0}),
+    ],
+    ("GET", "/mgmt/services"): [Row("GET", lambda c: "/mgmt/services", page(401, 200, 200, 200, 200))],
+    ("GET", "/mgmt/services/{name}"): [
+        Row("GET", lambda c: "/mgmt/services/HMS-SVC", page(401, 404, 200, 404, 200)),
+    ],
+    ("POST", "/mgmt/workflows"): [
+        Row("POST", lambda c: "/mgmt/workflows", page(401, 404, 200, 200, 200), {"flowId": "analyticsReport"}),
+        Row("POST", lambda c: "/mgmt/workflows", page(401, 404, 200, 404, 200), {"flowId": "exportPatientData"}),
+    ],
+    ("GET", "/mgmt/workflows"): [Row("GET", lambda c: "/mgmt/workflows", page(401, 200, 200, 200, 200))],
+    ("GET", "/mgmt/workflows/{run_id}"): [
+        Row("GET", lambda c: f"/mgmt/workflows/{c.run.pk}", page(401, 404, 200, 200, 200, other=404)),
+        Row("GET", lambda c: "/mgmt/workflows/999999", page(401, 404, 404, 404, 404)),
+    ],
+    ("POST", "/mgmt/workflows/{run_id}/cancel"): [
+        Row("POST", lambda c: f"/mgmt/workflows/{c.run.pk}/cancel", page(401, 404, 200, 200, 200, other=404)),
+    ],
+    ("POST", "/mgmt/workflows/{run_id}/retry"): [
+        Row("POST", lambda c: f"/mgmt/workflows/{c.run.pk}/retry", page(401, 404, 200, 200, 200, other=404),
+            setup=fail_run),
+    ],
+    ("POST", "/mgmt/workflows/{run_id}/steps/{name}/approve"): [
+        # analyticsReport's only step is not an approval: whoever may approve gets the 409.
+        Row("POST", lambda c: f"/mgmt/workflows/{c.run.pk}/steps/crunch/approve",
+            page(401, 404, 409, 409, 409, other=404), {"approve": True}),
+        Row("POST", lambda c: f"/mgmt/workflows/{c.run.pk}/steps/nope/approve",
+            page(401, 404, 404, 404, 404, other=404), {"approve": True}),
+    ],
+    ("GET", "/mgmt/audit"): [Row("GET", lambda c: "/mgmt/audit", page(401, 403, 403, 403, 200))],
+    ("GET", "/mgmt/audit/export"): [Row("GET", lambda c: "/mgmt/audit/export", page(401, 403, 403, 403, 200))],
+    ("GET", "/mgmt/audit/{entry_id}"): [
+        Row("GET", lambda c: f"/mgmt/audit/{AuditEntry.objects.order_by('id').first().pk}",
+            page(401, 403, 403, 403, 200)),
+    ],
+}
+
+# Routes ninja adds beside the operations; not operations themselves.
+API_META: dict[str, list[Row]] = {
+    "mgmt/openapi.json": [Row("GET", lambda c: "/mgmt/openapi.json", page(200, 200, 200, 200, 200),
+                              notes="the schema is public, like the chapter's client docs")],
+    "mgmt/docs": [Row("GET", lambda c: "/mgmt/docs", page(200, 200, 200, 200, 200))],
+    "mgmt/": [Row("GET", lambda c: "/mgmt/", page(404, 404, 404, 404, 404), notes="no root document")],
+}
+
+
+# --- walking the URLconf ---------------------------------------------------------------------------
+def walk(patterns: list, prefix: str = "", ns: str | None = None) -> Iterator[tuple[str, str | None]]:
+    for p in patterns:
+        if isinstance(p, URLResolver):
+            yield from walk(p.url_patterns, prefix + str(p.pattern), p.namespace or ns)
+        elif isinstance(p, URLPattern):
+            yield prefix + str(p.pattern), ns
+
+
+def openapi_operations() -> set[tuple[str, str]]:
+    schema = ninja_api.get_openapi_schema()
+    return {(method.upper(), path) for path, ops in schema["paths"].items() for method in ops}
+
+
+def test_every_route_is_in_the_table() -> None:
+    """Add a row to PAGES or API (above) for any route this names: what each persona must get."""
+    missing = []
+    api_paths = {p.lstrip("/") for _, p in API}
+    for route, ns in walk(get_resolver().url_patterns):
+        if ns == "admin":
+            continue  # covered by test_admin_is_staff_only, generated from the admin registry
+        if ns == "mgmt":
+            as_openapi = route.replace("<", "{").replace(">", "}")
+            if as_openapi not in api_paths and route not in API_META:
+                missing.append(f"API route {route!r}")
+        elif route not in PAGES:
+            missing.append(f"page {route!r}")
+    missing += [f"API operation {op}" for op in sorted(openapi_operations() - set(API))]
+    assert not missing, "routes with no row in the permission table: " + ", ".join(missing)
+
+
+def test_every_table_row_still_exists() -> None:
+    routes = {route for route, _ in walk(get_resolver().url_patterns)}
+    assert set(PAGES) <= routes and set(API_META) <= routes
+    assert set(API) <= openapi_operations()
+
+
+# --- running the table -------------------------------------------------------------------------------
+def cases() -> Iterator[Any]:
+    groups = [*PAGES.items(), *API_META.items(), *((f"{m} {p}", rows) for (m, p), rows in API.items())]
+    for key, rows in groups:
+        for i, row in enumerate(rows):
+            yield pytest.param(row, id=f"{key or '/'}#{i}")
+
+
+@pytest.fixture
+def ctx(personas, demo) -> Ctx:
+    carol_run = wf_actions.start_run(WorkflowDefinition.objects.get(slug="analyticsReport"), {"seconds": 30},
+                                     actor=personas["carol"]).run
+    bob_run = wf_actions.start_run(WorkflowDefinition.objects.get(slug="analyticsReport"), {"seconds": 30},
+                                   actor=personas["bob"]).run
+    assert carol_run and bob_run
+    return Ctx(carol_run, bob_run)
+
+
+def call(row: Row, who: str, ctx: Ctx, personas, tokens) -> tuple[str, Any]:
+    ctx.other = who == "other"
+    user = personas.get("carol" if who == "other" else who)
+    if row.setup:
+        row.setup(ctx)
+    path = row.path(ctx)
+    client = Client(enforce_csrf_checks=True)
+    client.cookies["csrftoken"] = CSRF
+    if path.startswith("/mgmt/"):
+        token = tokens["carol" if who == "other" else who] if user else None
+        return path, api(client, row.method, path, row.data, token)
+    if user:
+        client.force_login(user)
+    headers = {"HTTP_X_CSRFTOKEN": CSRF, **({"HTTP_HX_REQUEST": "true"} if row.htmx else {})}
+    return path, getattr(client, row.method.lower())(path, row.data or {}, **headers)
+
+
+@pytest.mark.parametrize("row", list(cases()))
+def test_route_personas(row: Row, ctx: Ctx, personas, tokens) -> None:
+    """One row, every persona; each request runs on the same fresh data (a savepoint rolled back
+    after it), so one persona's cancel does not change what the next one sees."""
+    wrong = []
+    for who, expected in row.expect.items():
+        with transaction.atomic():
+            path, response = call(row, who, ctx, personas, tokens)
+            got = response.status_code
+            if got != expected:
+                wrong.append(f"{who}: {got} (expected {expected}) {response.content[:200]!r}")
+            elif path.startswith("/mgmt/") and (expected == 401 or expected >= 403 and expected != 404):
+                body = response.json()
+                if not (body.get("error") and body.get("detail")):
+                    wrong.append(f"{who}: error body without error/detail: {body}")
+            elif expected == 302 and who == "anon" and not path.startswith(("/login", "/logout")):
+                if not response["Location"].startswith("/login/"):
+                    wrong.append(f"{who}: redirected to {response['Location']}, not to sign-in")
+            transaction.set_rollback(True)
+    assert not wrong, f"{row.method} {row.path(ctx)}:\n  " + "\n  ".join(wrong)
+
+
+def test_lists_show_only_what_the_user_may_see(ctx: Ctx, personas, tokens, clients) -> None:
+    c = clients["anon"]
+    assert api(c, "get", "/mgmt/services", token=tokens["dave"]).json() == []
+    assert api(c, "get", "/mgmt/services", token=tokens["carol"]).json() == []
+    assert {s["name"] for s in api(c, "get", "/mgmt/services", token=tokens["bob"]).json()} == set(
+        Service.objects.values_list("name", flat=True))
+    assert api(c, "get", "/mgmt/workflows", token=tokens["dave"]).json()["count"] == 0
+    mine = api(c, "get", "/mgmt/workflows", token=tokens["carol"]).json()
+    assert [r["runId"] for r in mine["items"]] == [ctx.carol_run.pk]
+    assert api(c, "get", "/mgmt/workflows", token=tokens["bob"]).json()["count"] == 2
+    runs_page = clients["carol"].get("/runs/").content.decode()
+    assert f"/runs/{ctx.carol_run.pk}/" in runs_page and f"/runs/{ctx.bob_run.pk}/" not in runs_page
+    overview = clients["dave"].get("/").content.decode()
+    assert "HMS-SVC" not in overview and "You may not launch any flow." in overview
+
+
+def test_visible_without_the_action_permission_is_403(ctx: Ctx, personas, tokens, clients) -> None:
+    from guardian.shortcuts import assign_perm
+
+    dave, svc = personas["dave"], Service.objects.get(name="HMS-SVC")
+    assign_perm("services.view_service", dave, svc)
+    assert api(clients["anon"], "get", "/mgmt/services/HMS-SVC", token=tokens["dave"]).status_code == 200
+    r = api(clients["anon"], "post", "/mgmt/scale", {"service": "HMS-SVC", "instances": 1}, tokens["dave"])
+    assert r.status_code == 403 and r.json()["error"] == "forbidden"
+    assert clients["dave"].post("/services/HMS-SVC/scale/", {"instances": "1"}).status_code == 403
+    assert api(clients["anon"], "get", "/mgmt/services/HMS-API", token=tokens["dave"]).status_code == 404
+    assign_perm("services.scale_service", dave, svc)
+    assert api(clients["anon"], "post", "/mgmt/scale?dry_run=1", {"service": "HMS-SVC", "instances": 1},
+               tokens["dave"]).status_code == 200
+
+
+# --- Django admin, generated from its registry ----------------------------------------------------
+ADMIN_MODELS = sorted(f"{m._meta.app_label}_{m._meta.model_name}" for m in admin.site._registry)
+
+
+@pytest.mark.parametrize("model", ADMIN_MODELS)
+def test_admin_is_staff_only(model: str, clients) -> None:
+    url = reverse(f"admin:{model}_changelist")
+    for who in ("anon", "dave", "bob", "carol"):
+        r = clients[who].get(url)
+        assert r.status_code == 302 and r["Location"].startswith(reverse("admin:login")), (who, r.status_code)
+    assert clients["alice"].get(url).status_code == 200
