@@ -8,6 +8,7 @@ and how we avoid signalling a recycled pid that now belongs to someone else.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import signal
@@ -22,6 +23,17 @@ from services.drivers.base import DriverError, Observed, ServiceSpec
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 LOG_DIR = Path(os.environ.get("HMS_VAR_DIR", PROJECT_DIR / "var")) / "log"
+
+def console_namespace() -> str:
+    """Which console owns a process. Two consoles on one host (a staging and a production one, or
+    a test run beside `make up`) must never see, adopt or stop each other's instances, so every
+    instance carries the identity of the database that records it."""
+    from django.db import connection  # the database is the console's identity
+
+    s = connection.settings_dict
+    key = f"{connection.vendor}:{s.get('HOST', '')}:{s.get('PORT', '')}:{s['NAME']}"
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
 
 # Children this process started; polled so exited ones are reaped instead of lingering as zombies.
 _children: dict[int, subprocess.Popen] = {}
@@ -82,6 +94,7 @@ class ProcessDriver:
             **os.environ,
             "PORT": str(port),
             "HMSMGMT_SERVICE": spec.name,
+            "HMSMGMT_NAMESPACE": console_namespace(),
             "HMSMGMT_INSTANCE": str(instance_id),
             "HMSMGMT_PORT": str(port),
             "PYTHONUNBUFFERED": "1",
@@ -115,7 +128,8 @@ class ProcessDriver:
 
     def _owned(self, spec: ServiceSpec, ref: str) -> bool:
         env = _read_environ(int(ref)) if ref.isdigit() else None
-        return bool(env) and env.get("HMSMGMT_SERVICE") == spec.name
+        return (bool(env) and env.get("HMSMGMT_SERVICE") == spec.name
+                and env.get("HMSMGMT_NAMESPACE") == console_namespace())
 
     def stop_instance(self, spec: ServiceSpec, ref: str, *, grace_seconds: float = 5.0) -> None:
         if not self._owned(spec, ref):
@@ -139,13 +153,14 @@ class ProcessDriver:
 
     def list_instances(self, spec: ServiceSpec) -> list[Observed]:
         _reap()
+        namespace = console_namespace()
         found: list[Observed] = []
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
                 continue
             pid = int(entry.name)
             env = _read_environ(pid)
-            if not env or env.get("HMSMGMT_SERVICE") != spec.name:
+            if not env or env.get("HMSMGMT_SERVICE") != spec.name or env.get("HMSMGMT_NAMESPACE") != namespace:
                 continue
             # Only the session leader is the instance; its own children inherit the marker.
             try:
