@@ -30,7 +30,8 @@ from audit.sealer import chain_head, seal_pending
 log = logging.getLogger("audit.checkpoints")
 
 FORMAT = "hmsmgmt-audit-checkpoint/1"
-SIGNED_FIELDS = ("format", "created_at", "last_seq", "last_hash", "count")
+SIGNED_FIELDS = ("format", "created_at", "last_seq", "last_hash", "count")  # at least these
+SIGNATURE_FIELDS = ("alg", "key_id", "signature")
 
 
 class CheckpointError(Exception):
@@ -87,7 +88,10 @@ def _public_raw(key: Any) -> bytes:
 
 
 def _message(body: dict[str, Any]) -> bytes:
-    return json.dumps({k: body[k] for k in SIGNED_FIELDS}, sort_keys=True, separators=(",", ":")).encode()
+    # Every field but the signature's own (and "_path", added on load): archive manifests sign
+    # their extra fields (file digest, first seq) the same way.
+    signed = {k: v for k, v in body.items() if k not in SIGNATURE_FIELDS and not k.startswith("_")}
+    return json.dumps(signed, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def sign(body: dict[str, Any]) -> dict[str, Any]:
@@ -102,13 +106,13 @@ def sign(body: dict[str, Any]) -> dict[str, Any]:
             "signature": base64.b64encode(hmac.new(key, msg, hashlib.sha256).digest()).decode()}
 
 
-def verify_signature(doc: dict[str, Any]) -> None:
+def verify_signature(doc: dict[str, Any], fmt: str = FORMAT) -> None:
     """Raise CheckpointError unless doc is a well-formed checkpoint signed with our key. When an
     Ed25519 key is configured an HMAC checkpoint is refused (no downgrade to a shared secret)."""
     missing = [k for k in (*SIGNED_FIELDS, "alg", "signature") if k not in doc]
     if missing:
         raise CheckpointError(f"not a checkpoint: missing {', '.join(missing)}")
-    if doc["format"] != FORMAT:
+    if doc["format"] != fmt:
         raise CheckpointError(f"unknown checkpoint format {doc['format']!r}")
     try:
         signature = base64.b64decode(str(doc["signature"]), validate=True)

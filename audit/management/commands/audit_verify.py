@@ -13,6 +13,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:  # type: ignore[no-untyped-def]
         parser.add_argument("--checkpoint", action="append", default=[], metavar="FILE",
                             help="a checkpoint file, or a directory (its newest checkpoint); repeatable")
+        parser.add_argument("--archive", action="append", default=[], metavar="DIR",
+                            help="an audit_archive directory: check its files and the boundary with the database")
 
     def handle(self, *args, **options) -> None:
         from audit.checkpoints import CheckpointError, check_log, load
@@ -31,6 +33,18 @@ class Command(BaseCommand):
             if not found:
                 self.stdout.write(f"checkpoint {doc['_path']} ({doc['alg']}): signature valid, log covers "
                                   f"seq {doc['last_seq']} with the same hash")
+        for directory in options["archive"]:
+            from pathlib import Path
+
+            from audit.archive import ArchiveError, verify_archives
+
+            try:
+                found = verify_archives(Path(directory))
+            except ArchiveError as exc:
+                raise CommandError(f"archive {directory}: {exc}") from None
+            problems += [f"archive {p}" for p in found]
+            if not found:
+                self.stdout.write(f"archives in {directory}: intact and linked to the database")
         if problems:
-            raise CommandError("audit log does not match its checkpoint: " + "; ".join(problems))
+            raise CommandError("audit log does not match its checkpoints/archives: " + "; ".join(problems))
         self.stdout.write(f"audit chain {result.summary()}")
