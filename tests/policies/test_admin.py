@@ -53,7 +53,8 @@ def test_admin_edit_decides_the_next_request_and_is_audited_with_a_diff(clients,
     policy = Policy.objects.get(kind=Policy.Kind.CONCURRENT_RUNS)
     flow = WorkflowDefinition.objects.get(slug="analyticsReport")
     for _ in range(2):
-        assert api(clients["anon"], "post", "/mgmt/workflows", {"flowId": flow.slug}, tokens["carol"]).status_code == 200
+        r = api(clients["anon"], "post", "/mgmt/workflows", {"flowId": flow.slug}, tokens["carol"])
+        assert r.status_code == 200
     page = clients["alice"].post(f"/admin/policies/policy/{policy.pk}/change/", {
         "name": policy.name, "enabled": "on", "description": policy.description,
         "scope_tag": "analytics", "scope_flow": "", "per_user": "on", "limit": "2",

@@ -100,8 +100,9 @@ def test_dry_run_answers_the_decision_and_changes_nothing(clients, tokens, perso
 
 def test_quota_through_the_api_429(clients, tokens, personas, demo) -> None:
     for _ in range(5):
-        assert api(clients["anon"], "post", "/mgmt/workflows", {"flowId": "analyticsReport",
-                                                                "data": {"seconds": 30}}, tokens["carol"]).status_code == 200
+        r = api(clients["anon"], "post", "/mgmt/workflows", {"flowId": "analyticsReport", "data": {"seconds": 30}},
+                tokens["carol"])
+        assert r.status_code == 200
     r = api(clients["anon"], "post", "/mgmt/workflows", {"flowId": "analyticsReport"}, tokens["carol"])
     assert r.status_code == 429
     assert r.json()["detail"] == "5 of 5 analytics runs already active for carol."
