@@ -261,3 +261,115 @@ def test_slow_then_failing_instances_page_scale_up_and_fail_over(transactional_d
              .exists(), timeout=30, message="a replacement")
     svc.refresh_from_db()
     assert 1 <= svc.desired_instances <= 3
+
+
+# --- pages --------------------------------------------------------------------------------------------
+@pytest.fixture
+def fleet(db: None, personas) -> Service:
+    svc = make_service("web", autoscale_enabled=True, min_instances=1, max_instances=4)
+    now = timezone.now()
+    probes(svc, now - timedelta(days=2), good=100, bad=1)  # budget overspent: scale-down is held
+    probes(svc, now, good=100)
+    actions.scale_service(svc, 2, actor="system:autoscaler", reason="test")
+    from services import autoscale
+
+    autoscale.evaluate(svc)
+    return svc
+
+
+PAGES = [
+    # (method, url, persona, expected status)
+    ("get", "/sla/", "anon", 302),
+    ("get", "/sla/", "dave", 200),
+    ("get", "/sla/", "bob", 200),
+    ("get", "/services/web/sla/", "dave", 404),
+    ("get", "/services/web/sla/", "bob", 200),
+    ("get", "/services/web/autoscale/", "carol", 404),
+    ("get", "/services/web/autoscale/", "bob", 200),
+    ("post", "/services/web/maintenance/", "dave", 404),
+    ("post", "/services/web/override/", "dave", 404),
+    ("post", "/services/web/sla/settings/", "bob", 403),
+    ("post", "/sla/channels/", "bob", 403),
+    ("post", "/services/web/override/clear/", "bob", 302),
+]
+
+
+@pytest.mark.parametrize(("method", "url", "who", "status"), PAGES)
+def test_page_permissions(fleet: Service, clients, method: str, url: str, who: str, status: int) -> None:
+    resp = getattr(clients[who], method)(url, {"instances": "2", "minutes": "5"} if method == "post" else None)
+    assert resp.status_code == status
+
+
+def test_the_overview_draws_uptime_bars_latency_and_budget(fleet: Service, clients) -> None:
+    body = clients["bob"].get("/sla/").content.decode()
+    assert body.count('aria-label="daily uptime, last 90 days"') == 1
+    assert body.count("<rect") > 90 + 24  # one bar per day and per hour, plus budget bars
+    assert 'aria-label="latency p50 and p95"' in body and "<polyline" in body
+    assert "Availability budget left" in body
+
+
+def test_the_service_page_explains_the_instance_count(fleet: Service, clients) -> None:
+    body = clients["alice"].get("/services/web/").content.decode()
+    assert "Why 2 instances" in body and "latency_p95" in body and "ceil(" in body
+    assert "scale-down held" in body  # what clipped the formula's 1 is named
+    assert 'aria-label="timeline of scaling, fail-overs, incidents and runs"' in body
+    assert "system:autoscaler: 0 → 2" in body  # the scale shows on the timeline with who did it
+
+
+def test_an_incident_is_acknowledged_from_the_page(fleet: Service, clients) -> None:
+    inc = actions.open_incident(fleet, kind="latency", severity="page", title="slow", evidence={})
+    assert clients["dave"].post(f"/incidents/{inc.pk}/ack/").status_code == 404
+    assert f'action="/incidents/{inc.pk}/ack/"' in clients["bob"].get("/sla/").content.decode()
+    assert clients["bob"].post(f"/incidents/{inc.pk}/ack/").status_code == 302
+    inc.refresh_from_db()
+    assert inc.status == "acknowledged" and inc.acknowledged_by == "bob"
+    entry = AuditEntry.objects.get(action="incident.acknowledge")
+    assert entry.actor == "bob"
+
+
+def test_a_manual_override_from_the_page_pauses_the_autoscaler(fleet: Service, clients) -> None:
+    from services import autoscale
+
+    resp = clients["bob"].post("/services/web/override/", {"instances": "3", "ttl_minutes": "10"})
+    assert resp.status_code == 302
+    fleet.refresh_from_db()
+    assert fleet.desired_instances == 3
+    assert autoscale.evaluate(fleet).summary.startswith("paused: manual override by bob at 3")
+    assert AuditEntry.objects.filter(action="autoscale.override", actor="bob").count() == 1
+
+
+@pytest.mark.parametrize(("url", "data"), [
+    ("/services/web/override/", {"instances": "-1"}),
+    ("/services/web/override/", {"instances": "lots"}),
+    ("/services/web/maintenance/", {"minutes": "0"}),
+    ("/services/web/maintenance/", {"minutes": "30", "starts_at": "tomorrow"}),
+    ("/services/web/sla/settings/", {"probe_interval_seconds": "0.2", "probe_timeout_seconds": "0.1"}),
+    ("/services/web/sla/settings/", {"min_instances": "5", "max_instances": "2"}),
+    ("/services/web/sla/settings/", {"failure_threshold": "many"}),
+    ("/sla/channels/", {"name": "x", "kind": "webhook", "target": "not a url"}),
+    ("/sla/channels/", {"name": "x", "kind": "pager", "target": "http://127.0.0.1/"}),
+])
+def test_bad_input_is_a_400_that_changes_nothing(fleet: Service, clients, url: str, data: dict) -> None:
+    before = AuditEntry.objects.count()
+    full = {f: getattr(fleet, f) for f in ("probe_interval_seconds", "probe_timeout_seconds", "failure_threshold",
+                                           "success_threshold", "uptime_objective", "latency_objective_ms",
+                                           "min_instances", "max_instances", "scale_up_max_step",
+                                           "scale_down_max_step", "scale_up_stabilization_seconds",
+                                           "scale_down_stabilization_seconds")}
+    resp = clients["alice"].post(url, {**full, **data} if "settings" in url else data)
+    assert resp.status_code == 400
+    assert AuditEntry.objects.count() == before
+
+
+def test_settings_saved_from_the_page_are_audited(fleet: Service, clients) -> None:
+    data = {"probe_interval_seconds": "1", "probe_timeout_seconds": "0.5", "failure_threshold": "2",
+            "success_threshold": "1", "uptime_objective": "99.5", "latency_objective_ms": "250",
+            "autoscale_enabled": "on", "min_instances": "1", "max_instances": "6", "target_cpu_percent": "",
+            "target_latency_ms": "", "target_demand_per_instance": "3", "scale_up_max_step": "2",
+            "scale_down_max_step": "1", "scale_up_stabilization_seconds": "0",
+            "scale_down_stabilization_seconds": "120"}
+    assert clients["alice"].post("/services/web/sla/settings/", data).status_code == 302
+    fleet.refresh_from_db()
+    assert fleet.max_instances == 6 and fleet.target_cpu_percent is None and fleet.uptime_objective == 99.5
+    entry = AuditEntry.objects.filter(action="service.update").order_by("-id").first()
+    assert entry.payload["changes"]["max_instances"] == [4, 6]
