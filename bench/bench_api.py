@@ -51,16 +51,19 @@ def main() -> None:
                 raise SystemExit(f"{name}: {int(r['non2xx'])} non-2xx responses — the bench is not measuring work")
     finally:
         server.stop()
-    counts = manage(env, "shell", "-c", "from audit.models import AuditEntry; from workflows.models import WorkflowRun; "
+    counts = manage(env, "shell", "-c",
+                    "from audit.models import AuditEntry; from workflows.models import WorkflowRun; "
                     "from django.db import connection; c = connection.cursor(); "
                     "c.execute('select count(*) from bench_bare'); "
                     "print(c.fetchone()[0], AuditEntry.objects.filter(action='scale').count(), "
                     "WorkflowRun.objects.count())")
     base = results["bare view, 1 INSERT"]["rps"]
-    print(f"\nREST API throughput — gunicorn 4 sync workers, PostgreSQL, wrk 2 threads × 8 connections, {SECONDS}s")
+    print("\nREST API throughput — gunicorn 4 sync workers, PostgreSQL, "
+          f"wrk 2 threads × 8 connections, {SECONDS}s")
     print(f"{'endpoint':28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'vs bare':>8}")
     for name, r in results.items():
-        print(f"{name:28} {r['rps']:9.1f} {r['p50']:8.2f} {r['p99']:8.2f} {int(r['non2xx']):8d} {r['rps'] / base:7.2f}x")
+        print(f"{name:28} {r['rps']:9.1f} {r['p50']:8.2f} {r['p99']:8.2f} {int(r['non2xx']):8d} "
+              f"{r['rps'] / base:7.2f}x")
     bare_rows, scale_entries, runs = counts.split()[-3:]
     print(f"rows written: bare {bare_rows}, scale audit entries {scale_entries}, workflow runs {runs}")
     print("target: >= 0.75x the bare view's req/s")

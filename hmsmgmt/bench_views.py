@@ -11,6 +11,7 @@ from django.views.decorators.csrf import csrf_exempt
 @csrf_exempt
 def bare_insert(request: HttpRequest) -> JsonResponse:
     with connection.cursor() as cursor:
-        cursor.execute("INSERT INTO bench_bare (created, payload) VALUES (now(), %s) RETURNING id", [request.body.decode()])
+        cursor.execute("INSERT INTO bench_bare (created, payload) VALUES (now(), %s) RETURNING id",
+                       [request.body.decode()])
         row_id = cursor.fetchone()[0]
     return JsonResponse({"id": row_id})
