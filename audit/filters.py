@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, time
 from typing import Any
 
-from django.db import connection
-from django.db.models import Q, QuerySet, TextField
+from django.db import OperationalError, connection, transaction
+from django.db.models import BigIntegerField, ExpressionWrapper, F, Q, QuerySet, TextField, Value
 from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -120,17 +120,45 @@ def apply(qs: QuerySet, f: AuditFilter) -> QuerySet:
     return qs
 
 
+# A payload search on PostgreSQL has two good plans and the planner cannot tell which applies: it
+# has no idea how rare a word is. Walking the primary key backwards and testing each row is fast
+# for a common word (a page of matches turns up at once) and takes seconds for a rare one at a
+# million rows; the GIN index plus a sort of the matches is the reverse. So: try the first under a
+# short statement timeout, and fall back to the second (forced by ordering on id + 0, which the
+# pk index cannot serve).
+FTS_FAST_PLAN_MS = 150
+
+
+def _fetch(qs: QuerySet, f: AuditFilter, descending: bool) -> list[AuditEntry]:
+    def run(key: Any) -> list[AuditEntry]:
+        return list(qs.order_by(key.desc() if descending else key.asc())[: f.limit + 1])
+
+    if not (f.values.get("q") and connection.vendor == "postgresql"):
+        return run(F("id"))
+    try:
+        with transaction.atomic(), connection.cursor() as cur:
+            # set_config(..., true) is transaction-local and undone if this savepoint rolls back.
+            cur.execute("SELECT current_setting('statement_timeout'), set_config('statement_timeout', %s, true)",
+                        [str(FTS_FAST_PLAN_MS)])
+            previous = cur.fetchone()[0]
+            rows = run(F("id"))
+            cur.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
+            return rows
+    except OperationalError:
+        return run(ExpressionWrapper(F("id") + Value(0), output_field=BigIntegerField()))
+
+
 def page(qs: QuerySet, f: AuditFilter) -> tuple[list[AuditEntry], int | None, int | None]:
     """One page, newest first, plus the cursors for the older and newer pages (None at an end)."""
     qs = apply(qs, f)
     if f.after is not None:
-        chunk = list(qs.filter(id__gt=f.after).order_by("id")[: f.limit + 1])
+        chunk = _fetch(qs.filter(id__gt=f.after), f, descending=False)
         has_newer = len(chunk) > f.limit
         entries = list(reversed(chunk[: f.limit]))
         older = entries[-1].id if entries and qs.filter(id__lt=entries[-1].id).exists() else None
         return entries, older, entries[0].id if entries and has_newer else None
     base = qs.filter(id__lt=f.before) if f.before is not None else qs
-    chunk = list(base.order_by("-id")[: f.limit + 1])
+    chunk = _fetch(base, f, descending=True)
     entries = chunk[: f.limit]
     older = entries[-1].id if len(chunk) > f.limit else None
     newer = entries[0].id if entries and f.before is not None and qs.filter(id__gt=entries[0].id).exists() else None
