@@ -17,7 +17,7 @@ from django.utils import timezone
 from audit.models import AuditEntry
 from hmsmgmt.models import LoginFailure
 from tests.conftest import ROOT, api, subprocess_env
-from tests.hmsmgmt.test_permission_table import API, PAGES, Ctx, ctx  # noqa: F401 (ctx is a fixture)
+from tests.hmsmgmt.test_permission_table import API, PAGES, Ctx
 
 pytestmark = pytest.mark.django_db
 

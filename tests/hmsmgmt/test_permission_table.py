@@ -25,8 +25,7 @@ from audit.models import AuditEntry
 from hmsmgmt.api import api as ninja_api
 from services.models import Service
 from tests.conftest import api
-from workflows import actions as wf_actions
-from workflows.models import WorkflowDefinition, WorkflowRun
+from workflows.models import WorkflowRun
 
 pytestmark = pytest.mark.django_db
 PERSONAS = ("anon", "dave", "bob", "carol", "alice")
@@ -206,16 +205,6 @@ def cases() -> Iterator[Any]:
     for key, rows in groups:
         for i, row in enumerate(rows):
             yield pytest.param(row, id=f"{key or '/'}#{i}")
-
-
-@pytest.fixture
-def ctx(personas, demo) -> Ctx:
-    carol_run = wf_actions.start_run(WorkflowDefinition.objects.get(slug="analyticsReport"), {"seconds": 30},
-                                     actor=personas["carol"]).run
-    bob_run = wf_actions.start_run(WorkflowDefinition.objects.get(slug="analyticsReport"), {"seconds": 30},
-                                   actor=personas["bob"]).run
-    assert carol_run and bob_run
-    return Ctx(carol_run, bob_run)
 
 
 def call(row: Row, who: str, ctx: Ctx, personas, tokens) -> tuple[str, Any]:

@@ -117,3 +117,7 @@ def test_create_api_token_command(personas) -> None:
     assert run("nobody").returncode != 0
     User.objects.filter(username="dave").update(is_active=False)
     assert "disabled" in run("dave").stderr
+    off = subprocess.run([sys.executable, str(ROOT / "manage.py"), "disable_user", "bob", "--reason", "left"],
+                         env=subprocess_env(), capture_output=True, text=True, timeout=60)
+    assert off.returncode == 0 and "1 token(s) revoked" in off.stdout, off.stderr
+    assert whoami(raw) == 401
