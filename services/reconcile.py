@@ -1,27 +1,48 @@
 """Reconciliation: make what runs match the desired count. Called by the controller every tick
 and by the web request right after a scale (so a scale converges without waiting for a tick).
 
-Under the per-service lock, so two convergers never start duplicates. Instance rows are observed
-state; only fail-over (an unrequested death) is an audited event.
+Everything happens under the per-service lock (services.locks), so two convergers (web, controller,
+a workflow step) never start duplicates. Instance rows are observed state; only fail-over (an
+unrequested death) is an audited event.
+
+Imperative drivers (process, docker): we start and stop instances ourselves.
+  1. deaths: a live row the engine shows dead or no longer shows → `failover`, carcass removed;
+     an instance that never turns healthy within HMS_START_TIMEOUT_SECONDS counts as dead too;
+  2. orphans: anything of this service on the engine that no live row claims is removed (a start
+     whose row was rolled back, a container created just before the engine went away…);
+  3. starting instances that answer their health path become running;
+  4. count up or down (newest first); a crash loop (the service's backoff_until) holds starts back;
+     outdated instances (older spec_version, or another driver) roll over one at a time: start one
+     new, wait until it is healthy, retire one old, repeat, so capacity never drops below desired
+     and never exceeds desired + 1.
+
+Declarative drivers (swarm): the engine keeps the replica count and restarts failed tasks itself;
+we set replicas (and the spec, which Swarm rolls one task at a time), and mirror its tasks into
+Instance rows: a task that failed is a `failover`, a task shut down on purpose is just stopped.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import requests
 from django.db import transaction
 from django.utils import timezone
 
 from services import actions
-from services.drivers import EngineUnavailable, get_driver
-from services.drivers.base import Observed
+from services.drivers import Driver, EngineUnavailable, get_driver
+from services.drivers.base import Observed, ServiceSpec
 from services.locks import service_lock
 from services.models import Instance, Service
 
 log = logging.getLogger(__name__)
 HEALTH_TIMEOUT = 0.5
+# An instance that is still not healthy this long after its start is treated as dead (and counts
+# toward crash-loop back-off), so a broken image cannot block a roll-over forever.
+START_TIMEOUT = timedelta(seconds=float(os.environ.get("HMS_START_TIMEOUT_SECONDS", "30")))
 
 
 @dataclass
@@ -61,109 +82,125 @@ def converge(service_id: int, *, component: str = "controller") -> Status:
         svc.refresh_from_db()
         driver = get_driver(svc.driver)
         spec = svc.spec()
-        observed = {o.ref: o for o in driver.list_instances(spec)}  # may raise EngineUnavailable
-        live = list(svc.instances.filter(state__in=Instance.LIVE_STATES).order_by("id"))
-        # Instances of another driver (the service's driver was changed) are gone from this view:
-        # stop them through their own driver.
-        _retire_other_drivers(svc, live)
-        live = [i for i in live if i.driver == svc.driver]
-
-        # 1. Deaths: a live row the engine no longer shows alive is a fail-over.
-        known_refs = set()
-        survivors: list[Instance] = []
-        for inst in live:
-            obs = observed.get(inst.ref)
-            known_refs.add(inst.ref)
-            if inst.ref and (obs is None or not obs.alive):
-                cause = f"{svc.driver} instance {inst.ref} " + (obs.detail if obs and obs.detail else "disappeared")
-                actions.record_failover(inst, cause=cause, component=component)
-                if obs is not None and not obs.alive and not driver.declarative:
-                    driver.stop_instance(spec, inst.ref, grace_seconds=0.5)  # reap / remove the carcass
-                continue
-            if obs is not None:
-                _refresh(inst, obs)
-            survivors.append(inst)
-
-        # 2. Orphans: alive on the engine but not ours any more (e.g. a row lost to a rollback).
-        if not driver.declarative:
-            for ref, obs in observed.items():
-                if ref not in known_refs and obs.alive:
-                    log.warning("stopping orphan %s instance %s of %s", svc.driver, ref, svc.name)
-                    driver.stop_instance(spec, ref, grace_seconds=2.0)
-
-        # 3. Health of starting instances.
-        for inst in survivors:
-            if inst.state == Instance.State.STARTING and _healthy(inst, svc.health_path):
-                now = timezone.now()
-                Instance.objects.filter(pk=inst.pk).update(state=Instance.State.RUNNING,
-                                                           health=Instance.Health.UP, healthy_at=now)
-                inst.state = Instance.State.RUNNING
-
-        # 4. Count up or down (newest first), rolling outdated specs over one at a time.
-        _scale_to_desired(svc, driver, spec, survivors)
+        if driver.declarative:
+            _converge_declarative(svc, driver, spec, component)
+        else:
+            _converge_imperative(svc, driver, spec, component)
         svc.refresh_from_db()
         return status(svc)
 
 
-def _refresh(inst: Instance, obs: Observed) -> None:
-    changed = {}
-    for name in ("cpu_percent", "memory_bytes"):
-        value = getattr(obs, name)
-        if value is not None and value != getattr(inst, name):
-            changed[name] = value
-    if obs.node and obs.node != inst.node:
-        changed["node"] = obs.node
-    if changed:
-        Instance.objects.filter(pk=inst.pk).update(**changed)
+# --- imperative drivers (process, docker) ------------------------------------------------------
+def _converge_imperative(svc: Service, driver: Driver, spec: ServiceSpec, component: str) -> None:
+    observed = {o.ref: o for o in driver.list_instances(spec)}  # may raise EngineUnavailable
+    live = list(svc.instances.filter(state__in=Instance.LIVE_STATES).order_by("id"))
+    others = [i for i in live if i.driver != svc.driver]  # the service's driver was changed
+    now = timezone.now()
 
-
-def _retire_other_drivers(svc: Service, live: list[Instance]) -> None:
+    # 1. Deaths.
+    claimed: set[str] = set()
+    survivors: list[Instance] = []
     for inst in live:
         if inst.driver != svc.driver:
-            _stop(svc, inst, reason=f"driver changed to {svc.driver}")
+            continue
+        obs = observed.get(inst.ref) if inst.ref else None
+        if inst.ref:
+            claimed.add(inst.ref)
+        if obs is None or not obs.alive:
+            detail = obs.detail if obs and obs.detail else ("disappeared" if inst.ref else "never started")
+            actions.record_failover(inst, cause=f"{svc.driver} instance {inst.ref or inst.pk} {detail}",
+                                    component=component)
+            if obs is not None:
+                _remove(driver, spec, inst.ref)  # reap / remove the carcass
+            continue
+        if inst.state == Instance.State.STARTING and now - (inst.started_at or inst.created_at) > START_TIMEOUT:
+            if _healthy(inst, svc.health_path):
+                survivors.append(inst)  # became healthy at the last moment; step 3 promotes it
+                continue
+            actions.record_failover(
+                inst, cause=f"{svc.driver} instance {inst.ref} not healthy after {START_TIMEOUT.seconds} s",
+                component=component)
+            _remove(driver, spec, inst.ref)
+            continue
+        _refresh(inst, obs)
+        survivors.append(inst)
+
+    # 2. Orphans: on the engine, but no live row claims them.
+    for ref, obs in observed.items():
+        if ref not in claimed:
+            log.warning("removing orphan %s instance %s of %s (%s)", svc.driver, ref, svc.name,
+                        "alive" if obs.alive else obs.detail or "dead")
+            _remove(driver, spec, ref, grace=2.0 if obs.alive else 0.0)
+
+    # 3. Health of starting instances.
+    for inst in survivors:
+        if inst.state == Instance.State.STARTING and _healthy(inst, svc.health_path):
+            Instance.objects.filter(pk=inst.pk).update(state=Instance.State.RUNNING, health=Instance.Health.UP,
+                                                       healthy_at=timezone.now())
+            inst.state = Instance.State.RUNNING
+
+    # 4. Count up or down, rolling outdated instances over.
+    _scale_to_desired(svc, driver, spec, survivors, others, component)
 
 
-def _scale_to_desired(svc: Service, driver, spec, survivors: list[Instance]) -> None:
+def _scale_to_desired(svc: Service, driver: Driver, spec: ServiceSpec, survivors: list[Instance],
+                      others: list[Instance], component: str) -> None:
     desired = svc.desired_instances
-    now = timezone.now()
-    backing_off = bool(svc.backoff_until and svc.backoff_until > now)
-    if driver.declarative:
-        driver.set_replicas(spec, desired)
-        return
+    backing_off = bool(svc.backoff_until and svc.backoff_until > timezone.now())
     current = [i for i in survivors if i.spec_version == svc.spec_version]
-    outdated = [i for i in survivors if i.spec_version != svc.spec_version]
-    # Roll over: surge one new-spec instance, and retire an outdated one only once every
-    # current-spec instance is healthy, so capacity never drops during a rollout.
+    outdated = others + [i for i in survivors if i.spec_version != svc.spec_version]
     if outdated:
+        # Roll over one at a time: wait for the surge instance, retire one old, start one new.
         if any(i.state == Instance.State.STARTING for i in current):
             return
-        if len(current) < desired and not backing_off:
-            _start(svc, driver, spec)
-            return
-        _stop(svc, outdated[-1], reason="rolled over to a new spec")
+        if len(current) + len(outdated) > desired or len(current) >= desired:
+            _retire(svc, outdated[-1], reason="rolled over to a new spec")
+        elif not backing_off:
+            _start(svc, driver, spec, component=component)
         return
     missing = desired - len(current)
     if missing > 0 and not backing_off:
         for _ in range(missing):
-            _start(svc, driver, spec)
+            if _start(svc, driver, spec, component=component) is None:
+                break  # refused: record_failover decided on back-off; the next tick looks again
     elif missing < 0:
-        for inst in sorted(current, key=lambda i: i.id, reverse=True)[: -missing]:
+        for inst in sorted(current, key=lambda i: i.id, reverse=True)[:-missing]:
             _stop(svc, inst, reason="scaled down")
 
 
-def _start(svc: Service, driver, spec) -> Instance:
+def _refresh(inst: Instance, obs: Observed) -> None:
+    changed: dict[str, object] = {}
+    for name in ("cpu_percent", "memory_bytes", "node", "host", "port"):
+        value = getattr(obs, name)
+        if value not in (None, "") and value != getattr(inst, name):
+            changed[name] = value
+    if changed:
+        Instance.objects.filter(pk=inst.pk).update(**changed)
+        for name, value in changed.items():
+            setattr(inst, name, value)
+
+
+def _start(svc: Service, driver: Driver, spec: ServiceSpec, *, component: str = "controller") -> Instance | None:
+    """Start one instance; None when the engine refused (that counts as a crash: back-off)."""
+    # The row exists (and is committed) before the engine call: its id names the container, so a
+    # retried start finds the same container rather than making a second one.
     with transaction.atomic():
         inst = Instance.objects.create(service=svc, driver=svc.driver, spec_version=svc.spec_version,
                                        restarts=_restarts_so_far(svc))
     try:
         obs = driver.start_instance(spec, inst.pk)
+    except EngineUnavailable as exc:
+        # Not a death: the instance never ran. Anything the engine did create before it went away
+        # is removed as an orphan once it is back.
+        Instance.objects.filter(pk=inst.pk).update(state=Instance.State.STOPPED, stopped_at=timezone.now(),
+                                                   exit_reason=f"not started: {exc}"[:300])
+        raise
     except Exception as exc:
-        Instance.objects.filter(pk=inst.pk).update(state=Instance.State.EXITED, exit_reason=str(exc)[:300],
-                                                   stopped_at=timezone.now())
-        if isinstance(exc, EngineUnavailable):
-            raise
+        # A start the engine refused (missing image, bad command) is a crash too: it backs off, or
+        # every tick would hammer the engine with the same doomed request.
         log.error("cannot start %s: %s", svc.name, exc)
-        return inst
+        actions.record_failover(inst, cause=f"{svc.driver} start failed: {exc}"[:300], component=component)
+        return None
     Instance.objects.filter(pk=inst.pk).update(ref=obs.ref, host=obs.host, port=obs.port, node=obs.node,
                                                started_at=obs.started_at or timezone.now())
     inst.refresh_from_db()
@@ -173,6 +210,15 @@ def _start(svc: Service, driver, spec) -> Instance:
 def _restarts_so_far(svc: Service) -> int:
     """Replacements inherit the count of earlier unrequested deaths, so the table shows churn."""
     return svc.instances.filter(state=Instance.State.EXITED).count()
+
+
+def _remove(driver: Driver, spec: ServiceSpec, ref: str, *, grace: float = 0.0) -> None:
+    try:
+        driver.stop_instance(spec, ref, grace_seconds=grace)
+    except EngineUnavailable:
+        raise
+    except Exception as exc:  # the next tick tries again
+        log.warning("cannot remove %s instance %s: %s", driver.name, ref, exc)
 
 
 def _stop(svc: Service, inst: Instance, *, reason: str) -> None:
@@ -185,9 +231,78 @@ def _stop(svc: Service, inst: Instance, *, reason: str) -> None:
         Instance.objects.filter(pk=inst.pk).update(state=inst.state)
         raise
     Instance.objects.filter(pk=inst.pk).update(state=Instance.State.STOPPED, exit_reason=reason,
-                                                   stopped_at=timezone.now(), health=Instance.Health.UNKNOWN)
+                                               stopped_at=timezone.now(), health=Instance.Health.UNKNOWN)
 
 
+def _retire(svc: Service, inst: Instance, *, reason: str) -> None:
+    """Stop one outdated instance. A Swarm task cannot be stopped on its own without Swarm
+    replacing it, so an old Swarm service is scaled down by one (and removed at zero)."""
+    old = get_driver(inst.driver)
+    if not old.declarative:
+        _stop(svc, inst, reason=reason)
+        return
+    remaining = svc.instances.filter(state__in=Instance.LIVE_STATES, driver=inst.driver).count() - 1
+    if remaining <= 0:
+        old.remove_service(svc.spec())
+    else:
+        old.set_replicas(svc.spec(), remaining)
+    Instance.objects.filter(pk=inst.pk).update(state=Instance.State.STOPPED, exit_reason=reason,
+                                               stopped_at=timezone.now(), health=Instance.Health.UNKNOWN)
+
+
+# --- declarative drivers (swarm) -------------------------------------------------------------------
+def _converge_declarative(svc: Service, driver: Driver, spec: ServiceSpec, component: str) -> None:
+    tasks = driver.list_instances(spec)  # may raise EngineUnavailable
+    by_ref = {t.ref: t for t in tasks}
+    live = list(svc.instances.filter(state__in=Instance.LIVE_STATES).order_by("id"))
+    others = [i for i in live if i.driver != svc.driver]
+    mine = {i.ref: i for i in live if i.driver == svc.driver}
+    known = set(svc.instances.filter(driver=svc.driver, ref__in=list(by_ref)).values_list("ref", flat=True))
+
+    # 1. Rows whose task ended: a failure is a fail-over (Swarm restarts it), a shutdown was asked for.
+    for ref, inst in mine.items():
+        task = by_ref.get(ref)
+        if task is not None and task.extra.get("desired") == "running" and task.extra.get("state") not in (
+                "failed", "rejected", "complete", "orphaned"):
+            _refresh(inst, task)
+            if inst.state == Instance.State.STARTING and task.alive and _healthy(inst, svc.health_path):
+                Instance.objects.filter(pk=inst.pk).update(state=Instance.State.RUNNING,
+                                                           health=Instance.Health.UP, healthy_at=timezone.now())
+            continue
+        if task is not None and task.extra.get("state") in ("failed", "rejected", "complete", "orphaned"):
+            actions.record_failover(inst, cause=f"swarm task {ref} on {task.node or '?'} {task.detail}",
+                                    component=component)
+        else:
+            reason = f"swarm task {task.extra.get('state')}" if task else "swarm task no longer listed"
+            Instance.objects.filter(pk=inst.pk).update(state=Instance.State.STOPPED, exit_reason=reason,
+                                                       stopped_at=timezone.now(), health=Instance.Health.UNKNOWN)
+
+    # 2. New tasks Swarm scheduled (scale up, restart after a failure, roll-over): mirror them.
+    for task in tasks:
+        if task.ref in known or task.extra.get("desired") != "running":
+            continue
+        if task.extra.get("state") in ("failed", "rejected", "complete", "orphaned", "shutdown"):
+            continue
+        version = task.extra.get("spec_version", "")
+        Instance.objects.create(
+            service=svc, driver=svc.driver, ref=task.ref, node=task.node, host=task.host, port=task.port,
+            spec_version=int(version) if str(version).isdigit() else svc.spec_version,
+            started_at=task.started_at or timezone.now(), restarts=_restarts_so_far(svc),
+        )
+
+    # 3. Replicas. While instances of a previous driver still serve, grow the Swarm service one
+    # healthy task at a time and retire one old instance per new healthy task.
+    desired = svc.desired_instances
+    if others:
+        healthy = svc.instances.filter(driver=svc.driver, state=Instance.State.RUNNING).count()
+        if healthy + len(others) > desired:
+            _retire(svc, others[-1], reason=f"rolled over to {svc.driver}")
+        driver.set_replicas(spec, min(desired, healthy + 1))
+    else:
+        driver.set_replicas(spec, desired)
+
+
+# --- console shutdown ------------------------------------------------------------------------------
 def stop_local_instances(*, component: str) -> int:
     """Stop every process-driver instance on this host (the console is shutting down); the
     desired counts stay, so the next start brings them back."""

@@ -1,0 +1,320 @@
+"""docker driver: one container per instance on a single Docker engine.
+
+The engine is reached the Docker SDK's usual way (DOCKER_HOST, or the local socket). Every
+container carries labels that make it findable again by any of our processes, and only by the
+console that owns it:
+
+    hmsmgmt.managed=true          (CI and the tests clean up by this label)
+    hmsmgmt.namespace=<console>   (two consoles on one engine never see each other's containers)
+    hmsmgmt.service=<name>
+    hmsmgmt.instance=<Instance.pk>
+    hmsmgmt.spec_version=<n>
+
+The container name is derived from (namespace, service, instance id), so the engine itself refuses
+a second container for the same instance: a retried or racing start adopts the existing container
+instead of creating a duplicate. Ports are published on 127.0.0.1 only, on a port the engine picks.
+Connection failures and timeouts become EngineUnavailable quickly (HMS_DOCKER_TIMEOUT, default 5 s)
+so an API request can answer 503 within its deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+
+from services.drivers.base import DriverError, EngineUnavailable, Observed, ServiceSpec
+from services.drivers.process import console_namespace
+
+LABEL = "hmsmgmt"
+TIMEOUT = float(os.environ.get("HMS_DOCKER_TIMEOUT", "5"))
+STATS_EVERY = float(os.environ.get("HMS_DOCKER_STATS_SECONDS", "5"))  # stats cost one call per container
+
+
+# --- engine connection and error mapping -------------------------------------------------------
+class Engine:
+    """A lazily (re)connected Docker client. Shared by the docker and swarm drivers."""
+
+    def __init__(self) -> None:
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                import docker
+
+                with engine_errors("connect"):
+                    # "auto" asks the daemon for its API version: one call, and it fails fast when
+                    # the daemon is down, so we never cache a client for an engine we have not seen.
+                    self._client = docker.from_env(timeout=TIMEOUT, version="auto")
+            return self._client
+
+    @property
+    def api(self) -> Any:
+        return self.client.api
+
+
+@contextmanager
+def engine_errors(op: str) -> Iterator[None]:
+    from docker.errors import APIError, DockerException
+
+    try:
+        yield
+    except (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError) as exc:
+        raise EngineUnavailable(f"Docker engine unreachable during {op}: {_short(exc)}") from exc
+    except APIError as exc:
+        if exc.status_code in (502, 503, 504):
+            raise EngineUnavailable(f"Docker engine unavailable during {op}: {_short(exc)}") from exc
+        raise
+    except DockerException as exc:
+        # from_env() wraps a refused connection into a bare DockerException.
+        raise EngineUnavailable(f"Docker engine unreachable during {op}: {_short(exc)}") from exc
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    # requests nests the root cause deep inside its message; keep the part an operator can act on.
+    for needle in ("Connection refused", "No such file or directory", "Read timed out", "timed out"):
+        if needle in text:
+            return needle
+    return text[:200]
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """Docker timestamps carry nanoseconds; Python wants at most microseconds."""
+    if not value or value.startswith("0001-"):
+        return None
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?", value)
+    if not match:
+        return None
+    frac = (match.group(2) or ".0")[:7]
+    tz = match.group(3) or "Z"
+    return datetime.fromisoformat(f"{match.group(1)}{frac}{'+00:00' if tz == 'Z' else tz}").astimezone(UTC)
+
+
+# --- per-container stats ---------------------------------------------------------------------------
+class StatsSampler:
+    """CPU % and memory from one-shot stats calls, at most one call per container per STATS_EVERY.
+
+    A one-shot sample has no "previous" reading, so CPU % is computed against the sample we took
+    last time for the same container (the engine's own streaming stats would block ~1 s each)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[float, int, int, float | None, int | None]] = {}
+
+    def sample(self, api: Any, container_id: str) -> tuple[float | None, int | None]:
+        now = time.monotonic()
+        prev = self._last.get(container_id)
+        if prev and now - prev[0] < STATS_EVERY:
+            return prev[3], prev[4]
+        try:
+            raw = api.stats(container_id, stream=False, one_shot=True)
+        except Exception:
+            return (prev[3], prev[4]) if prev else (None, None)
+        cpu = raw.get("cpu_stats") or {}
+        total = int((cpu.get("cpu_usage") or {}).get("total_usage") or 0)
+        system = int(cpu.get("system_cpu_usage") or 0)
+        ncpu = int(cpu.get("online_cpus") or 1)
+        mem = raw.get("memory_stats") or {}
+        memory = mem.get("usage")
+        if memory is not None:
+            memory = int(memory) - int((mem.get("stats") or {}).get("cache", 0) or 0)
+        percent: float | None = None
+        if prev and system > prev[2]:
+            percent = round(max(0.0, (total - prev[1]) / (system - prev[2]) * ncpu * 100.0), 2)
+        self._last[container_id] = (now, total, system, percent, memory)
+        return percent, memory
+
+    def forget(self, keep: set[str]) -> None:
+        for cid in list(self._last):
+            if cid not in keep:
+                del self._last[cid]
+
+
+def describe_exit(state: dict[str, Any]) -> str:
+    """Why a container is not running, in an operator's words."""
+    code = state.get("ExitCode")
+    status = state.get("Status", "exited")
+    parts = [f"{status} with code {code}" if code is not None else status]
+    if state.get("OOMKilled"):
+        parts.append("OOM-killed")
+    elif code == 137:
+        parts.append("killed (SIGKILL)")
+    elif code == 143:
+        parts.append("terminated (SIGTERM)")
+    if state.get("Error"):
+        parts.append(str(state["Error"])[:120])
+    return ", ".join(parts)
+
+
+# --- the driver ---------------------------------------------------------------------------------------
+class DockerDriver:
+    name = "docker"
+    declarative = False
+
+    def __init__(self, engine: Engine | None = None) -> None:
+        self.engine = engine or Engine()
+        self.stats = StatsSampler()
+
+    # naming and labels
+    @staticmethod
+    def container_name(spec: ServiceSpec, instance_id: int) -> str:
+        safe = re.sub(r"[^a-zA-Z0-9_.-]", "-", spec.name).lower()
+        return f"hms-{console_namespace()}-{safe}-{instance_id}"
+
+    @staticmethod
+    def labels(spec: ServiceSpec, instance_id: int) -> dict[str, str]:
+        return {
+            f"{LABEL}.managed": "true",
+            f"{LABEL}.namespace": console_namespace(),
+            f"{LABEL}.service": spec.name,
+            f"{LABEL}.instance": str(instance_id),
+            f"{LABEL}.spec_version": str(spec.version),
+        }
+
+    def _filters(self, spec: ServiceSpec) -> dict[str, Any]:
+        return {"label": [f"{LABEL}.managed=true", f"{LABEL}.namespace={console_namespace()}",
+                          f"{LABEL}.service={spec.name}"]}
+
+    # Driver protocol
+    def start_instance(self, spec: ServiceSpec, instance_id: int) -> Observed:
+        from docker.errors import APIError, ImageNotFound, NotFound
+
+        if not spec.image:
+            raise DriverError(f"service {spec.name} has no image for the docker driver")
+        api = self.engine.api
+        name = self.container_name(spec, instance_id)
+        port_key = f"{spec.port}/tcp"
+        with engine_errors("container create"):
+            try:
+                created = api.create_container(
+                    spec.image,
+                    name=name,
+                    labels=self.labels(spec, instance_id),
+                    environment={"PORT": str(spec.port), "HMSMGMT_SERVICE": spec.name,
+                                 "HMSMGMT_INSTANCE": str(instance_id)},
+                    ports=[spec.port],
+                    host_config=api.create_host_config(
+                        port_bindings={spec.port: ("127.0.0.1",)},
+                        # The controller replaces dead instances (and audits it); the engine must not.
+                        restart_policy={"Name": "no"},
+                    ),
+                )
+                container_id = created["Id"]
+            except ImageNotFound as exc:
+                raise DriverError(f"image {spec.image} is not on the engine (nothing is pulled here; "
+                                  f"`manage.py build_sample_image` builds the sample)") from exc
+            except APIError as exc:
+                if exc.status_code != 409:
+                    raise DriverError(f"cannot create container for {spec.name}: {exc.explanation}") from exc
+                # A container for this instance exists already (a start whose answer we lost):
+                # adopt it rather than create a second one.
+                container_id = api.inspect_container(name)["Id"]
+            try:
+                api.start(container_id)
+                info = api.inspect_container(container_id)
+            except NotFound as exc:
+                raise DriverError(f"container {name} vanished while starting") from exc
+            except APIError as exc:
+                api.remove_container(container_id, force=True)
+                raise DriverError(f"cannot start container for {spec.name}: {exc.explanation}") from exc
+        bindings = ((info.get("NetworkSettings") or {}).get("Ports") or {}).get(port_key) or []
+        host_port = int(bindings[0]["HostPort"]) if bindings else None
+        return Observed(
+            ref=container_id[:12],
+            alive=True,
+            host="127.0.0.1",
+            port=host_port,
+            node=self._node_name(),
+            instance_id=instance_id,
+            started_at=parse_time(info["State"].get("StartedAt")),
+        )
+
+    def stop_instance(self, spec: ServiceSpec, ref: str, *, grace_seconds: float = 5.0) -> None:
+        from docker.errors import APIError, NotFound
+
+        api = self.engine.api
+        with engine_errors("container stop"):
+            try:
+                info = api.inspect_container(ref)
+            except NotFound:
+                return  # already gone
+            labels = info["Config"].get("Labels") or {}
+            if (labels.get(f"{LABEL}.service") != spec.name
+                    or labels.get(f"{LABEL}.namespace") != console_namespace()):
+                return  # not ours: never touch a container another console or person runs
+            try:
+                if info["State"].get("Running"):
+                    api.stop(ref, timeout=max(0, int(round(grace_seconds))))
+                api.remove_container(ref, force=True)
+            except NotFound:
+                return
+            except APIError as exc:
+                if exc.status_code == 409:  # removal already in progress
+                    return
+                raise DriverError(f"cannot stop container {ref}: {exc.explanation}") from exc
+
+    def list_instances(self, spec: ServiceSpec) -> list[Observed]:
+        api = self.engine.api
+        found: list[Observed] = []
+        with engine_errors("container list"):
+            rows = api.containers(all=True, filters=self._filters(spec))
+            node = self._node_name()
+            for row in rows:
+                labels = row.get("Labels") or {}
+                alive = row.get("State") == "running"
+                ref = row["Id"][:12]
+                port = next((p.get("PublicPort") for p in row.get("Ports") or []
+                             if p.get("PrivatePort") == spec.port and p.get("PublicPort")), None)
+                detail = ""
+                started_at = datetime.fromtimestamp(row["Created"], tz=UTC) if row.get("Created") else None
+                cpu = memory = None
+                if alive:
+                    cpu, memory = self.stats.sample(api, row["Id"])
+                else:
+                    # Dead containers are rare and about to be replaced: one inspect for the cause.
+                    try:
+                        detail = describe_exit(api.inspect_container(row["Id"])["State"])
+                    except Exception:
+                        detail = row.get("Status", "exited")
+                instance = labels.get(f"{LABEL}.instance", "")
+                found.append(Observed(
+                    ref=ref, alive=alive, host="127.0.0.1", port=port, node=node,
+                    instance_id=int(instance) if instance.isdigit() else None,
+                    started_at=started_at, detail=detail, cpu_percent=cpu, memory_bytes=memory,
+                    extra={"spec_version": labels.get(f"{LABEL}.spec_version", ""), "status": row.get("Status", "")},
+                ))
+        self.stats.forget({r["Id"] for r in rows})
+        return found
+
+    def set_replicas(self, spec: ServiceSpec, replicas: int) -> None:
+        raise DriverError("the docker driver is imperative; reconcile starts and stops containers")
+
+    def remove_service(self, spec: ServiceSpec) -> None:
+        from docker.errors import NotFound
+
+        api = self.engine.api
+        with engine_errors("container removal"):
+            for row in api.containers(all=True, filters=self._filters(spec)):
+                try:
+                    api.remove_container(row["Id"], force=True)
+                except NotFound:
+                    pass
+
+    # helpers
+    _node: str = ""
+
+    def _node_name(self) -> str:
+        if not self._node:
+            with engine_errors("info"):
+                self._node = self.engine.api.info().get("Name", "") or "docker"
+        return self._node
