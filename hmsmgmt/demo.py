@@ -67,6 +67,8 @@ FLOWS: list[dict[str, Any]] = [
 
 def load_demo(driver: str = "process") -> list[str]:
     done: list[str] = []
+    if driver in ("docker", "swarm"):
+        done += _ensure_sample_image()
     for name, description, desired in SERVICES:
         svc = Service.objects.filter(name=name).first()
         wanted = {"driver": driver, "description": description, "command": SAMPLE_COMMAND,
@@ -105,3 +107,13 @@ def load_demo(driver: str = "process") -> list[str]:
             record("policy.create", actor=ACTOR, target=policy, payload={"name": policy.name, "limit": 5})
         done.append("policy 'analytics jobs per user ≤ 5'")
     return done
+
+
+def _ensure_sample_image() -> list[str]:
+    """docker/swarm demos run the sample image; nothing can be pulled, so build it when missing."""
+    from services.sample.image import build_sample_image, image_exists
+
+    if image_exists(settings.HMS_SAMPLE_IMAGE):
+        return []
+    build_sample_image(settings.HMS_SAMPLE_IMAGE)
+    return [f"image {settings.HMS_SAMPLE_IMAGE} (built FROM scratch with busybox-static)"]
