@@ -186,3 +186,32 @@ def test_controller_tick_seals_what_it_finds() -> None:
     assert AuditEntry.objects.filter(seq__isnull=True).exists()
     Controller().tick()
     assert not AuditEntry.objects.filter(seq__isnull=True).exists()
+
+
+# --- API and page actions: one entry each, with who and where ------------------------------------------
+def test_api_action_writes_one_entry_with_token_and_request_id(personas, tokens, demo) -> None:
+    from hmsmgmt.models import ApiToken
+    from services.models import Service
+
+    svc = Service.objects.first()
+    mark = _mark()
+    r = api(Client(HTTP_USER_AGENT="admin-portal/2.0"), "POST", "/mgmt/scale",
+            {"service": svc.name, "instances": 0}, token=tokens["alice"], HTTP_X_REQUEST_ID="req-audit-1")
+    assert r.status_code == 200, r.content
+    (entry,) = _new(mark)
+    assert (entry.action, entry.actor, entry.outcome) == ("scale", "alice", "success")
+    assert entry.request_id == "req-audit-1" and entry.user_agent == "admin-portal/2.0"
+    token = ApiToken.objects.get(user__username="alice")
+    assert entry.token_id == token.pk
+    assert tokens["alice"] not in str(entry.payload)
+    assert entry.target_repr == str(svc)
+
+
+def test_page_action_writes_one_entry(clients, demo) -> None:
+    from services.models import Service
+
+    svc = Service.objects.first()
+    mark = _mark()
+    r = clients["alice"].post(f"/services/{svc.name}/scale/", {"instances": "0"})
+    assert r.status_code in (200, 302), r.content[:500]
+    assert [(e.action, e.actor) for e in _new(mark)] == [("scale", "alice")]
