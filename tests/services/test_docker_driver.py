@@ -1,0 +1,111 @@
+"""The docker driver on a real engine: one labelled container per instance, ports on 127.0.0.1,
+scale through the REST API, orphans removed, stats reported."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from django.conf import settings
+
+from services import actions, reconcile
+from services.drivers import get_driver
+from services.drivers.process import console_namespace
+from services.models import Instance, Service
+from tests.conftest import api, wait_for
+
+pytestmark = [pytest.mark.docker, pytest.mark.django_db]
+
+
+def labelled(client, name: str, *, all_states: bool = False) -> list[dict]:  # type: ignore[no-untyped-def]
+    return client.api.containers(all=all_states, filters={"label": [
+        "hmsmgmt.managed=true", f"hmsmgmt.namespace={console_namespace()}", f"hmsmgmt.service={name}"]})
+
+
+@pytest.fixture
+def docker_demo(demo, docker_cleanup):  # type: ignore[no-untyped-def]
+    for svc in Service.objects.all():
+        before = {"driver": svc.driver}
+        svc.driver = Service.Driver.DOCKER
+        svc.image = settings.HMS_SAMPLE_IMAGE
+        actions.save_service(svc, actor="system:test", created=False, before=before)
+    return docker_cleanup
+
+
+def test_scale_to_three_leaves_exactly_three_labelled_containers(client, tokens, docker_demo):
+    resp = api(client, "POST", "/mgmt/scale", {"service": "HMS-SVC", "instances": 3, "wait": True},
+               token=tokens["alice"])
+    assert resp.status_code == 200, resp.content
+    assert resp.json()["running"] == 3 and resp.json()["converged"]
+    containers = labelled(docker_demo, "HMS-SVC", all_states=True)
+    assert len(containers) == 3
+    rows = {i.ref: i for i in Instance.objects.filter(service__name="HMS-SVC", state=Instance.State.RUNNING)}
+    assert len(rows) == 3
+    for c in containers:
+        assert c["State"] == "running"
+        labels = c["Labels"]
+        assert labels["hmsmgmt.managed"] == "true" and labels["hmsmgmt.service"] == "HMS-SVC"
+        inst = rows[c["Id"][:12]]
+        assert labels["hmsmgmt.instance"] == str(inst.pk)
+        (port,) = [p for p in c["Ports"] if p.get("PublicPort")]
+        assert port["IP"] == "127.0.0.1" and port["PublicPort"] == inst.port
+        body = requests.get(f"http://127.0.0.1:{inst.port}/health", timeout=2).json()
+        assert body == {"status": "ok", "service": "HMS-SVC", "instance": str(inst.pk)}
+
+    # Scale down removes the newest first, with a graceful stop, and leaves no stopped carcass.
+    oldest = min(rows.values(), key=lambda i: i.pk)
+    resp = api(client, "POST", "/mgmt/scale", {"service": "HMS-SVC", "instances": 1, "wait": True},
+               token=tokens["alice"])
+    assert resp.json()["running"] == 1
+    remaining = labelled(docker_demo, "HMS-SVC", all_states=True)
+    assert [c["Id"][:12] for c in remaining] == [oldest.ref]
+    stopped = Instance.objects.filter(service__name="HMS-SVC", state=Instance.State.STOPPED)
+    assert {i.exit_reason for i in stopped} == {"scaled down"}
+
+
+def test_work_endpoint_of_the_image_takes_query_and_json(docker_demo, client, tokens):
+    api(client, "POST", "/mgmt/scale", {"service": "HMS-API", "instances": 1, "wait": True}, token=tokens["alice"])
+    inst = Instance.objects.get(service__name="HMS-API", state=Instance.State.RUNNING)
+    base = f"http://127.0.0.1:{inst.port}"
+    assert requests.post(f"{base}/work", json={"ms": 30}, timeout=5).json()["ms"] == 30
+    assert requests.get(f"{base}/work?ms=5&fail=1", timeout=5).status_code == 500
+    assert requests.post(f"{base}/fault", json={"mode": "fail"}, timeout=5).status_code == 200
+    assert requests.get(f"{base}/health", timeout=5).status_code == 503
+    assert requests.get(f"{base}/nope", timeout=5).status_code == 404
+
+
+def test_orphan_container_of_the_service_is_removed_and_stats_are_reported(docker_demo):
+    svc = Service.objects.get(name="HMS-SVC")
+    actions.scale_service(svc, 1, actor="system:test")
+    wait_for(lambda: reconcile.converge(svc.pk, component="test").converged, timeout=30, message="1 running")
+    # A container of this service that no row claims (say, started before a rollback).
+    driver = get_driver("docker")
+    orphan = driver.start_instance(svc.spec(), 999_999)
+    assert len(labelled(docker_demo, "HMS-SVC")) == 2
+    reconcile.converge(svc.pk, component="test")
+    assert [c["Id"][:12] for c in labelled(docker_demo, "HMS-SVC", all_states=True)] != [orphan.ref]
+    assert len(labelled(docker_demo, "HMS-SVC", all_states=True)) == 1
+
+    # CPU needs two samples (HMS_DOCKER_STATS_SECONDS apart); memory comes with the first.
+    inst = Instance.objects.get(service=svc, state=Instance.State.RUNNING)
+    wait_for(lambda: reconcile.converge(svc.pk) and Instance.objects.get(pk=inst.pk).memory_bytes,
+             timeout=15, interval=0.5, message="memory reported")
+    assert Instance.objects.get(pk=inst.pk).memory_bytes > 0
+
+
+def test_a_missing_image_is_refused_and_backs_off_instead_of_hammering(docker_demo):
+    svc = Service.objects.get(name="analytics")
+    before = {"image": svc.image}
+    svc.image = "hmsmgmt/does-not-exist:1"
+    actions.save_service(svc, actor="system:test", created=False, before=before)
+    actions.scale_service(svc, 1, actor="system:test")
+    for _ in range(3):
+        reconcile.converge(svc.pk, component="test")
+    svc.refresh_from_db()
+    assert labelled(docker_demo, "analytics", all_states=True) == []
+    failed = Instance.objects.filter(service=svc, state=Instance.State.EXITED)
+    assert failed.exists() and "not on the engine" in failed.first().exit_reason
+    assert svc.failure_streak >= 2 and reconcile.status(svc).backing_off
+    # Backing off: further ticks start nothing new.
+    count = failed.count()
+    reconcile.converge(svc.pk, component="test")
+    assert Instance.objects.filter(service=svc).count() == count
