@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from django.contrib import admin
 from django.db import transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 
 from audit.models import AuditEntry
 from hmsmgmt.api import api as ninja_api
@@ -37,6 +39,7 @@ class Ctx:
     carol_run: WorkflowRun
     bob_run: WorkflowRun
     other: bool = False  # the IDOR column: carol's request aimed at bob's run
+    obj: Any = None  # what a row's setup created (an incident, a maintenance window, a channel)
 
     @property
     def run(self) -> WorkflowRun:
@@ -66,6 +69,30 @@ def fail_run(ctx: Ctx) -> None:
     WorkflowRun.objects.filter(pk__in=[ctx.carol_run.pk, ctx.bob_run.pk]).update(status=WorkflowRun.Status.FAILED)
 
 
+def incident(ctx: Ctx) -> None:
+    from services import actions as svc_actions
+
+    ctx.obj = svc_actions.open_incident(Service.objects.get(name="HMS-SVC"), kind="availability", severity="page",
+                                        title="down", evidence={})
+
+
+def window(ctx: Ctx) -> None:
+    from services import actions as svc_actions
+
+    now = timezone.now()
+    ctx.obj = svc_actions.create_maintenance_window(Service.objects.get(name="HMS-SVC"),
+                                                    starts_at=now - timedelta(minutes=1),
+                                                    ends_at=now + timedelta(hours=1), reason="t", actor="system:test")
+
+
+def channel(ctx: Ctx) -> None:
+    from services import actions as svc_actions
+    from services.models import AlertChannel
+
+    ctx.obj = svc_actions.save_alert_channel(AlertChannel(name="ops", kind="webhook", target="http://127.0.0.1:9/"),
+                                             actor="system:test")
+
+
 # --- pages: keyed by the URL pattern as the resolver spells it ------------------------------------
 PAGES: dict[str, list[Row]] = {
     "": [Row("GET", lambda c: "/", page(302, 200, 200, 200, 200))],
@@ -79,6 +106,43 @@ PAGES: dict[str, list[Row]] = {
     ],
     "flows/": [Row("GET", lambda c: "/flows/", page(302, 200, 200, 200, 200))],
     "runs/": [Row("GET", lambda c: "/runs/", page(302, 200, 200, 200, 200))],
+    # SLA monitoring, incidents, maintenance, overrides (services/views_sla.py)
+    "sla/": [Row("GET", lambda c: "/sla/", page(302, 200, 200, 200, 200))],
+    "sla/channels/": [
+        Row("POST", lambda c: "/sla/channels/", page(302, 403, 403, 403, 302),
+            {"name": "ops", "kind": "webhook", "target": "http://127.0.0.1:9/"}),
+    ],
+    "sla/channels/<int:channel_id>/delete/": [
+        # Channels carry model-level permissions only (no per-object scope): 403, not 404.
+        Row("POST", lambda c: f"/sla/channels/{c.obj.pk}/delete/", page(302, 403, 403, 403, 302), setup=channel),
+        Row("POST", lambda c: "/sla/channels/999999/delete/", page(302, 404, 404, 404, 404)),
+    ],
+    "incidents/<int:incident_id>/ack/": [
+        Row("POST", lambda c: f"/incidents/{c.obj.pk}/ack/", page(302, 404, 302, 404, 302), setup=incident),
+        Row("POST", lambda c: "/incidents/999999/ack/", page(302, 404, 404, 404, 404)),
+    ],
+    "maintenance/<int:window_id>/end/": [
+        Row("POST", lambda c: f"/maintenance/{c.obj.pk}/end/", page(302, 404, 302, 404, 302), setup=window),
+        Row("POST", lambda c: "/maintenance/999999/end/", page(302, 404, 404, 404, 404)),
+    ],
+    "services/<str:name>/sla/": [Row("GET", lambda c: "/services/HMS-SVC/sla/", page(302, 404, 200, 404, 200))],
+    "services/<str:name>/sla/settings/": [
+        # Needs services.change_service (admins); an empty form is a 400 with the reason.
+        Row("POST", lambda c: "/services/HMS-SVC/sla/settings/", page(302, 404, 403, 404, 400), {}),
+    ],
+    "services/<str:name>/autoscale/": [
+        Row("GET", lambda c: "/services/HMS-SVC/autoscale/", page(302, 404, 200, 404, 200), htmx=True),
+    ],
+    "services/<str:name>/maintenance/": [
+        Row("POST", lambda c: "/services/HMS-SVC/maintenance/", page(302, 404, 302, 404, 302), {"minutes": "30"}),
+    ],
+    "services/<str:name>/override/": [
+        Row("POST", lambda c: "/services/HMS-SVC/override/", page(302, 404, 302, 404, 302),
+            {"instances": "0", "ttl_minutes": "0"}),
+    ],
+    "services/<str:name>/override/clear/": [
+        Row("POST", lambda c: "/services/HMS-SVC/override/clear/", page(302, 404, 302, 404, 302)),
+    ],
     "runs/launch/": [
         Row("POST", lambda c: "/runs/launch/", page(302, 404, 302, 302, 302), {"flowId": "analyticsReport"}),
         Row("POST", lambda c: "/runs/launch/", page(302, 404, 302, 404, 302), {"flowId": "exportPatientData"}),
