@@ -27,6 +27,8 @@ UNSAFE_PAGE_ROWS = [pytest.param(route, row, id=f"{route}#{i}") for route, rows 
 
 @pytest.mark.parametrize(("route", "row"), UNSAFE_PAGE_ROWS)
 def test_unsafe_page_requests_need_the_csrf_token(route, row, ctx: Ctx, personas) -> None:
+    if row.setup:
+        row.setup(ctx)
     client = Client(enforce_csrf_checks=True)
     client.force_login(personas["alice"])
     client.get("/")  # sets the CSRF cookie, as a browser visit does
@@ -42,6 +44,8 @@ def test_every_unsafe_api_operation_needs_csrf_with_a_session_but_not_with_a_tok
     unsafe = [(op, rows[0]) for op, rows in API.items() if op[0] not in ("GET", "HEAD", "OPTIONS")]
     assert unsafe
     for (method, _), row in unsafe:
+        if row.setup:
+            row.setup(ctx)
         client = Client(enforce_csrf_checks=True)
         client.force_login(personas["alice"])
         r = api(client, method, row.path(ctx), row.data)
