@@ -9,15 +9,17 @@ their single audit entry commit together (see audit.signals).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.urls import NoReverseMatch, reverse
 
 from audit.context import reset_context, set_context
 
 REFUSALS = (401, 403, 429)
+log = logging.getLogger("audit.middleware")
 
 
 def _admin_prefix() -> str:
@@ -72,5 +74,9 @@ def record_refusal(request: HttpRequest, response: HttpResponse) -> None:
         except ValueError:
             pass
     user = getattr(request, "user", None)
-    with transaction.atomic():
-        record("access.refused", actor=user, outcome=AuditEntry.Outcome.DENIED, payload=payload)
+    try:
+        with transaction.atomic():
+            record("access.refused", actor=user, outcome=AuditEntry.Outcome.DENIED, payload=payload)
+    except DatabaseError:
+        # The caller is refused either way; a database hiccup must not turn a 401 into a 500.
+        log.exception("could not audit a %s refusal of %s %s", response.status_code, request.method, request.path)
