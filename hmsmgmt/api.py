@@ -3,11 +3,15 @@ the choke point, call the app's action, render. Every error is JSON {"error", "d
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotAllowed
 from django.http.request import RawPostDataException
+from django.urls import URLPattern, path
+from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer, SessionAuth
@@ -42,7 +46,42 @@ class ActiveSessionAuth(SessionAuth):
         return super().__call__(request)
 
 
-api = NinjaAPI(
+class ConsoleAPI(NinjaAPI):
+    """NinjaAPI whose every answer under /mgmt/ is JSON, including the two ninja and Django would
+    give as text/HTML: a wrong method on a known path (405) and an unknown path (404)."""
+
+    @property
+    def urls(self) -> tuple[list[Any], str, str]:
+        patterns, app_name, namespace = super().urls
+        wrapped: list[Any] = [
+            URLPattern(p.pattern, _json_405(p.callback), p.default_args, p.name) if isinstance(p, URLPattern) else p
+            for p in patterns
+        ]
+        wrapped.append(path("<path:rest>", _no_such_endpoint, name="not-found"))
+        return wrapped, app_name, namespace
+
+
+def _json_405(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        response = view(request, *args, **kwargs)
+        if isinstance(response, HttpResponseNotAllowed):
+            allowed = response["Allow"]
+            response = _error(request, 405, "method_not_allowed",
+                              f"{request.method} is not allowed here; use {allowed}.")
+            response["Allow"] = allowed
+        return response
+
+    wrapper.csrf_exempt = True  # type: ignore[attr-defined]  # as ninja's own views: auth checks CSRF
+    return wrapper
+
+
+@csrf_exempt
+def _no_such_endpoint(request: HttpRequest, rest: str) -> HttpResponse:
+    return _error(request, 404, "not_found", f"No API endpoint at /mgmt/{rest[:200]}; see /mgmt/docs.")
+
+
+api = ConsoleAPI(
     title="hmsmgmt management API",
     version="1.0",
     description="Scale services and run workflows. Authenticate with `Authorization: Bearer <token>` "
@@ -62,7 +101,9 @@ def _describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str]:
     parts = []
     code = "invalid_request"
     for err in errors:
-        if err.get("type") == "json_invalid" or "parse" in str(err.get("msg", "")).lower():
+        # Only a body that is not JSON at all is "malformed"; "unable to parse string as an
+        # integer" in a path or query parameter is an ordinary invalid value.
+        if err.get("type") == "json_invalid":
             code = "malformed_json"
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "payload", "query", "path")]
         field = ".".join(loc) or "body"

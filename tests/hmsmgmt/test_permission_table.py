@@ -223,6 +223,8 @@ API_META: dict[str, list[Row]] = {
                               notes="the schema is public, like the chapter's client docs")],
     "mgmt/docs": [Row("GET", lambda c: "/mgmt/docs", page(200, 200, 200, 200, 200))],
     "mgmt/": [Row("GET", lambda c: "/mgmt/", page(404, 404, 404, 404, 404), notes="no root document")],
+    "mgmt/<path:rest>": [Row("GET", lambda c: "/mgmt/no/such/endpoint", page(404, 404, 404, 404, 404),
+                             notes="unknown API paths answer JSON 404 to everyone")],
 }
 
 
