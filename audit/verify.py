@@ -18,6 +18,12 @@ def verify_database(*, chunk_size: int = 5000) -> VerifyResult:
     return verify_entries(entries, pending=pending)
 
 
+def oldest_pending_age() -> float | None:
+    """Seconds since the oldest pending entry was written: a large value means no sealer runs."""
+    oldest = AuditEntry.objects.filter(seq__isnull=True).order_by("id").values_list("created_at", flat=True).first()
+    return (timezone.now() - oldest).total_seconds() if oldest else None
+
+
 def run_verification(verification_id: int) -> None:
     """Task body for the page's "Verify chain" (a django-q2 task for big logs). Safe to run twice:
     the claim is a conditional update from queued to running."""

@@ -19,6 +19,7 @@ from audit import filters
 from audit.actions import request_verification
 from audit.chain import entry_hash, hashed_values
 from audit.models import AuditCheckpoint, AuditEntry, AuditVerification
+from audit.verify import oldest_pending_age
 
 
 def can_view_audit(user: Any) -> bool:
@@ -86,6 +87,7 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         "actions": _known_actions(),
         "verification": AuditVerification.objects.first(),
         "checkpoint": AuditCheckpoint.objects.first(),
+        "pending_age": oldest_pending_age(),
     }
     status = 400 if error else 200
     if _htmx_partial(request) and request.GET.get("part") == "table":

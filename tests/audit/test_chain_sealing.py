@@ -137,3 +137,16 @@ def test_audit_verify_names_the_broken_seq() -> None:
             call_command("audit_verify")
     finally:
         triggers.install(connection)
+
+
+def test_verify_warns_when_no_sealer_runs() -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    AuditEntry.objects.create(created_at=timezone.now() - timedelta(minutes=5), actor="system:test", action="old")
+    from io import StringIO
+
+    err = StringIO()
+    call_command("audit_verify", stdout=StringIO(), stderr=err)
+    assert "is a sealer running" in err.getvalue()

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from audit.verify import verify_database
+from audit.verify import oldest_pending_age, verify_database
+
+STALE_PENDING_SECONDS = 60
 
 
 class Command(BaseCommand):
@@ -48,3 +50,7 @@ class Command(BaseCommand):
         if problems:
             raise CommandError("audit log does not match its checkpoints/archives: " + "; ".join(problems))
         self.stdout.write(f"audit chain {result.summary()}")
+        age = oldest_pending_age()
+        if age is not None and age > STALE_PENDING_SECONDS:
+            self.stderr.write(f"warning: the oldest pending entry was written {age:.0f}s ago; is a sealer running "
+                              "(the controller, or manage.py audit_seal --loop)?")
