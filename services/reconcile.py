@@ -139,7 +139,9 @@ def _converge_imperative(svc: Service, driver: Driver, spec: ServiceSpec, compon
                                                        healthy_at=timezone.now())
             inst.state = Instance.State.RUNNING
 
-    # 4. Count up or down, rolling outdated instances over.
+    # 4. Count up or down, rolling outdated instances over. A fail-over above may just have started
+    # a back-off (record_failover updated the row, not our copy): read it again.
+    svc.refresh_from_db(fields=["desired_instances", "failure_streak", "backoff_until"])
     _scale_to_desired(svc, driver, spec, survivors, others, component)
 
 
