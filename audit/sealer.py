@@ -62,6 +62,10 @@ def _write_batch(sealed: list[tuple[int, int, str, str]], now: Any) -> None:
 def seal_batch(batch_size: int = 2000) -> int:
     """Seal up to batch_size pending entries; returns how many were sealed (0 if another sealer
     holds the lock or nothing is pending)."""
+    # A plain read first: on SQLite every transaction takes the database write lock at BEGIN, and
+    # an idle sealer must not take it five times a second for nothing.
+    if not AuditEntry.objects.filter(seq__isnull=True).exists():
+        return 0
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
