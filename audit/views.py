@@ -37,6 +37,8 @@ def _htmx_partial(request: HttpRequest) -> bool:
 
 
 def _pretty(value: Any) -> str:
+    if value == "":
+        return "(empty)"
     if isinstance(value, str):
         return value
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
