@@ -72,12 +72,18 @@ def engine_errors(op: str) -> Iterator[None]:
     except (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError) as exc:
         raise EngineUnavailable(f"Docker engine unreachable during {op}: {_short(exc)}") from exc
     except APIError as exc:
-        if exc.status_code in (502, 503, 504):
+        # A daemon on its way down still answers for a moment, refusing everything: that is the
+        # engine going away, not a refusal of this request (which would count toward a crash loop).
+        if going_away(exc):
             raise EngineUnavailable(f"Docker engine unavailable during {op}: {_short(exc)}") from exc
         raise
     except DockerException as exc:
         # from_env() wraps a refused connection into a bare DockerException.
         raise EngineUnavailable(f"Docker engine unreachable during {op}: {_short(exc)}") from exc
+
+
+def going_away(exc: Any) -> bool:
+    return exc.status_code in (502, 503, 504) or "shutting down" in str(exc.explanation or "")
 
 
 def _short(exc: BaseException) -> str:
@@ -214,6 +220,8 @@ class DockerDriver:
                 raise DriverError(f"image {spec.image} is not on the engine (nothing is pulled here; "
                                   f"`manage.py build_sample_image` builds the sample)") from exc
             except APIError as exc:
+                if going_away(exc):
+                    raise
                 if exc.status_code != 409:
                     raise DriverError(f"cannot create container for {spec.name}: {exc.explanation}") from exc
                 # A container for this instance exists already (a start whose answer we lost):
@@ -225,6 +233,8 @@ class DockerDriver:
             except NotFound as exc:
                 raise DriverError(f"container {name} vanished while starting") from exc
             except APIError as exc:
+                if going_away(exc):
+                    raise
                 api.remove_container(container_id, force=True)
                 raise DriverError(f"cannot start container for {spec.name}: {exc.explanation}") from exc
         bindings = ((info.get("NetworkSettings") or {}).get("Ports") or {}).get(port_key) or []
@@ -259,6 +269,8 @@ class DockerDriver:
             except NotFound:
                 return
             except APIError as exc:
+                if going_away(exc):
+                    raise
                 if exc.status_code == 409:  # removal already in progress
                     return
                 raise DriverError(f"cannot stop container {ref}: {exc.explanation}") from exc
