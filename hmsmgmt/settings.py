@@ -242,6 +242,10 @@ Q_CLUSTER = {
 if os.environ.get("HMS_REDIS_URL"):
     Q_CLUSTER.pop("orm")
     Q_CLUSTER["redis"] = os.environ["HMS_REDIS_URL"]
+# On PostgreSQL an idle pusher sleeps on LISTEN and enqueue sends NOTIFY (workflows/broker.py):
+# millisecond pick-up without polling the table 20 times a second.
+if "orm" in Q_CLUSTER and _db["ENGINE"] == "django.db.backends.postgresql" and envbool("HMS_Q_NOTIFY", True):
+    Q_CLUSTER["broker_class"] = "workflows.broker.NotifyORM"
 if Q_CLUSTER["retry"] <= Q_CLUSTER["timeout"]:
     raise ImproperlyConfigured(
         f"HMS_Q_RETRY ({Q_CLUSTER['retry']}) must be greater than HMS_Q_TIMEOUT ({Q_CLUSTER['timeout']})"
