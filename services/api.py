@@ -114,11 +114,16 @@ def service_out(svc: Service, *, with_instances: bool) -> dict[str, Any]:
 def converge_now(svc: Service, *, wait: bool) -> reconcile.Status:
     """Converge right away (no need to wait for the controller's tick); with wait, keep going
     until running == desired or the deadline. An unreachable engine is a 503: the desired count
-    is already recorded and the controller applies it once the engine is back."""
+    is already recorded and the controller applies it once the engine is back.
+
+    Every wait is bounded by the deadline (HMS_SCALE_WAIT_SECONDS), the per-service lock included:
+    a controller stuck on a hanging engine must not hold the request past it."""
     deadline = time.monotonic() + settings.HMS_SCALE_WAIT_SECONDS
     while True:
+        remaining = deadline - time.monotonic()
         try:
-            st = reconcile.converge(svc.pk, component="web")
+            st = reconcile.converge(svc.pk, component="web",
+                                    lock_timeout=max(0.2, min(remaining, 5.0 if not wait else remaining)))
         except EngineUnavailable as exc:
             raise ApiError(503, "engine_unavailable",
                            f"The {svc.driver} engine is unreachable ({exc}). The desired count "

@@ -76,9 +76,9 @@ def status(service: Service) -> Status:
                   backing_off)
 
 
-def converge(service_id: int, *, component: str = "controller") -> Status:
+def converge(service_id: int, *, component: str = "controller", lock_timeout: float = 30.0) -> Status:
     svc = Service.objects.get(pk=service_id)
-    with service_lock(svc.name):
+    with service_lock(svc.name, timeout=lock_timeout):
         svc.refresh_from_db()
         driver = get_driver(svc.driver)
         spec = svc.spec()
