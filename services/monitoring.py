@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import OperationalError, close_old_connections, connection
 from django.db.models import F
 from django.utils import timezone
 
@@ -145,11 +145,16 @@ def store_results(rows: list[tuple[int, int, Probe, bool]], at: datetime) -> Non
     cols = "service_id, instance_id, at, ok, latency_ms, status_code, error, in_maintenance"
     params: list[object] = []
     at_db = connection.ops.adapt_datetimefield_value(at)  # e.g. SQLite stores naive UTC text
-    for svc_id, inst_id, r, maint in rows:
+    for svc_id, inst_id, r, maint in sorted(rows, key=lambda row: row[1]):  # one lock order for all
         params += [svc_id, inst_id, at_db, r.ok, round(r.latency_ms, 2), r.status, r.error, maint]
     values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
     with connection.cursor() as cursor:
-        cursor.execute(f"INSERT INTO {table} ({cols}) VALUES {values}", params)
+        try:
+            cursor.execute(f"INSERT INTO {table} ({cols}) VALUES {values}", params)
+        except OperationalError:
+            # PostgreSQL may pick this INSERT (it key-share locks the instance rows) as the victim
+            # of a deadlock with a bulk update of instances; the observations are worth one retry.
+            cursor.execute(f"INSERT INTO {table} ({cols}) VALUES {values}", params)
 
 
 def account(inst: Instance, res: Probe, now: datetime, *, paused: bool = False) -> bool:

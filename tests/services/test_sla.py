@@ -209,11 +209,13 @@ def test_an_incident_is_acknowledged_once(db: None) -> None:
 # --- end to end: controller + workers + real instances ----------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_slow_then_failing_instances_page_scale_up_and_fail_over(transactional_db: None, spawn, hook: Hook,
-                                                                 stop_local_instances) -> None:
+def test_slow_then_failing_instances_page_scale_up_and_fail_over(transactional_db: None, stop_local_instances,
+                                                                 spawn, hook: Hook) -> None:
     """Slowing the only instance breaches the latency objective: an incident opens, the webhook
     receives it, the autoscaler scales up within max and explains why. Then a failing instance is
-    detected by the probes, failed over with evidence, and replaced — all on its own."""
+    detected by the probes, failed over with evidence, and replaced — all on its own.
+    (stop_local_instances comes before spawn so the controller is stopped before the instances
+    are removed; the other way round it would start new ones in between.)"""
     svc = make_service("shop", probe_interval_seconds=1.0, probe_timeout_seconds=1.0, failure_threshold=2,
                        latency_objective_ms=200, autoscale_enabled=True, min_instances=1, max_instances=3,
                        target_cpu_percent=None, scale_down_stabilization_seconds=300)
