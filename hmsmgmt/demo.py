@@ -74,7 +74,10 @@ def load_demo(driver: str = "process") -> list[str]:
         wanted = {"driver": driver, "description": description, "command": SAMPLE_COMMAND,
                   "image": settings.HMS_SAMPLE_IMAGE, "port": 8080, "health_path": "/health"}
         if svc is None:
-            svc = Service(name=name, **wanted)
+            # Probes every 2 s with SLA objectives and autoscaler bounds ready; autoscaling itself
+            # stays off so the demo's counts do not move until someone turns it on (SLA page).
+            svc = Service(name=name, probe_interval_seconds=2.0, uptime_objective=99.9, latency_objective_ms=300,
+                          min_instances=1, max_instances=5, **wanted)
             service_actions.save_service(svc, actor=ACTOR, created=True)
             service_actions.scale_service(svc, desired, actor=ACTOR, reason="demo default")
             done.append(f"service {name} ({driver}, {desired} instances)")
