@@ -31,7 +31,7 @@ def docker_demo(demo, docker_cleanup):  # type: ignore[no-untyped-def]
     return docker_cleanup
 
 
-def test_scale_to_three_leaves_exactly_three_labelled_containers(client, tokens, docker_demo):
+def test_scale_to_three_leaves_exactly_three_labelled_containers(client, clients, tokens, docker_demo):
     resp = api(client, "POST", "/mgmt/scale", {"service": "HMS-SVC", "instances": 3, "wait": True},
                token=tokens["alice"])
     assert resp.status_code == 200, resp.content
@@ -50,6 +50,12 @@ def test_scale_to_three_leaves_exactly_three_labelled_containers(client, tokens,
         assert port["IP"] == "127.0.0.1" and port["PublicPort"] == inst.port
         body = requests.get(f"http://127.0.0.1:{inst.port}/health", timeout=2).json()
         assert body == {"status": "ok", "service": "HMS-SVC", "instance": str(inst.pk)}
+
+    # The service page's live table (the htmx partial) shows each container with node and address.
+    partial = clients["alice"].get("/services/HMS-SVC/", HTTP_HX_REQUEST="true").content.decode()
+    assert "<html" not in partial
+    for inst in rows.values():
+        assert inst.ref[:11] in partial and f"127.0.0.1:{inst.port}" in partial and inst.node in partial
 
     # Scale down removes the newest first, with a graceful stop, and leaves no stopped carcass.
     oldest = min(rows.values(), key=lambda i: i.pk)
