@@ -59,17 +59,17 @@ def record(
     target_id: str | int = "",
     payload: dict[str, Any] | None = None,
     outcome: str = AuditEntry.Outcome.SUCCESS,
+    target_repr: str = "",
 ) -> AuditEntry:
     """Write one entry. `actor` is a user, or "system:<component>" for what the controller or a
     worker does on its own. Who/where (ip, user agent, token id, request id) come from the request
     context set by the middleware and the API auth."""
     if not connection.in_atomic_block:
         raise RuntimeError("audit.record() must run inside the transaction of the change it records")
-    target_repr = ""
     if target is not None:
         target_type = target_type or target._meta.label_lower
         target_id = target_id or target.pk
-        target_repr = str(target)[:200]
+        target_repr = target_repr or str(target)
     name, user_id = actor_label(actor)
     ctx = current_context()
     entry = AuditEntry.objects.create(
@@ -80,7 +80,7 @@ def record(
         outcome=str(outcome),
         target_type=str(target_type)[:64],
         target_id=str(target_id)[:200],
-        target_repr=target_repr,
+        target_repr=str(target_repr)[:200],
         payload=scrub(payload or {}),
         ip=str(ctx.get("ip", ""))[:64],
         user_agent=str(ctx.get("user_agent", ""))[:300],

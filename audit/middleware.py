@@ -1,9 +1,13 @@
 """AuditMiddleware: every 401/403/429 refusal that reached the console is audited exactly once.
 
 A refusal the action already audited (a policy denial records outcome=denied and marks the request
-through audit.context.mark_audited) is skipped. It also wraps Django admin's object-permission
-pages (django-guardian) in one transaction so the permission changes of one form submission and
-their single audit entry commit together (see audit.signals).
+through audit.context.mark_audited) is skipped.
+
+It also runs every Django admin POST in one transaction, for two reasons:
+- django-guardian's object-permission pages: the permission changes of one form submission and
+  their single audit entry commit together (see audit.signals).
+- a safety net: an admin add/change/delete that no action audited (a model whose admin does not
+  call its app's actions) still gets one entry, built from the admin's own LogEntry.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Callable
 from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 
 from audit.context import reset_context, set_context
 
@@ -29,9 +34,12 @@ def _admin_prefix() -> str:
         return "/admin/"
 
 
+def is_admin_post(request: HttpRequest) -> bool:
+    return request.method == "POST" and request.path.startswith(_admin_prefix())
+
+
 def is_admin_permission_post(request: HttpRequest) -> bool:
-    return (request.method == "POST" and request.path.startswith(_admin_prefix())
-            and "/permissions/" in request.path)
+    return is_admin_post(request) and "/permissions/" in request.path
 
 
 class AuditMiddleware:
@@ -39,16 +47,18 @@ class AuditMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        from audit.signals import flush_permission_changes
+        from audit.signals import flush_admin_log, flush_permission_changes
 
+        admin_post = is_admin_post(request)
         state: dict = {"audited": False, "perm_changes": [], "admin_perm": is_admin_permission_post(request),
-                       "user": getattr(request, "user", None)}
+                       "admin_post": admin_post, "started_at": timezone.now(), "user": getattr(request, "user", None)}
         token = set_context(request_state=state)
         try:
-            if state["admin_perm"]:
+            if admin_post:
                 with transaction.atomic():
                     response = self.get_response(request)
                     flush_permission_changes(state)
+                    flush_admin_log(state)
             else:
                 response = self.get_response(request)
             if response.status_code in REFUSALS and not state["audited"]:

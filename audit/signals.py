@@ -88,6 +88,35 @@ def flush_permission_changes(state: dict[str, Any]) -> None:
     state["perm_changes"] = []
 
 
+# --- safety net: admin changes that no action audited ------------------------------------------
+def flush_admin_log(state: dict[str, Any]) -> None:
+    """One entry per admin LogEntry of a request in which nothing else was audited (the admin of
+    that model does not go through its app's actions). Runs inside the request's transaction; reads
+    the LogEntry rows rather than a post_save signal because bulk deletions are bulk-created."""
+    if state.get("audited"):
+        return
+    user = state.get("user")
+    if user is None or not getattr(user, "is_authenticated", False):
+        return
+    from django.contrib.admin.models import LogEntry
+
+    from audit.actions import record
+
+    verbs = {1: "add", 2: "change", 3: "delete"}
+    logged = (LogEntry.objects.filter(user_id=user.pk, action_time__gte=state["started_at"])
+              .select_related("content_type").order_by("id"))
+    for log_entry in logged:
+        ct = log_entry.content_type
+        record(
+            f"admin.{verbs.get(log_entry.action_flag, 'change')}",
+            actor=user,
+            target_type=f"{ct.app_label}.{ct.model}" if ct else "",
+            target_id=log_entry.object_id or "",
+            target_repr=log_entry.object_repr,
+            payload={"object": log_entry.object_repr, "change_message": log_entry.get_change_message()},
+        )
+
+
 def connect_guardian() -> None:
     from guardian.models import GroupObjectPermission, UserObjectPermission
 

@@ -215,3 +215,38 @@ def test_page_action_writes_one_entry(clients, demo) -> None:
     r = clients["alice"].post(f"/services/{svc.name}/scale/", {"instances": "0"})
     assert r.status_code in (200, 302), r.content[:500]
     assert [(e.action, e.actor) for e in _new(mark)] == [("scale", "alice")]
+
+
+# --- safety net: an admin change no action audited ---------------------------------------------------
+def test_admin_delete_that_no_action_audits_still_writes_one_entry(clients, demo) -> None:
+    from workflows.models import WorkflowDefinition
+
+    flow = WorkflowDefinition.objects.first()
+    mark = _mark()
+    r = clients["alice"].post(f"/admin/workflows/workflowdefinition/{flow.pk}/delete/", {"post": "yes"})
+    assert r.status_code == 302
+    assert not WorkflowDefinition.objects.filter(pk=flow.pk).exists()
+    (entry,) = _new(mark)
+    assert (entry.action, entry.actor, entry.target_id) == ("admin.delete", "alice", str(flow.pk))
+    assert entry.target_type == "workflows.workflowdefinition" and entry.target_repr == str(flow)
+
+
+def test_admin_bulk_delete_writes_one_entry_per_object(clients, demo) -> None:
+    from workflows.models import WorkflowDefinition
+
+    pks = list(WorkflowDefinition.objects.values_list("pk", flat=True)[:2])
+    mark = _mark()
+    r = clients["alice"].post("/admin/workflows/workflowdefinition/", {
+        "action": "delete_selected", "_selected_action": [str(pk) for pk in pks], "post": "yes"})
+    assert r.status_code == 302
+    assert sorted((e.action, e.target_id) for e in _new(mark)) == sorted(("admin.delete", str(pk)) for pk in pks)
+
+
+def test_admin_change_audited_by_its_action_is_not_doubled(clients, demo) -> None:
+    from services.models import Service
+
+    svc = Service.objects.first()
+    mark = _mark()
+    r = clients["alice"].post(f"/admin/services/service/{svc.pk}/delete/", {"post": "yes"})
+    assert r.status_code == 302
+    assert [e.action for e in _new(mark)] == ["service.delete"]
