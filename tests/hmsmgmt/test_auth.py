@@ -116,6 +116,8 @@ def check_deploy(**env: str) -> subprocess.CompletedProcess:
     prod = {"HMS_SECRET_KEY": "x7Gq2-kP9vLm_Z4rT8wYc1Nb6Hs3Jd0Fa5Ue_Qo2Ri9Xt4Vn7Ly1Kp8Mz3Wb6Cg0",
             "HMS_ALLOWED_HOSTS": "hms.example.org", "HMS_DEBUG": "0"}
     base = subprocess_env(**{**prod, **env})
+    # Set by the browser tests' conftest for Playwright's event loop; never in a deployment.
+    base.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     return subprocess.run([sys.executable, str(ROOT / "manage.py"), "check", "--deploy", "--fail-level", "WARNING"],
                           env=base, capture_output=True, text=True, timeout=120)
 
