@@ -90,7 +90,7 @@ def latency_chart(series: list[dict[str, Any]], objective: int, *, minutes: int 
             "last_p95": next((p["p95"] for p in reversed(series) if p["p95"] is not None), None)}
 
 
-def timeline(svc: Service, *, hours: float = 1.0, now: datetime | None = None, width: int = 720) -> dict:
+def timeline(svc: Service, *, hours: float = 1.0, now: datetime | None = None, width: int = 1000) -> dict:
     """Lanes on one time axis: desired instances (who scaled), fail-overs, incidents, workflow
     demand seen by the autoscaler, and runs touching the service."""
     now = now or timezone.now()
@@ -137,9 +137,10 @@ def timeline(svc: Service, *, hours: float = 1.0, now: datetime | None = None, w
             demand.append((d.at, float(value)))
     dtop = max([v for _, v in demand] + [1.0])
     demand_line = " ".join(f"{x(at)},{round(6 + (lane_h - 6) * (1 - v / dtop), 1)}" for at, v in demand)
-    ticks = [{"x": x(start + timedelta(seconds=span * k / 6)),
-              "label": f"{start + timedelta(seconds=span * k / 6):%H:%M}"} for k in range(7)]
-    return {"width": width, "left": left, "lane_h": lane_h, "path": " ".join(path), "markers": markers,
+    ticks = [{"x": x(start + timedelta(seconds=span * k / 6)), "anchor": "start" if k == 0 else "end" if k == 6
+              else "middle", "label": f"{start + timedelta(seconds=span * k / 6):%H:%M}"} for k in range(7)]
+    return {"width": width, "left": left, "plot_w": width - left, "lane_h": lane_h, "path": " ".join(path),
+            "markers": markers,
             "failovers": failovers, "incidents": incidents, "demand": demand_line, "demand_top": dtop,
             "top": top, "ticks": ticks, "hours": hours, "height": lane_h * 4 + 40}
 
@@ -175,7 +176,9 @@ def explanation(user: Any, svc: Service, now: datetime | None = None) -> dict[st
         "decision": latest,
         "recent": list(svc.autoscale_decisions.all()[:8]),
         "changes": changes,
-        "override": ScaleOverride.objects.filter(service=svc, cleared_at__isnull=True).first(),
+        # An expired override is ended by the autoscaler's next pass; do not show it meanwhile.
+        "override": ScaleOverride.objects.filter(service=svc, cleared_at__isnull=True)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now)).first(),
         "timeline": timeline(svc, now=now),
         "can_scale": can(user, "scale", svc),
     }
