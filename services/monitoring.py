@@ -251,7 +251,7 @@ def _inline_batch(batch: list[int]) -> None:
         except Exception:
             log.exception("inline probe batch failed")
         finally:
-            close_old_connections()
+            connection.close()  # this thread's own connection; the thread ends here
 
     threading.Thread(target=run, name="probe-inline", daemon=True).start()
 
