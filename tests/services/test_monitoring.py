@@ -159,3 +159,30 @@ def test_a_failing_instance_is_failed_over_with_probe_evidence_and_replaced(db: 
     monitoring.probe_batch([replacement.pk])
     replacement.refresh_from_db()
     assert replacement.health == "up"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_the_controller_loop_probes_inline_when_told_and_fails_over(transactional_db: None, stop_local_instances,
+                                                                    settings) -> None:
+    """The controller's monitor pass, in process: due probes run (inline here, as they do when the
+    task queue is backed up), roll-ups and the SLA follow, and a failing instance is replaced."""
+    settings.HMS_PROBES_INLINE = True
+    settings.HMS_SLA_EVAL_SECONDS = 1
+    svc = make_service("looped")
+    (inst,) = running_instance(svc)
+    monitor = monitoring.Monitor()
+
+    def step_until(predicate, message: str):
+        def once():
+            monitor.step()
+            return predicate()
+        return wait_for(once, timeout=20, interval=0.1, message=message)
+
+    step_until(lambda: ProbeRollup.objects.filter(service=svc, up__gt=0).exists(), "a roll-up of good probes")
+    fault(inst, "fail")
+    entry = step_until(lambda: AuditEntry.objects.filter(action="failover", payload__instance=inst.pk).first(),
+                       "fail-over")
+    assert entry.payload["evidence"]["consecutive_failures"] >= 2
+    (replacement,) = running_instance(svc)
+    assert replacement.pk != inst.pk
