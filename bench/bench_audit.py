@@ -28,7 +28,7 @@ from common import env_for, fresh_database  # noqa: E402
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 ROWS = int(os.environ.get("BENCH_AUDIT_ROWS", "1000000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
-SEAL_INTERVAL = float(os.environ.get("HMS_AUDIT_SEAL_INTERVAL_MS", "200")) / 1000
+SEAL_INTERVAL = float(os.environ.get("HMS_AUDIT_SEAL_INTERVAL_MS", "100")) / 1000
 WRITERS = (1, 8)
 
 

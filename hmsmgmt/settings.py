@@ -216,7 +216,7 @@ HMS_BENCH = envbool("HMS_BENCH", False)  # exposes the bare-INSERT baseline view
 HMS_SAMPLE_IMAGE = os.environ.get("HMS_SAMPLE_IMAGE", "hmsmgmt/sample:latest")
 
 # --- Audit (docs/audit.md) ---------------------------------------------------------------------
-HMS_AUDIT_SEAL_INTERVAL_MS = envint("HMS_AUDIT_SEAL_INTERVAL_MS", 200, minimum=10)
+HMS_AUDIT_SEAL_INTERVAL_MS = envint("HMS_AUDIT_SEAL_INTERVAL_MS", 100, minimum=10)
 HMS_AUDIT_CHECKPOINT_MINUTES = envint("HMS_AUDIT_CHECKPOINT_MINUTES", 10, minimum=0)
 HMS_AUDIT_EXPORT_DIR = os.environ.get("HMS_AUDIT_EXPORT_DIR", str(VAR_DIR / "audit-checkpoints"))
 HMS_AUDIT_CHECKPOINT_WEBHOOK = os.environ.get("HMS_AUDIT_CHECKPOINT_WEBHOOK", "")
