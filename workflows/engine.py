@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -72,7 +73,17 @@ class Ready:
 
 def advance(run_id: int) -> list[Ready]:
     """Skip steps that can never run, queue the ones whose dependencies are satisfied, settle the
-    run once nothing can move. Returns the steps this call queued (the caller hands them out)."""
+    run once nothing can move. Returns the steps this call queued (the caller hands them out).
+
+    Runs under a lock on the run's row: two workers finishing the two branches of a fan-in at the
+    same moment would otherwise each read the other's step as unfinished and neither would queue
+    the join. With the lock, whoever reads second sees both."""
+    with transaction.atomic(savepoint=False):
+        list(WorkflowRun.objects.select_for_update().filter(pk=run_id).values_list("id"))
+        return _advance_locked(run_id)
+
+
+def _advance_locked(run_id: int) -> list[Ready]:
     rows = list(StepRun.objects.filter(run_id=run_id).values_list("id", "name", "status", "optional",
                                                                   "depends_on", "timeout_seconds"))
     states = {name: (status, optional) for _, name, status, optional, _, _ in rows}
@@ -105,6 +116,11 @@ def dispatch_ready(run_id: int) -> list[int]:
     for r in ready:
         enqueue(r.id)
     return [r.id for r in ready]
+
+
+def _enqueue_all(step_ids: list[int]) -> None:
+    for step_id in step_ids:
+        enqueue(step_id)
 
 
 def enqueue(step_id: int) -> None:
@@ -157,25 +173,25 @@ def _claim(step_id: int, *, mark_run_started: bool = True) -> StepRun | None:
 
 
 def execute_step(step_id: int) -> str:
-    """The django-q2 task. Runs the step, then keeps running one ready successor inline while the
+    """The django-q2 task. Runs the step, then keeps running a ready successor inline while the
     task's time budget allows; returns the last outcome (kept in django-q2's result)."""
     began = time.monotonic()
-    outcome, inline = _execute_one(step_id, mark_run_started=True)
-    while inline is not None:
-        outcome, inline = _execute_one(inline.id, mark_run_started=False)
-        if inline is not None and time.monotonic() - began + inline.timeout > q_timeout() - Q_TIMEOUT_MARGIN:
-            enqueue(inline.id)  # would not fit in this task's budget: another task gets a fresh one
-            break
-    return outcome
-
-
-def _execute_one(step_id: int, *, mark_run_started: bool) -> tuple[str, Ready | None]:
-    step = _claim(step_id, mark_run_started=mark_run_started)
+    step = _claim(step_id)
     if step is None:
-        return "not claimed", None
+        return "not claimed"
+    while True:
+        budget = q_timeout() - Q_TIMEOUT_MARGIN - (time.monotonic() - began)
+        outcome, step = _execute_one(step, budget)
+        if step is None:
+            return outcome
+
+
+def _execute_one(step: StepRun, budget: float) -> tuple[str, StepRun | None]:
+    """Run one claimed step; on success, the next step to run inline (already claimed) or None."""
     run = step.run
     outputs = dict(StepRun.objects.filter(run_id=run.pk, status=S.SUCCEEDED).values_list("name", "output"))
-    timeout = min(float(step.timeout_seconds), q_timeout() - Q_TIMEOUT_MARGIN)
+    started = time.monotonic()
+    timeout = max(1.0, min(float(step.timeout_seconds), budget))
     ctx = StepContext(run.pk, step.name, step.params, run.data, outputs, timeout, step.attempts, actor=run.actor)
     watch = Watch(step.pk, step.attempts, ctx, timeout)
     try:
@@ -197,17 +213,24 @@ def _execute_one(step_id: int, *, mark_run_started: bool) -> tuple[str, Ready | 
         else:
             message = f"{exc.__class__.__name__}: {exc}"
         return _fail_attempt(step, message), None
-    now = timezone.now()
-    won = StepRun.objects.filter(pk=step.pk, status=S.RUNNING, attempts=step.attempts).update(
-        status=S.SUCCEEDED, output=output, finished_at=now, lease_until=None)
-    if not won:
-        return "lost lease", None  # cancelled, or swept after our lease lapsed: the result is dropped
-    ready = advance(run.pk)
-    if not ready:
-        return "succeeded", None
-    for r in ready[1:]:
-        enqueue(r.id)
-    return "succeeded", ready[0]
+    # One transaction (one commit) for: the success, the successors it unblocks, and the claim of
+    # the one this worker runs next. The run row is locked first (see advance()).
+    inline: StepRun | None = None
+    with transaction.atomic():
+        list(WorkflowRun.objects.select_for_update().filter(pk=run.pk).values_list("id"))
+        won = StepRun.objects.filter(pk=step.pk, status=S.RUNNING, attempts=step.attempts).update(
+            status=S.SUCCEEDED, output=output, finished_at=timezone.now(), lease_until=None)
+        if not won:
+            return "lost lease", None  # cancelled, or swept after our lease lapsed: the result is dropped
+        ready = _advance_locked(run.pk)
+        elapsed_budget = budget - (time.monotonic() - started)
+        if ready and ready[0].timeout <= elapsed_budget:
+            inline = _claim(ready[0].id, mark_run_started=False)
+            ready = ready[1:]
+        # Enqueued after commit: a worker must not look for a step it cannot see yet.
+        if ready:
+            transaction.on_commit(partial(_enqueue_all, [r.id for r in ready]))
+    return "succeeded", inline
 
 
 def _await_approval(step: StepRun, prompt: str) -> str:

@@ -281,6 +281,11 @@ def scale(ctx: StepContext) -> dict[str, Any]:
         raise StepError(f"no service named {name!r}")
     if ctx.actor is None:
         raise StepError("the run has no actor to scale as")
+    from policies.access import can
+
+    # A flow must not lend its runner rights they lack: the same check as POST /mgmt/scale.
+    if not can(ctx.actor, "scale", svc):
+        raise StepError(f"{ctx.actor.get_username()} may not scale {name}")
     outcome = scale_service(svc, instances, actor=ctx.actor,
                             reason=f"workflow run {ctx.run_id} step {ctx.step_name}")
     if not outcome.decision.allowed:
