@@ -27,19 +27,7 @@ class Controller:
     def tick(self) -> None:
         close_old_connections()
         for svc_id, name, driver in Service.objects.values_list("id", "name", "driver"):
-            try:
-                reconcile.converge(svc_id, component="controller")
-                if driver in self.engine_down:
-                    self.engine_down.discard(driver)
-                    log.warning("%s engine is back; converging", driver)
-            except EngineUnavailable as exc:
-                if driver not in self.engine_down:
-                    log.error("%s engine unreachable (%s); desired state kept, retrying", driver, exc)
-                    self.engine_down.add(driver)
-            except LockTimeout:
-                pass  # a web request is converging this service right now
-            except Exception:
-                log.exception("reconcile of %s failed", name)
+            self.converge(svc_id, name, driver)
         try:
             engine.sweep_expired_leases()
             engine.promote_due_retries()  # steps whose retry backoff has passed
@@ -53,6 +41,27 @@ class Controller:
         except Exception:
             log.exception("audit sealing failed")
 
+    def converge(self, svc_id: int, name: str, driver: str) -> None:
+        try:
+            reconcile.converge(svc_id, component="controller")
+            if driver in self.engine_down:
+                self.engine_down.discard(driver)
+                log.warning("%s engine is back; converging", driver)
+        except EngineUnavailable as exc:
+            if driver not in self.engine_down:
+                log.error("%s engine unreachable (%s); desired state kept, retrying", driver, exc)
+                self.engine_down.add(driver)
+        except LockTimeout:
+            pass  # a web request is converging this service right now
+        except Exception:
+            log.exception("reconcile of %s failed", name)
+
+    def converge_reported(self, names: set[str]) -> None:
+        """Services whose engine just reported a death: fail over now, not at the next tick."""
+        close_old_connections()
+        for svc_id, name, driver in Service.objects.filter(name__in=names).values_list("id", "name", "driver"):
+            self.converge(svc_id, name, driver)
+
     def run_forever(self, *, max_ticks: int | None = None) -> None:
         interval = settings.HMS_CONTROLLER_TICK_MS / 1000
         # Probe fan-out, SLA evaluation and the autoscaler run on their own 100 ms loop so probe
@@ -60,9 +69,14 @@ class Controller:
         monitoring.start_in_background()
         # Audit sealing on its own loop too: entries sealed within a second even during a slow tick.
         audit_sealer.BackgroundSealer().start()
+        # Engines that stream events (Docker) report an instance's death as it happens.
+        reconcile.start_watchers()
         ticks = 0
         while max_ticks is None or ticks < max_ticks:
             started = time.monotonic()
             self.tick()
             ticks += 1
-            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+            while (remaining := interval - (time.monotonic() - started)) > 0:
+                reported = reconcile.wait_urgent(remaining)
+                if reported:
+                    self.converge_reported(reported)

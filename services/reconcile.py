@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -97,8 +98,9 @@ def _converge_imperative(svc: Service, driver: Driver, spec: ServiceSpec, compon
     others = [i for i in live if i.driver != svc.driver]  # the service's driver was changed
     now = timezone.now()
 
-    # 1. Deaths.
+    # 1. Deaths. Carcasses are removed at the end of the pass: the replacement starts first.
     claimed: set[str] = set()
+    carcasses: list[str] = []
     survivors: list[Instance] = []
     for inst in live:
         if inst.driver != svc.driver:
@@ -111,7 +113,7 @@ def _converge_imperative(svc: Service, driver: Driver, spec: ServiceSpec, compon
             actions.record_failover(inst, cause=f"{svc.driver} instance {inst.ref or inst.pk} {detail}",
                                     component=component)
             if obs is not None:
-                _remove(driver, spec, inst.ref)  # reap / remove the carcass
+                carcasses.append(inst.ref)
             continue
         if inst.state == Instance.State.STARTING and now - (inst.started_at or inst.created_at) > START_TIMEOUT:
             if _healthy(inst, svc.health_path):
@@ -120,14 +122,14 @@ def _converge_imperative(svc: Service, driver: Driver, spec: ServiceSpec, compon
             actions.record_failover(
                 inst, cause=f"{svc.driver} instance {inst.ref} not healthy after {START_TIMEOUT.seconds} s",
                 component=component)
-            _remove(driver, spec, inst.ref)
+            carcasses.append(inst.ref)
             continue
         _refresh(inst, obs)
         survivors.append(inst)
 
     # 2. Orphans: on the engine, but no live row claims them.
     for ref, obs in observed.items():
-        if ref not in claimed:
+        if ref not in claimed and ref not in carcasses:
             log.warning("removing orphan %s instance %s of %s (%s)", svc.driver, ref, svc.name,
                         "alive" if obs.alive else obs.detail or "dead")
             _remove(driver, spec, ref, grace=2.0 if obs.alive else 0.0)
@@ -143,6 +145,8 @@ def _converge_imperative(svc: Service, driver: Driver, spec: ServiceSpec, compon
     # a back-off (record_failover updated the row, not our copy): read it again.
     svc.refresh_from_db(fields=["desired_instances", "failure_streak", "backoff_until"])
     _scale_to_desired(svc, driver, spec, survivors, others, component)
+    for ref in carcasses:
+        _remove(driver, spec, ref)
 
 
 def _scale_to_desired(svc: Service, driver: Driver, spec: ServiceSpec, survivors: list[Instance],
@@ -302,6 +306,33 @@ def _converge_declarative(svc: Service, driver: Driver, spec: ServiceSpec, compo
         driver.set_replicas(spec, min(desired, healthy + 1))
     else:
         driver.set_replicas(spec, desired)
+
+
+# --- wake-ups: engines that report deaths as they happen ------------------------------------------
+_urgent: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+
+def start_watchers(drivers: tuple[str, ...] = ("docker",)) -> None:
+    """Let drivers that can follow their engine's events (docker) wake the controller the moment
+    an instance dies, instead of at the next tick. Harmless without an engine: the watcher retries."""
+    for name in drivers:
+        driver = get_driver(name)
+        watch = getattr(driver, "watch", None)
+        if watch is not None:
+            watch(_urgent.put)
+
+
+def wait_urgent(timeout: float) -> set[str]:
+    """Names of services with a reported death, waiting up to timeout for the first one."""
+    try:
+        names = {_urgent.get(timeout=max(0.0, timeout))}
+    except queue.Empty:
+        return set()
+    while True:
+        try:
+            names.add(_urgent.get_nowait())
+        except queue.Empty:
+            return names
 
 
 # --- console shutdown ------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -109,41 +109,90 @@ def parse_time(value: str | None) -> datetime | None:
 
 # --- per-container stats ---------------------------------------------------------------------------
 class StatsSampler:
-    """CPU % and memory from one-shot stats calls, at most one call per container per STATS_EVERY.
+    """CPU % and memory per container, sampled by a background thread.
 
-    A one-shot sample has no "previous" reading, so CPU % is computed against the sample we took
-    last time for the same container (the engine's own streaming stats would block ~1 s each)."""
+    The engine's stats call takes about a second per container (it waits for a second CPU reading),
+    so it must never sit in the reconcile loop: list_instances() only reads the latest sample and
+    marks the container as wanted; containers nobody asked about for a minute are dropped."""
 
-    def __init__(self) -> None:
-        self._last: dict[str, tuple[float, int, int, float | None, int | None]] = {}
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._wanted: dict[str, float] = {}
+        self._values: dict[str, tuple[float | None, int | None]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
 
-    def sample(self, api: Any, container_id: str) -> tuple[float | None, int | None]:
-        now = time.monotonic()
-        prev = self._last.get(container_id)
-        if prev and now - prev[0] < STATS_EVERY:
-            return prev[3], prev[4]
-        try:
-            raw = api.stats(container_id, stream=False, one_shot=True)
-        except Exception:
-            return (prev[3], prev[4]) if prev else (None, None)
-        cpu = raw.get("cpu_stats") or {}
-        total = int((cpu.get("cpu_usage") or {}).get("total_usage") or 0)
-        system = int(cpu.get("system_cpu_usage") or 0)
-        ncpu = int(cpu.get("online_cpus") or 1)
-        mem = raw.get("memory_stats") or {}
-        memory = mem.get("usage")
-        if memory is not None:
-            memory = int(memory) - int((mem.get("stats") or {}).get("cache", 0) or 0)
-        percent: float | None = None
-        if prev and system > prev[2]:
-            percent = round(max(0.0, (total - prev[1]) / (system - prev[2]) * ncpu * 100.0), 2)
-        self._last[container_id] = (now, total, system, percent, memory)
-        return percent, memory
+    def sample(self, container_id: str) -> tuple[float | None, int | None]:
+        with self._lock:
+            self._wanted[container_id] = time.monotonic()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="docker-stats", daemon=True)
+                self._thread.start()
+            return self._values.get(container_id, (None, None))
 
-    def forget(self, keep: set[str]) -> None:
-        for cid in list(self._last):
-            if cid not in keep:
-                del self._last[cid]
+    def _run(self) -> None:
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                for cid in [c for c, at in self._wanted.items() if now - at > 60]:
+                    self._wanted.pop(cid, None)
+                    self._values.pop(cid, None)
+                ids = list(self._wanted)
+            for cid in ids:
+                try:
+                    raw = self._engine.api.stats(cid, stream=False)
+                except Exception:
+                    continue  # gone, or the engine is away: the next round tries again
+                with self._lock:
+                    self._values[cid] = stats_figures(raw)
+            time.sleep(STATS_EVERY)
+
+
+def stats_figures(raw: dict[str, Any]) -> tuple[float | None, int | None]:
+    cpu, pre = raw.get("cpu_stats") or {}, raw.get("precpu_stats") or {}
+    total = int((cpu.get("cpu_usage") or {}).get("total_usage") or 0)
+    pre_total = int((pre.get("cpu_usage") or {}).get("total_usage") or 0)
+    system, pre_system = int(cpu.get("system_cpu_usage") or 0), int(pre.get("system_cpu_usage") or 0)
+    percent = None
+    if system > pre_system and pre_system:
+        percent = round(max(0.0, (total - pre_total) / (system - pre_system) * int(cpu.get("online_cpus") or 1)
+                            * 100.0), 2)
+    mem = raw.get("memory_stats") or {}
+    memory = mem.get("usage")
+    if memory is not None:
+        memory = int(memory) - int((mem.get("stats") or {}).get("cache", 0) or 0)
+    return percent, memory
+
+
+# --- events: wake the reconciler when a container dies -----------------------------------------
+def watch_deaths(engine: Engine, on_death: Callable[[str], None], *, driver: str) -> threading.Thread:
+    """Follow the engine's event stream and call on_death(service name) as soon as one of this
+    console's containers dies, so fail-over does not wait for the next reconcile tick. Reconnects
+    (every 2 s) while the engine is away; polling by the controller stays the safety net."""
+
+    def run() -> None:
+        while True:
+            try:
+                import docker
+
+                # A client of its own without a read timeout: the stream is quiet for long stretches.
+                client = docker.from_env(timeout=None, version="auto")
+                filters = {"type": "container", "event": ["die", "destroy"],
+                           "label": [f"{LABEL}.managed=true", f"{LABEL}.namespace={console_namespace()}"]}
+                for event in client.api.events(filters=filters, decode=True):
+                    attrs = (event.get("Actor") or {}).get("Attributes") or {}
+                    name = attrs.get(f"{LABEL}.service")
+                    # Swarm tasks carry the same labels; only the driver that runs them cares.
+                    is_task = "com.docker.swarm.task.id" in attrs
+                    if name and is_task == (driver == "swarm"):
+                        on_death(name)
+            except Exception:
+                pass
+            time.sleep(2.0)
+
+    thread = threading.Thread(target=run, name=f"{driver}-events", daemon=True)
+    thread.start()
+    return thread
 
 
 def describe_exit(state: dict[str, Any]) -> str:
@@ -169,7 +218,8 @@ class DockerDriver:
 
     def __init__(self, engine: Engine | None = None) -> None:
         self.engine = engine or Engine()
-        self.stats = StatsSampler()
+        self.stats = StatsSampler(self.engine)
+        self._watcher: threading.Thread | None = None
 
     # naming and labels
     @staticmethod
@@ -291,7 +341,7 @@ class DockerDriver:
                 started_at = datetime.fromtimestamp(row["Created"], tz=UTC) if row.get("Created") else None
                 cpu = memory = None
                 if alive:
-                    cpu, memory = self.stats.sample(api, row["Id"])
+                    cpu, memory = self.stats.sample(row["Id"])
                 else:
                     # Dead containers are rare and about to be replaced: one inspect for the cause.
                     try:
@@ -305,7 +355,6 @@ class DockerDriver:
                     started_at=started_at, detail=detail, cpu_percent=cpu, memory_bytes=memory,
                     extra={"spec_version": labels.get(f"{LABEL}.spec_version", ""), "status": row.get("Status", "")},
                 ))
-        self.stats.forget({r["Id"] for r in rows})
         return found
 
     def set_replicas(self, spec: ServiceSpec, replicas: int) -> None:
@@ -321,6 +370,11 @@ class DockerDriver:
                     api.remove_container(row["Id"], force=True)
                 except NotFound:
                     pass
+
+    def watch(self, on_death: Callable[[str], None]) -> None:
+        """Call on_death(service name) whenever one of our containers dies (see watch_deaths)."""
+        if self._watcher is None:
+            self._watcher = watch_deaths(self.engine, on_death, driver=self.name)
 
     # helpers
     _node: str = ""

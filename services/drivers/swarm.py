@@ -32,7 +32,7 @@ class SwarmDriver:
 
     def __init__(self, engine: Engine | None = None) -> None:
         self.engine = engine or Engine()
-        self.stats = StatsSampler()
+        self.stats = StatsSampler(self.engine)
         self._nodes: dict[str, dict[str, str]] = {}
         self._nodes_at = 0.0
         self._local_node = ""
@@ -124,7 +124,6 @@ class SwarmDriver:
             tasks = api.tasks(filters={"service": current["ID"]})
             nodes = self._node_map()
         found: list[Observed] = []
-        keep: set[str] = set()
         for task in tasks:
             st = task.get("Status") or {}
             state = st.get("State", "")
@@ -134,8 +133,7 @@ class SwarmDriver:
             container = (st.get("ContainerStatus") or {}).get("ContainerID", "")
             cpu = memory = None
             if state == "running" and container and task.get("NodeID") == self._local_node:
-                keep.add(container)
-                cpu, memory = self.stats.sample(api, container)  # only where it is cheap: this node
+                cpu, memory = self.stats.sample(container)  # only where it is cheap: this node
             detail = state
             if st.get("Err"):
                 detail = f"{state}: {st['Err']}"
@@ -156,7 +154,6 @@ class SwarmDriver:
                        "since": st.get("Timestamp", ""), "container": container[:12],
                        "spec_version": labels.get(f"{LABEL}.spec_version", "")},
             ))
-        self.stats.forget(keep)
         return found
 
     def start_instance(self, spec: ServiceSpec, instance_id: int) -> Observed:
