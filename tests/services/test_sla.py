@@ -408,3 +408,32 @@ def test_settings_saved_from_the_page_are_audited(fleet: Service, clients) -> No
     assert fleet.max_instances == 6 and fleet.target_cpu_percent is None and fleet.uptime_objective == 99.5
     entry = AuditEntry.objects.filter(action="service.update").order_by("-id").first()
     assert entry.payload["changes"]["max_instances"] == [4, 6]
+
+
+# --- a real browser ---------------------------------------------------------------------------------
+from tests.e2e.conftest import browser, login, page  # noqa: E402,F401  (fixtures for the test below)
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_an_operator_sees_the_charts_and_acknowledges_from_the_page(live_server, page, personas) -> None:  # noqa: F811
+    svc = make_service("web", autoscale_enabled=True)
+    probes(svc, timezone.now(), good=80, bad=20)
+    sla.evaluate(svc)  # opens a fast-burn incident
+    actions.scale_service(svc, 2, actor="system:autoscaler")
+    from services import autoscale
+
+    autoscale.evaluate(svc)
+    login(page, live_server, "bob", "pw-bob-123")
+    page.goto(f"{live_server.url}/sla/")
+    bars = page.locator("svg[aria-label='daily uptime, last 90 days'] rect")
+    assert bars.count() == 90 and page.locator("svg[aria-label='latency p50 and p95'] polyline").count() == 2
+    assert page.locator("svg[aria-label='hourly uptime, last 24 hours'] rect").last.get_attribute("fill") == "#cf222e"
+    page.get_by_role("button", name="Acknowledge").click()
+    page.get_by_text("acknowledged.").wait_for()
+    assert Incident.objects.get(service=svc).acknowledged_by == "bob"
+    page.goto(f"{live_server.url}/services/web/")
+    panel = page.locator("#autoscale-panel").inner_text()
+    # No CPU or latency data, but the SLA burns fast: one more instance, and the page says why.
+    assert "Why 3 instances" in panel and "SLA fast burn" in panel
+    assert page.locator("svg[aria-label='timeline of scaling, fail-overs, incidents and runs'] circle").count() >= 1
