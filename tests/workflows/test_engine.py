@@ -189,3 +189,22 @@ def test_a_lease_expiring_on_the_last_attempt_fails_the_run(alice, django_captur
     engine.sweep_expired_leases()
     run.refresh_from_db()
     assert run.status == "failed" and statuses(run) == {"a": "failed", "b": "skipped"}
+
+
+def test_a_step_that_ignores_ctx_stop_is_interrupted_at_its_timeout(alice, django_capture_on_commit_callbacks) -> None:
+    import time as _time
+
+    from workflows.steps import CALLABLES
+
+    def stubborn(ctx):  # blocks without looking at ctx.stop: only the SIGUSR2 interrupt ends it
+        _time.sleep(60)
+        return {"finished": True}
+
+    CALLABLES["stubborn"] = stubborn
+    try:
+        flow = make_flow("stubborn", [py("a", "stubborn", timeout=1)])
+        run = drain(start(alice, flow, capture=django_capture_on_commit_callbacks))
+    finally:
+        del CALLABLES["stubborn"]
+    a = StepRun.objects.get(run=run, name="a")
+    assert a.status == "failed" and a.error == "timed out after 1s"
