@@ -293,7 +293,9 @@ class Watch:
                 return
             self.done.set()
             if self.use_signal:
-                signal.signal(signal.SIGUSR2, self.previous if self.previous is not None else signal.SIG_DFL)
+                # Never back to SIG_DFL (which terminates): a signal sent just before finish() must
+                # find a harmless disposition.
+                signal.signal(signal.SIGUSR2, self.previous if callable(self.previous) else signal.SIG_IGN)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         raise StepInterrupted(self.reason or "interrupted")
