@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from django.core.exceptions import PermissionDenied
 from django.db.models import Model, Q, QuerySet
 from django.http import Http404
+from guardian.core import ObjectPermissionChecker
 from guardian.shortcuts import get_objects_for_user
 
 M = TypeVar("M", bound=Model)
@@ -36,6 +37,17 @@ def restrict(qs: QuerySet[M], user: Any, action: str = "view") -> QuerySet[M]:
     return allowed
 
 
+def _checker(user: Any) -> ObjectPermissionChecker:
+    """One guardian checker per user object (that is, per request): it caches the per-object
+    permissions it loads, so "may view?" then "may run?" on one object costs one round of queries,
+    as Django's ModelBackend already caches the global ones on the user."""
+    checker = getattr(user, "_hms_perm_checker", None)
+    if checker is None:
+        checker = ObjectPermissionChecker(user)
+        user._hms_perm_checker = checker
+    return checker
+
+
 def can(user: Any, action: str, obj: Model) -> bool:
     if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
         return False
@@ -46,7 +58,9 @@ def can(user: Any, action: str, obj: Model) -> bool:
         return True
     meta = obj._meta
     perm = f"{meta.app_label}.{action}_{meta.model_name}"
-    return user.has_perm(perm) or user.has_perm(perm, obj)
+    if user.has_perm(perm):
+        return True
+    return obj.pk is not None and _checker(user).has_perm(perm, obj)
 
 
 def get_for_user(qs: QuerySet[M], user: Any, action: str = "view", **lookup: Any) -> M:
