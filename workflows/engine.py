@@ -124,7 +124,9 @@ def _enqueue_all(step_ids: list[int]) -> None:
 
 
 def enqueue(step_id: int) -> None:
-    async_task("workflows.engine.execute_step", step_id, task_name=f"step-{step_id}", group="steps")
+    # save=False: the StepRun row is the record of a step; django-q2 storing every successful task
+    # as well (and pruning its table under a lock on each save) would halve throughput.
+    async_task("workflows.engine.execute_step", step_id, task_name=f"step-{step_id}", group="steps", save=False)
 
 
 def settle_run(run_id: int, states: list[tuple[str, bool]] | None = None) -> str | None:
@@ -205,7 +207,10 @@ def _execute_one(step: StepRun, budget: float) -> tuple[str, StepRun | None]:
     except Exception as exc:  # a step's failure is data, not a crash of the worker
         watch.finish()
         if watch.reason == "cancelled":
-            return "cancelled", None  # cancel_run already ended the step; nothing to record
+            # cancel_run already ended the step; leave a trace that the work itself stopped too.
+            StepRun.objects.filter(pk=step.pk, status=S.CANCELLED, attempts=step.attempts).update(
+                error="stopped: the run was cancelled while this step was running")
+            return "cancelled", None
         if watch.reason == "timeout":
             message = f"timed out after {timeout:g}s"
         elif isinstance(exc, StepError):
