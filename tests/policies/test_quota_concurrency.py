@@ -194,3 +194,16 @@ def test_a_dead_workers_run_frees_its_slot_when_the_lease_expires(personas, demo
     assert d.allowed, d.detail
     assert AuditEntry.objects.filter(action="workflow.lease_expired", target_id=str(step.run_id)).count() == 1
     assert (ROOT / "manage.py").exists()
+
+
+@pytest.mark.xfail(strict=True, reason="workflows.actions.retry_run re-activates a run without asking enforce(): "
+                                       "reported to the workflows owner; remove this mark once it does")
+@pytest.mark.django_db
+def test_retrying_a_run_cannot_exceed_the_quota(personas, demo, tokens, clients) -> None:
+    first = api(clients["anon"], "post", "/mgmt/workflows", {"flowId": FLOW}, tokens["carol"]).json()["runId"]
+    assert api(clients["anon"], "post", f"/mgmt/workflows/{first}/cancel", token=tokens["carol"]).status_code == 200
+    for _ in range(5):
+        assert api(clients["anon"], "post", "/mgmt/workflows", {"flowId": FLOW}, tokens["carol"]).status_code == 200
+    retry = api(clients["anon"], "post", f"/mgmt/workflows/{first}/retry", token=tokens["carol"])
+    assert retry.status_code == 429
+    assert WorkflowRun.objects.filter(actor=personas["carol"], status__in=WorkflowRun.ACTIVE).count() == 5
