@@ -29,8 +29,7 @@ class Controller:
         for svc_id, name, driver in Service.objects.values_list("id", "name", "driver"):
             self.converge(svc_id, name, driver)
         try:
-            engine.sweep_expired_leases()
-            engine.promote_due_retries()  # steps whose retry backoff has passed
+            engine.sweep_due()  # expired leases, approval deadlines, retries whose backoff passed
             if time.monotonic() - self.last_requeue > 10:
                 engine.requeue_stranded()
                 self.last_requeue = time.monotonic()

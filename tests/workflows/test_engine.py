@@ -73,7 +73,7 @@ def test_retries_with_backoff_then_success(alice, django_capture_on_commit_callb
     a.refresh_from_db()
     assert a.status == "retrying" and a.attempts == 1 and "fails on purpose" in a.error
     assert 1.5 < (a.not_before - a.started_at).total_seconds() < 3  # first delay = backoff
-    assert engine.promote_due_retries() == 0  # not due yet
+    assert engine.sweep_due() == {"swept": 0, "retried": 0}  # not due yet
     run = drain(run)
     a.refresh_from_db()
     assert run.status == "succeeded" and a.attempts == 3 and a.output == {"attempt": 3}
@@ -171,7 +171,7 @@ def test_an_expired_lease_is_swept_and_the_step_runs_once_more(alice, django_cap
     a = StepRun.objects.get(run=run, name="a")
     # A worker claimed it and died: RUNNING with a lease in the past.
     StepRun.objects.filter(pk=a.pk).update(status="running", attempts=1, lease_until=timezone.now() - timedelta(1))
-    assert engine.sweep_expired_leases() == 1
+    assert engine.sweep_due() == {"swept": 1, "retried": 0}
     assert drain(run).status == "succeeded"
     a.refresh_from_db()
     assert a.attempts == 2
