@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -44,6 +45,10 @@ HEALTH_TIMEOUT = 0.5
 # An instance that is still not healthy this long after its start is treated as dead (and counts
 # toward crash-loop back-off), so a broken image cannot block a roll-over forever.
 START_TIMEOUT = timedelta(seconds=float(os.environ.get("HMS_START_TIMEOUT_SECONDS", "30")))
+# Warm spares per service, for drivers that can run one (docker): a running container nobody claims
+# yet, adopted on fail-over so no container start sits between a death and a healthy replacement.
+# Costs one idle container per service; 0 (the default) turns it off.
+WARM_SPARES = int(os.environ.get("HMS_DOCKER_WARM_SPARES", "0"))
 
 
 @dataclass
@@ -127,12 +132,19 @@ def _converge_imperative(svc: Service, driver: Driver, spec: ServiceSpec, compon
         _refresh(inst, obs)
         survivors.append(inst)
 
-    # 2. Orphans: on the engine, but no live row claims them.
+    # 2. Orphans: on the engine, but no live row claims them (a warm spare of the current spec is kept).
+    want_spares = WARM_SPARES if hasattr(driver, "start_spare") and svc.desired_instances > 0 else 0
+    spares: list[Observed] = []
     for ref, obs in observed.items():
-        if ref not in claimed and ref not in carcasses:
-            log.warning("removing orphan %s instance %s of %s (%s)", svc.driver, ref, svc.name,
-                        "alive" if obs.alive else obs.detail or "dead")
-            _remove(driver, spec, ref, grace=2.0 if obs.alive else 0.0)
+        if ref in claimed or ref in carcasses:
+            continue
+        if (obs.extra.get("spare") and obs.alive and obs.extra.get("spec_version") == str(svc.spec_version)
+                and len(spares) < want_spares):
+            spares.append(obs)
+            continue
+        log.warning("removing orphan %s instance %s of %s (%s)", svc.driver, ref, svc.name,
+                    "alive" if obs.alive else obs.detail or "dead")
+        _remove(driver, spec, ref, grace=2.0 if obs.alive else 0.0)
 
     # 3. Health of starting instances.
     for inst in survivors:
@@ -144,13 +156,26 @@ def _converge_imperative(svc: Service, driver: Driver, spec: ServiceSpec, compon
     # 4. Count up or down, rolling outdated instances over. A fail-over above may just have started
     # a back-off (record_failover updated the row, not our copy): read it again.
     svc.refresh_from_db(fields=["desired_instances", "failure_streak", "backoff_until"])
-    _scale_to_desired(svc, driver, spec, survivors, others, component)
+    _scale_to_desired(svc, driver, spec, survivors, others, component, spares)
     for ref in carcasses:
         _remove(driver, spec, ref)
 
+    # 5. Top the warm spares up (not during a roll-over or a crash loop: they would be wasted).
+    rolling = bool(others) or any(i.spec_version != svc.spec_version for i in survivors)
+    backing_off = bool(svc.backoff_until and svc.backoff_until > timezone.now())
+    if want_spares and svc.desired_instances > 0 and not rolling and not backing_off:
+        for _ in range(want_spares - len(spares)):
+            try:
+                driver.start_spare(spec)  # type: ignore[attr-defined]
+            except EngineUnavailable:
+                raise
+            except Exception as exc:
+                log.warning("cannot start a warm spare of %s: %s", svc.name, exc)
+                break
+
 
 def _scale_to_desired(svc: Service, driver: Driver, spec: ServiceSpec, survivors: list[Instance],
-                      others: list[Instance], component: str) -> None:
+                      others: list[Instance], component: str, spares: list[Observed] | None = None) -> None:
     desired = svc.desired_instances
     backing_off = bool(svc.backoff_until and svc.backoff_until > timezone.now())
     current = [i for i in survivors if i.spec_version == svc.spec_version]
@@ -162,12 +187,12 @@ def _scale_to_desired(svc: Service, driver: Driver, spec: ServiceSpec, survivors
         if len(current) + len(outdated) > desired or len(current) >= desired:
             _retire(svc, outdated[-1], reason="rolled over to a new spec")
         elif not backing_off:
-            _start(svc, driver, spec, component=component)
+            _start(svc, driver, spec, component=component, spares=spares)
         return
     missing = desired - len(current)
     if missing > 0 and not backing_off:
         for _ in range(missing):
-            if _start(svc, driver, spec, component=component) is None:
+            if _start(svc, driver, spec, component=component, spares=spares) is None:
                 break  # refused: record_failover decided on back-off; the next tick looks again
     elif missing < 0:
         for inst in sorted(current, key=lambda i: i.id, reverse=True)[:-missing]:
@@ -186,8 +211,11 @@ def _refresh(inst: Instance, obs: Observed) -> None:
             setattr(inst, name, value)
 
 
-def _start(svc: Service, driver: Driver, spec: ServiceSpec, *, component: str = "controller") -> Instance | None:
+def _start(svc: Service, driver: Driver, spec: ServiceSpec, *, component: str = "controller",
+           spares: list[Observed] | None = None) -> Instance | None:
     """Start one instance; None when the engine refused (that counts as a crash: back-off)."""
+    if spares:
+        return _adopt(svc, spares.pop(0))
     # The row exists (and is committed) before the engine call: its id names the container, so a
     # retried start finds the same container rather than making a second one.
     with transaction.atomic():
@@ -210,6 +238,28 @@ def _start(svc: Service, driver: Driver, spec: ServiceSpec, *, component: str = 
     Instance.objects.filter(pk=inst.pk).update(ref=obs.ref, host=obs.host, port=obs.port, node=obs.node,
                                                started_at=obs.started_at or timezone.now())
     inst.refresh_from_db()
+    # A light image answers within milliseconds of its start: promote it now rather than a tick
+    # later (a replacement is only routed to once it is running).
+    for pause in (0.0, 0.05):
+        time.sleep(pause)
+        if _healthy(inst, svc.health_path):
+            Instance.objects.filter(pk=inst.pk).update(state=Instance.State.RUNNING, health=Instance.Health.UP,
+                                                       healthy_at=timezone.now())
+            inst.state = Instance.State.RUNNING
+            break
+    return inst
+
+
+def _adopt(svc: Service, spare: Observed) -> Instance:
+    """A warm spare becomes the new instance: it is already running (and usually healthy)."""
+    with transaction.atomic():
+        inst = Instance.objects.create(service=svc, driver=svc.driver, spec_version=svc.spec_version,
+                                       restarts=_restarts_so_far(svc), ref=spare.ref, host=spare.host,
+                                       port=spare.port, node=spare.node, started_at=spare.started_at or timezone.now())
+    if _healthy(inst, svc.health_path):
+        Instance.objects.filter(pk=inst.pk).update(state=Instance.State.RUNNING, health=Instance.Health.UP,
+                                                   healthy_at=timezone.now())
+        inst.state = Instance.State.RUNNING
     return inst
 
 

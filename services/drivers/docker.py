@@ -243,21 +243,35 @@ class DockerDriver:
 
     # Driver protocol
     def start_instance(self, spec: ServiceSpec, instance_id: int) -> Observed:
+        return self._run(spec, self.container_name(spec, instance_id), self.labels(spec, instance_id),
+                         str(instance_id), instance_id)
+
+    def start_spare(self, spec: ServiceSpec) -> Observed:
+        """A warm spare: a running container of the service that no instance claims yet. Fail-over
+        adopts it (no container start on the critical path) and a new spare is started after."""
+        labels = {**self.labels(spec, 0), f"{LABEL}.role": "spare"}
+        labels.pop(f"{LABEL}.instance")
+        name = f"{self.container_name(spec, 0)[:-2]}-spare-{os.urandom(3).hex()}"
+        obs = self._run(spec, name, labels, "spare", None)
+        obs.extra["spare"] = True
+        return obs
+
+    def _run(self, spec: ServiceSpec, name: str, labels: dict[str, str], instance_env: str,
+             instance_id: int | None) -> Observed:
         from docker.errors import APIError, ImageNotFound, NotFound
 
         if not spec.image:
             raise DriverError(f"service {spec.name} has no image for the docker driver")
         api = self.engine.api
-        name = self.container_name(spec, instance_id)
         port_key = f"{spec.port}/tcp"
         with engine_errors("container create"):
             try:
                 created = api.create_container(
                     spec.image,
                     name=name,
-                    labels=self.labels(spec, instance_id),
+                    labels=labels,
                     environment={"PORT": str(spec.port), "HMSMGMT_SERVICE": spec.name,
-                                 "HMSMGMT_INSTANCE": str(instance_id)},
+                                 "HMSMGMT_INSTANCE": instance_env},
                     ports=[spec.port],
                     host_config=api.create_host_config(
                         port_bindings={spec.port: ("127.0.0.1",)},
@@ -353,7 +367,8 @@ class DockerDriver:
                     ref=ref, alive=alive, host="127.0.0.1", port=port, node=node,
                     instance_id=int(instance) if instance.isdigit() else None,
                     started_at=started_at, detail=detail, cpu_percent=cpu, memory_bytes=memory,
-                    extra={"spec_version": labels.get(f"{LABEL}.spec_version", ""), "status": row.get("Status", "")},
+                    extra={"spec_version": labels.get(f"{LABEL}.spec_version", ""), "status": row.get("Status", ""),
+                           "spare": labels.get(f"{LABEL}.role") == "spare"},
                 ))
         return found
 

@@ -7,6 +7,7 @@ import pytest
 import requests
 from django.conf import settings
 
+from audit.models import AuditEntry
 from services import actions, reconcile
 from services.drivers import get_driver
 from services.drivers.process import console_namespace
@@ -115,3 +116,38 @@ def test_a_missing_image_is_refused_and_backs_off_instead_of_hammering(docker_de
     count = failed.count()
     reconcile.converge(svc.pk, component="test")
     assert Instance.objects.filter(service=svc).count() == count
+
+
+def test_warm_spare_is_adopted_on_fail_over_and_replaced(docker_demo, monkeypatch):
+    monkeypatch.setattr(reconcile, "WARM_SPARES", 1)
+    svc = Service.objects.get(name="HMS-SVC")
+    actions.scale_service(svc, 2, actor="system:test")
+
+    def spares() -> list[dict]:
+        # Spare = started as one and not (yet) claimed by an instance; labels outlive adoption.
+        live = Instance.objects.filter(service=svc, state__in=Instance.LIVE_STATES)
+        claimed = set(live.values_list("ref", flat=True))
+        return [c for c in labelled(docker_demo, "HMS-SVC")
+                if c["Labels"].get("hmsmgmt.role") == "spare" and c["Id"][:12] not in claimed]
+
+    wait_for(lambda: reconcile.converge(svc.pk, component="test").converged and len(spares()) == 1, timeout=30,
+             message="2 running instances and 1 warm spare")
+    assert len(labelled(docker_demo, "HMS-SVC")) == 3
+    (spare,) = spares()
+    assert Instance.objects.filter(ref=spare["Id"][:12]).count() == 0  # not an instance yet
+
+    victim = Instance.objects.filter(service=svc, state=Instance.State.RUNNING).first()
+    docker_demo.api.kill(victim.ref)
+    reconcile.converge(svc.pk, component="test")  # one pass: fail-over by adoption, then a new spare
+    adopted = Instance.objects.get(ref=spare["Id"][:12])
+    assert adopted.state == Instance.State.RUNNING and adopted.service_id == svc.pk
+    assert Instance.objects.get(pk=victim.pk).state == Instance.State.EXITED
+    assert AuditEntry.objects.filter(action="failover", target_id=str(svc.pk)).count() == 1
+    (new_spare,) = spares()
+    assert new_spare["Id"] != spare["Id"]
+    assert len(labelled(docker_demo, "HMS-SVC", all_states=True)) == 3  # 2 instances + 1 spare, no carcass
+
+    # Scaled to zero, the spare goes too.
+    actions.scale_service(svc, 0, actor="system:test")
+    wait_for(lambda: reconcile.converge(svc.pk, component="test").converged
+             and not labelled(docker_demo, "HMS-SVC", all_states=True), timeout=30, message="nothing left")
