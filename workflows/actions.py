@@ -94,14 +94,29 @@ class RetryRefused(Exception):
     pass
 
 
-def retry_run(run: WorkflowRun, *, actor: Any) -> list[str]:
+@dataclass
+class RetryOutcome:
+    decision: Decision
+    steps: list[str]
+
+
+def retry_run(run: WorkflowRun, *, actor: Any) -> RetryOutcome:
     """Run a failed (or cancelled) run again from where it stopped: steps that succeeded keep
     their output and never run again; failed, skipped and cancelled ones start over with a fresh
-    round of attempts. Returns the names of the steps reset."""
+    round of attempts. The run becomes active again, so it asks the policies first, exactly as a
+    start does: the quota counts it against its owner, under the quota's lock. A refusal is
+    audited (denied) and committed; nothing else changes."""
     with transaction.atomic():
+        definition = run.definition
+        decision = enforce(run.actor or actor, "run", definition, lock=True, flow=run.flow_slug,
+                           tags=definition.tags)
         locked = WorkflowRun.objects.select_for_update().get(pk=run.pk)
         if locked.status not in (WorkflowRun.Status.FAILED, WorkflowRun.Status.CANCELLED):
             raise RetryRefused(f"Run {run.pk} is {locked.status}; only a failed or cancelled run can be retried.")
+        if not decision.allowed:
+            record("workflow.retry", actor=actor, target=locked, outcome=AuditEntry.Outcome.DENIED,
+                   payload={"runId": run.pk, "flowId": run.flow_slug, "decision": decision.as_dict()})
+            return RetryOutcome(decision, [])
         redo = list(StepRun.objects.filter(run=locked, status__in=(StepRun.Status.FAILED, StepRun.Status.SKIPPED,
                                                                    StepRun.Status.CANCELLED)))
         for step in redo:
@@ -115,7 +130,7 @@ def retry_run(run: WorkflowRun, *, actor: Any) -> list[str]:
         record("workflow.retry", actor=actor, target=locked,
                payload={"runId": run.pk, "flowId": run.flow_slug, "steps": names, "from": locked.status})
         transaction.on_commit(lambda: engine.dispatch_ready(run.pk))
-    return names
+    return RetryOutcome(decision, names)
 
 
 class DecisionRefused(Exception):

@@ -97,9 +97,11 @@ def cancel(request: HttpRequest, run_id: int) -> Any:
 def retry(request: HttpRequest, run_id: int) -> Any:
     run = run_for(request.user, run_id, "retry")
     try:
-        actions.retry_run(run, actor=request.user)
+        outcome = actions.retry_run(run, actor=request.user)
     except actions.RetryRefused as exc:
         raise ApiError(409, "not_retryable", str(exc)) from None
+    if not outcome.decision.allowed:
+        raise PolicyViolation(outcome.decision)
     run.refresh_from_db()
     return engine.run_summary(run)
 

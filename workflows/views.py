@@ -121,8 +121,11 @@ def cancel_run(request: HttpRequest, run_id: int) -> HttpResponse:
 def retry_run(request: HttpRequest, run_id: int) -> HttpResponse:
     run = run_for(request.user, run_id, "retry")
     try:
-        names = actions.retry_run(run, actor=request.user)
-        messages.success(request, f"Run {run_id} retried from {', '.join(names) or 'where it stopped'}.")
+        outcome = actions.retry_run(run, actor=request.user)
+        if outcome.decision.allowed:
+            messages.success(request, f"Run {run_id} retried from {', '.join(outcome.steps) or 'where it stopped'}.")
+        else:
+            messages.error(request, outcome.decision.detail)
     except actions.RetryRefused as exc:
         messages.error(request, str(exc))
     return redirect("run-detail", run_id=run_id)

@@ -79,3 +79,18 @@ def test_cancel_then_cancel_again_is_409(clients, runs) -> None:
     assert api(clients["alice"], "POST", url).json()["status"] == "cancelled"
     assert api(clients["alice"], "POST", url).status_code == 409
     assert WorkflowRun.objects.get(pk=runs["gated"].pk).steps.filter(status="cancelled").count() == 2
+
+
+def test_a_retry_asks_the_run_quota_first(personas, demo, clients) -> None:
+    from audit.models import AuditEntry
+
+    carol = clients["carol"]
+    first = api(carol, "POST", "/mgmt/workflows", {"flowId": "analyticsReport", "data": {"seconds": 60}}).json()
+    assert api(carol, "POST", f"/mgmt/workflows/{first['runId']}/cancel").status_code == 200
+    for _ in range(5):  # the demo policy: at most 5 concurrent analytics runs per user
+        assert api(carol, "POST", "/mgmt/workflows", {"flowId": "analyticsReport"}).status_code == 200
+    resp = api(carol, "POST", f"/mgmt/workflows/{first['runId']}/retry")
+    assert resp.status_code == 429 and resp.json()["error"] == "policy_violation"
+    assert WorkflowRun.objects.get(pk=first["runId"]).status == "cancelled"  # nothing changed
+    denied = AuditEntry.objects.filter(action="workflow.retry", target_id=str(first["runId"])).get()
+    assert denied.outcome == AuditEntry.Outcome.DENIED
