@@ -97,6 +97,10 @@ def enforce(actor: Any, action: str, target: Any, *, lock: bool = False, **conte
     With lock=True (inside the acting transaction), quota checks take their lock first, so the
     count and the following insert are atomic against concurrent requests.
     """
+    if lock and not connection.in_atomic_block:
+        # A transaction-scoped lock taken outside a transaction is released at once: the count and
+        # the caller's insert would not be atomic. Fail loudly rather than allow a race.
+        raise RuntimeError("enforce(lock=True) must run inside the transaction that acts on the decision")
     decision = Decision()
     now = timezone.now()
     # Read on every call (no cache): an edit in admin decides the very next request.

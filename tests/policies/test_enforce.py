@@ -200,3 +200,15 @@ def test_enforce_matches_the_reference_model(personas, demo, policies: list[P], 
     allowed, status, names = model(named, {"analysts"}, req)
     assert (d.allowed, d.status if not d.allowed else 200, d.denied_by) == (allowed, status, names)
     assert len(d.reasons) >= len(names) and all(r for r in d.reasons)
+
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lock_outside_a_transaction_is_refused(personas, demo) -> None:
+    from django.db import transaction
+
+    flow = WorkflowDefinition.objects.get(slug="analyticsReport")
+    with transaction.atomic():
+        assert enforce(personas["carol"], "run", flow, lock=True, flow=flow.slug, tags=flow.tags).allowed
+    with pytest.raises(RuntimeError, match="inside the transaction"):
+        enforce(personas["carol"], "run", flow, lock=True, flow=flow.slug, tags=flow.tags)
