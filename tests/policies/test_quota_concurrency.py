@@ -196,10 +196,9 @@ def test_a_dead_workers_run_frees_its_slot_when_the_lease_expires(personas, demo
     assert (ROOT / "manage.py").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="workflows.actions.retry_run re-activates a run without asking enforce(): "
-                                       "reported to the workflows owner; remove this mark once it does")
 @pytest.mark.django_db
 def test_retrying_a_run_cannot_exceed_the_quota(personas, demo, tokens, clients) -> None:
+    """A retried run becomes active again, so it takes a slot like a start does."""
     first = api(clients["anon"], "post", "/mgmt/workflows", {"flowId": FLOW}, tokens["carol"]).json()["runId"]
     assert api(clients["anon"], "post", f"/mgmt/workflows/{first}/cancel", token=tokens["carol"]).status_code == 200
     for _ in range(5):
