@@ -10,12 +10,13 @@ pass. Nothing is written: a preflight is a dry run.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode, urlparse
 
 from django.apps import apps
 from django.conf import settings
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import render, resolve_url
 from django.views.decorators.http import require_GET
 
 from policies.access import get_for_user
@@ -37,9 +38,18 @@ def _target(model_label: str, user: Any, action: str, noun: str, **lookup: Any) 
         raise Http404(f"No {noun} '{next(iter(lookup.values()))}'.") from None
 
 
-@login_required
 @require_GET
 def preflight(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    if not (user.is_authenticated and user.is_active):
+        if getattr(request, "htmx", False):
+            # The session ended while the page stayed open: send the whole page to sign-in rather
+            # than swap the sign-in form into the little verdict slot.
+            current = urlparse(request.headers.get("HX-Current-URL", "")).path or "/"
+            response = HttpResponse("Sign in again.", status=401, content_type="text/plain")
+            response["HX-Redirect"] = f"{resolve_url(settings.LOGIN_URL)}?{urlencode({'next': current})}"
+            return response
+        return redirect_to_login(request.get_full_path())
     action = request.GET.get("action", "")
     decision: Decision
     if action == "scale":

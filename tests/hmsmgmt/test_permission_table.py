@@ -168,10 +168,11 @@ PAGES: dict[str, list[Row]] = {
     "audit/verify/": [Row("POST", lambda c: "/audit/verify/", page(302, 403, 403, 403, 302))],
     "audit/verify/<int:pk>/": [Row("GET", lambda c: "/audit/verify/999999/", page(302, 403, 403, 403, 404))],
     "policies/preflight/": [
+        # htmx without a session: 401 with HX-Redirect to sign-in (tested in tests/policies).
         Row("GET", lambda c: "/policies/preflight/?action=scale&service=HMS-SVC&instances=1",
-            page(302, 404, 200, 404, 200), htmx=True),
+            page(401, 404, 200, 404, 200), htmx=True),
         Row("GET", lambda c: "/policies/preflight/?action=run&flowId=analyticsReport",
-            page(302, 404, 200, 200, 200), htmx=True),
+            page(302, 404, 200, 200, 200)),
     ],
     "login/": [Row("GET", lambda c: "/login/", page(200, 302, 302, 302, 302), notes="signed in: sent on")],
     "logout/": [Row("POST", lambda c: "/logout/", page(302, 302, 302, 302, 302))],

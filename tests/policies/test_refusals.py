@@ -151,7 +151,12 @@ def test_preflight_hides_what_the_user_may_not_touch(clients, demo) -> None:
         assert preflight(clients[who], action="scale", service="HMS-SVC", instances="1").status_code == 404
     assert preflight(clients["dave"], action="run", flowId="analyticsReport").status_code == 404
     assert preflight(clients["carol"], action="run", flowId="exportPatientData").status_code == 404
-    assert preflight(clients["anon"], action="run", flowId="analyticsReport").status_code == 302
+    # A page left open after the session ended: htmx is told to send the whole page to sign-in.
+    r = clients["anon"].get("/policies/preflight/", {"action": "run", "flowId": "analyticsReport"},
+                            HTTP_HX_CURRENT_URL="http://testserver/runs/?flow=x", **HX)
+    assert r.status_code == 401 and r["HX-Redirect"] == "/login/?next=%2Fruns%2F"
+    plain = clients["anon"].get("/policies/preflight/", {"action": "run"})
+    assert plain.status_code == 302 and plain["Location"].startswith("/login/?next=")
 
 
 def test_pages_show_the_preflight_next_to_the_controls(clients, demo) -> None:
