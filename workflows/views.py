@@ -33,7 +33,8 @@ def flow_list(request: HttpRequest) -> HttpResponse:
     flows = list(restrict(WorkflowDefinition.objects.filter(enabled=True), request.user))
     for f in flows:
         f.levels = dag.levels(f.steps)  # type: ignore[attr-defined]
-    return render(request, "workflows/flows.html", {"all_flows": flows, "flows": _launchable(request)})
+    return render(request, "workflows/flows.html", {"all_flows": flows, "flows": _launchable(request),
+                                                    "selected_flow": request.GET.get("flow", "")})
 
 
 @login_required
@@ -80,11 +81,14 @@ def launch_run(request: HttpRequest) -> HttpResponse:
 
 def _run_context(request: HttpRequest, run: WorkflowRun) -> dict[str, object]:
     steps = {s.name: s for s in run.steps.all()}
+    for s in steps.values():
+        s.output_text = json.dumps(s.output, indent=2, default=str) if s.output else ""  # type: ignore[attr-defined]
     columns = [[steps[n] for n in level if n in steps]
                for level in dag.levels([{"name": s.name, "depends_on": s.depends_on} for s in steps.values()])]
     active = run.status in WorkflowRun.ACTIVE
     return {
         "run": run,
+        "run_data": json.dumps(run.data, default=str),
         "active": active,
         "steps": list(steps.values()),
         "columns": columns,
