@@ -27,6 +27,7 @@ import logging
 import os
 import queue
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -64,10 +65,14 @@ class Status:
 
 
 def _healthy(inst: Instance, health_path: str) -> bool:
-    if not inst.host or not inst.port:
+    return _probe(inst.host, inst.port, health_path)
+
+
+def _probe(host: str, port: int | None, health_path: str) -> bool:
+    if not host or not port:
         return False
     try:
-        resp = requests.get(f"http://{inst.host}:{inst.port}{health_path}", timeout=HEALTH_TIMEOUT)
+        resp = requests.get(f"http://{host}:{port}{health_path}", timeout=HEALTH_TIMEOUT)
     except requests.RequestException:
         return False
     return resp.status_code == 200
@@ -191,9 +196,7 @@ def _scale_to_desired(svc: Service, driver: Driver, spec: ServiceSpec, survivors
         return
     missing = desired - len(current)
     if missing > 0 and not backing_off:
-        for _ in range(missing):
-            if _start(svc, driver, spec, component=component, spares=spares) is None:
-                break  # refused: record_failover decided on back-off; the next tick looks again
+        _start_many(svc, driver, spec, missing, component=component, spares=spares)
     elif missing < 0:
         for inst in sorted(current, key=lambda i: i.id, reverse=True)[:-missing]:
             _stop(svc, inst, reason="scaled down")
@@ -216,37 +219,79 @@ def _start(svc: Service, driver: Driver, spec: ServiceSpec, *, component: str = 
     """Start one instance; None when the engine refused (that counts as a crash: back-off)."""
     if spares:
         return _adopt(svc, spares.pop(0))
+    inst = _new_row(svc)
+    return _record_start(svc, inst, *_engine_start(driver, spec, inst.pk, svc.health_path), component=component)
+
+
+def _start_many(svc: Service, driver: Driver, spec: ServiceSpec, count: int, *, component: str,
+                spares: list[Observed] | None) -> None:
+    """Start count instances. The engine calls run side by side (a container start is half a
+    second of mostly waiting on the engine); every database write stays on this thread."""
+    while spares and count > 0:
+        _adopt(svc, spares.pop(0))
+        count -= 1
+    if count <= 0:
+        return
+    # One alone first: an engine that refuses (a missing image) is told once, not `count` times.
+    if _start(svc, driver, spec, component=component) is None or count == 1:
+        return
+    rows = [_new_row(svc) for _ in range(count - 1)]
+    with ThreadPoolExecutor(max_workers=min(8, len(rows)), thread_name_prefix="start") as pool:
+        outcomes = list(pool.map(lambda inst: _engine_start(driver, spec, inst.pk, svc.health_path), rows))
+    unavailable: EngineUnavailable | None = None
+    for inst, outcome in zip(rows, outcomes, strict=True):
+        try:
+            _record_start(svc, inst, *outcome, component=component)
+        except EngineUnavailable as exc:
+            unavailable = exc  # record every outcome first, then report the engine away
+    if unavailable is not None:
+        raise unavailable
+
+
+def _new_row(svc: Service) -> Instance:
     # The row exists (and is committed) before the engine call: its id names the container, so a
     # retried start finds the same container rather than making a second one.
     with transaction.atomic():
-        inst = Instance.objects.create(service=svc, driver=svc.driver, spec_version=svc.spec_version,
+        return Instance.objects.create(service=svc, driver=svc.driver, spec_version=svc.spec_version,
                                        restarts=_restarts_so_far(svc))
+
+
+def _engine_start(driver: Driver, spec: ServiceSpec, instance_id: int,
+                  health_path: str) -> tuple[Observed | None, bool, Exception | None]:
+    """The engine side of a start (no database access: it may run on a worker thread)."""
     try:
-        obs = driver.start_instance(spec, inst.pk)
-    except EngineUnavailable as exc:
+        obs = driver.start_instance(spec, instance_id)
+    except Exception as exc:
+        return None, False, exc
+    # A light image answers within milliseconds of its start: promote it now rather than a tick
+    # later (a replacement is only routed to once it is running).
+    for pause in (0.0, 0.05):
+        time.sleep(pause)
+        if _probe(obs.host, obs.port, health_path):
+            return obs, True, None
+    return obs, False, None
+
+
+def _record_start(svc: Service, inst: Instance, obs: Observed | None, healthy: bool, exc: Exception | None, *,
+                  component: str) -> Instance | None:
+    if isinstance(exc, EngineUnavailable):
         # Not a death: the instance never ran. Anything the engine did create before it went away
         # is removed as an orphan once it is back.
         Instance.objects.filter(pk=inst.pk).update(state=Instance.State.STOPPED, stopped_at=timezone.now(),
                                                    exit_reason=f"not started: {exc}"[:300])
-        raise
-    except Exception as exc:
+        raise exc
+    if exc is not None or obs is None:
         # A start the engine refused (missing image, bad command) is a crash too: it backs off, or
         # every tick would hammer the engine with the same doomed request.
         log.error("cannot start %s: %s", svc.name, exc)
         actions.record_failover(inst, cause=f"{svc.driver} start failed: {exc}"[:300], component=component)
         return None
-    Instance.objects.filter(pk=inst.pk).update(ref=obs.ref, host=obs.host, port=obs.port, node=obs.node,
-                                               started_at=obs.started_at or timezone.now())
+    fields: dict[str, object] = {"ref": obs.ref, "host": obs.host, "port": obs.port, "node": obs.node,
+                                 "started_at": obs.started_at or timezone.now()}
+    if healthy:
+        fields.update(state=Instance.State.RUNNING, health=Instance.Health.UP, healthy_at=timezone.now())
+    Instance.objects.filter(pk=inst.pk).update(**fields)
     inst.refresh_from_db()
-    # A light image answers within milliseconds of its start: promote it now rather than a tick
-    # later (a replacement is only routed to once it is running).
-    for pause in (0.0, 0.05):
-        time.sleep(pause)
-        if _healthy(inst, svc.health_path):
-            Instance.objects.filter(pk=inst.pk).update(state=Instance.State.RUNNING, health=Instance.Health.UP,
-                                                       healthy_at=timezone.now())
-            inst.state = Instance.State.RUNNING
-            break
     return inst
 
 
