@@ -7,6 +7,9 @@ from workflows.models import StepRun, WorkflowDefinition, WorkflowRun
 
 @admin.register(WorkflowDefinition)
 class WorkflowDefinitionAdmin(GuardedModelAdmin):
+    """Edits are validated by the model's clean() (the same DAG checks as load_flows): a cycle, an
+    unknown action, a missing dependency or bad params is shown on the form and nothing is saved."""
+
     list_display = ("slug", "name", "tags", "enabled", "updated_at")
     search_fields = ("slug", "name")
 
@@ -19,7 +22,8 @@ class StepRunInline(admin.TabularInline):
     model = StepRun
     extra = 0
     can_delete = False
-    readonly_fields = ("name", "action", "status", "attempts", "max_attempts", "started_at", "finished_at", "error")
+    readonly_fields = ("name", "action", "optional", "status", "attempts", "max_attempts", "not_before", "started_at",
+                       "finished_at", "error", "output")
     fields = readonly_fields
 
 
