@@ -38,3 +38,12 @@ def test_a_valid_edit_is_saved_and_audited(clients, personas) -> None:
     assert resp.status_code == 302
     assert WorkflowDefinition.objects.get(pk=flow.pk).steps == steps
     assert AuditEntry.objects.filter(action="flow.update", actor="alice").count() == 1
+
+
+def test_a_run_is_read_only_in_admin(clients, personas) -> None:
+    from workflows import actions
+
+    run = actions.start_run(make_flow("ro", [{"name": "a", "action": "noop"}]), {}, actor=personas["alice"]).run
+    resp = clients["alice"].get(f"/admin/workflows/workflowrun/{run.pk}/change/")
+    assert resp.status_code == 200 and "ro" in resp.content.decode()
+    assert clients["alice"].get("/admin/workflows/workflowrun/add/").status_code == 403
