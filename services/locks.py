@@ -41,8 +41,15 @@ def service_lock(name: str, *, timeout: float = 30.0) -> Iterator[None]:
         try:
             yield
         finally:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [lock_id])
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [lock_id])
+            except Exception:
+                # The connection is broken (say, a query interrupted by SIGTERM). Raising here would
+                # replace the exception on its way out (a KeyboardInterrupt would become a database
+                # error the controller shrugs off, forever); closing the connection ends the session,
+                # which releases every advisory lock it held.
+                connection.close()
         return
     lock_dir = settings.VAR_DIR / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
