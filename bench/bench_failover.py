@@ -156,7 +156,12 @@ class Controller:
 
     def __exit__(self, *exc: object) -> None:
         self.proc.terminate()
-        self.proc.wait(timeout=20)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            print(f"controller ignored SIGTERM for 20 s (see {self.log}); killing it")
+            self.proc.kill()
+            self.proc.wait(timeout=10)
 
 
 def wait_for_spare(client, selector) -> None:  # type: ignore[no-untyped-def]
