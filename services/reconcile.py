@@ -374,7 +374,8 @@ def _converge_declarative(svc: Service, driver: Driver, spec: ServiceSpec, compo
             actions.record_failover(inst, cause=f"swarm task {ref} on {task.node or '?'} {task.detail}",
                                     component=component)
         else:
-            reason = f"swarm task {task.extra.get('state')}" if task else "swarm task no longer listed"
+            reason = (f"swarm task {task.extra.get('state')} (Swarm wants it {task.extra.get('desired')})"
+                      if task else "swarm task no longer listed")
             Instance.objects.filter(pk=inst.pk).update(state=Instance.State.STOPPED, exit_reason=reason,
                                                        stopped_at=timezone.now(), health=Instance.Health.UNKNOWN)
 
