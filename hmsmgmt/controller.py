@@ -4,6 +4,7 @@ whose worker died. Second-grained, so it lives here rather than in django-q2's m
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from django.conf import settings
@@ -23,6 +24,9 @@ class Controller:
     def __init__(self) -> None:
         self.engine_down: set[str] = set()
         self.last_requeue = 0.0
+        # Set by SIGTERM/SIGINT: the loop finishes its tick and returns, instead of being cut off
+        # mid-query by an exception (which can leave a lock or a connection half-released).
+        self.stopping = threading.Event()
 
     def tick(self) -> None:
         close_old_connections()
@@ -71,11 +75,11 @@ class Controller:
         # Engines that stream events (Docker) report an instance's death as it happens.
         reconcile.start_watchers()
         ticks = 0
-        while max_ticks is None or ticks < max_ticks:
+        while (max_ticks is None or ticks < max_ticks) and not self.stopping.is_set():
             started = time.monotonic()
             self.tick()
             ticks += 1
-            while (remaining := interval - (time.monotonic() - started)) > 0:
+            while (remaining := interval - (time.monotonic() - started)) > 0 and not self.stopping.is_set():
                 reported = reconcile.wait_urgent(remaining)
                 if reported:
                     self.converge_reported(reported)

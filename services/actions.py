@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from audit.actions import record
@@ -81,9 +82,15 @@ def save_service(service: Service, *, actor: Any, created: bool, before: dict[st
                 new = getattr(service, name)
                 if old != new:
                     diff[name] = [old, new]
+        if created:
+            service.save()
+        elif diff:
+            # Write only what changed: a stale object must not reset desired_instances (which
+            # only scale_service writes) or anything else it did not mean to touch.
+            service.save(update_fields=list(diff))
             if any(name in diff for name in SPEC_FIELDS):
-                service.spec_version += 1
-        service.save()
+                Service.objects.filter(pk=service.pk).update(spec_version=F("spec_version") + 1)
+                service.spec_version = Service.objects.values_list("spec_version", flat=True).get(pk=service.pk)
         record(
             "service.create" if created else "service.update",
             actor=actor,

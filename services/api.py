@@ -122,8 +122,10 @@ def converge_now(svc: Service, *, wait: bool) -> reconcile.Status:
     while True:
         remaining = deadline - time.monotonic()
         try:
+            # Without wait, one try: if another converger (the controller, a concurrent request)
+            # holds the service, it or the next tick applies the new count; don't queue behind it.
             st = reconcile.converge(svc.pk, component="web",
-                                    lock_timeout=max(0.2, min(remaining, 5.0 if not wait else remaining)))
+                                    lock_timeout=max(0.2, remaining) if wait else 0.0)
         except EngineUnavailable as exc:
             raise ApiError(503, "engine_unavailable",
                            f"The {svc.driver} engine is unreachable ({exc}). The desired count "

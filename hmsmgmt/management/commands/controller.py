@@ -13,12 +13,13 @@ class Command(BaseCommand):
         parser.add_argument("--ticks", type=int, default=None, help="stop after N ticks (for tests)")
 
     def handle(self, *args, **options) -> None:
+        controller = Controller()
+
         def stop(signum, frame):  # type: ignore[no-untyped-def]
-            raise KeyboardInterrupt
+            controller.stopping.set()
 
         signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
         logging.getLogger("hmsmgmt.controller").info("controller started")
-        try:
-            Controller().run_forever(max_ticks=options["ticks"])
-        except KeyboardInterrupt:
-            pass
+        controller.run_forever(max_ticks=options["ticks"])
+        logging.getLogger("hmsmgmt.controller").info("controller stopped")
