@@ -146,7 +146,10 @@ def scale(request: HttpRequest, payload: ScaleIn, dry_run: bool = False) -> Any:
         return outcome.decision.as_dict() | {"dryRun": True}
     if not outcome.decision.allowed:
         raise PolicyViolation(outcome.decision)
-    st = converge_now(outcome.service, wait=payload.wait)
+    if payload.wait or outcome.previous != payload.instances:
+        st = converge_now(outcome.service, wait=payload.wait)
+    else:
+        st = reconcile.status(outcome.service)  # same count again: nothing for the engine to do now
     return {
         "service": svc.name,
         "previous": outcome.previous,
