@@ -7,7 +7,7 @@ import pytest
 from django.db import transaction
 
 from audit.sealer import seal_pending
-from tests.e2e.conftest import browser, login, page  # noqa: F401  (fixtures)
+from tests.e2e.conftest import login
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

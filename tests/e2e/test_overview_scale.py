@@ -18,7 +18,7 @@ def test_admin_scales_from_the_overview(live_server, page, personas, demo, stop_
     row.locator("input[name=instances]").fill("2")
     row.locator("button[type=submit]").click()
     # The row is swapped in place by htmx with the new desired count and a confirmation.
-    page.locator("tr[data-service='HMS-SVC'] .ok").wait_for()
+    page.locator("tr[data-service='HMS-SVC'] .scale-result.ok").wait_for()
     assert page.locator("tr[data-service='HMS-SVC'] td.desired").inner_text() == "2"
     assert page.url == f"{live_server.url}/"  # no full page navigation
     assert Service.objects.get(name="HMS-SVC").desired_instances == 2

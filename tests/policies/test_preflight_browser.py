@@ -7,7 +7,7 @@ import pytest
 
 from policies.models import Policy
 from services.models import Service
-from tests.e2e.conftest import browser, login, page  # noqa: F401 (fixtures)
+from tests.e2e.conftest import login
 from workflows import actions
 from workflows.models import WorkflowDefinition, WorkflowRun
 

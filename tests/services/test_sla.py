@@ -411,7 +411,7 @@ def test_settings_saved_from_the_page_are_audited(fleet: Service, clients) -> No
 
 
 # --- a real browser ---------------------------------------------------------------------------------
-from tests.e2e.conftest import browser, login, page  # noqa: E402,F401  (fixtures for the test below)
+from tests.e2e.conftest import login  # noqa: E402
 
 
 @pytest.mark.browser
