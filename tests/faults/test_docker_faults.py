@@ -57,8 +57,17 @@ def engine_up() -> bool:
         return False
 
 
+def freeze_dockerd() -> int:
+    """Stop the engine answering at a known moment: a graceful shutdown takes long enough that the
+    scale in flight could finish first. Frozen, every engine call hangs until its timeout."""
+    pid = int(DOCKERD_PIDFILE.read_text().strip())
+    os.kill(pid, signal.SIGSTOP)
+    return pid
+
+
 def stop_dockerd() -> None:
     pid = int(DOCKERD_PIDFILE.read_text().strip())
+    os.kill(pid, signal.SIGCONT)  # harmless if it was not frozen; a frozen one cannot exit
     os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), timeout=60, interval=0.1,
              message="dockerd to exit")
@@ -72,7 +81,12 @@ def _zombie(pid: int) -> bool:
 
 
 def start_dockerd() -> None:
-    # Exactly as .ci/run does: detached from us, logging to the same file.
+    # A killed dockerd leaves its pid file behind, and a new one refuses to start beside it.
+    if DOCKERD_PIDFILE.exists():
+        stale = DOCKERD_PIDFILE.read_text().strip()
+        if not stale.isdigit() or not Path(f"/proc/{stale}").exists() or _zombie(int(stale)):
+            DOCKERD_PIDFILE.unlink()
+    # As .ci/run does: detached from us, logging to the same file.
     subprocess.run(["bash", "-c", f"(dockerd >{DOCKERD_LOG} 2>&1 &)"], check=True, timeout=10)
     wait_for(engine_up, timeout=90, interval=0.5, message="dockerd and the swarm to be back")
 
@@ -116,11 +130,14 @@ def test_dockerd_stopped_mid_scale_gives_503_then_converges_without_duplicates(c
                                                                                spawn):
     assert engine_up(), "the test needs dockerd in an active swarm to begin with"
     stopper_done = threading.Event()
+    answered = threading.Event()
 
     def stop_when_first_container_exists() -> None:
         try:
             wait_for(lambda: len(containers("HMS-SVC", all_states=True)) >= 1, timeout=30, interval=0.02,
                      message="the first container of the scale")
+            freeze_dockerd()  # mid-scale: the engine stops answering now
+            answered.wait(60)  # until the request has given its answer, then the engine goes away
             stop_dockerd()
         finally:
             stopper_done.set()
@@ -132,6 +149,7 @@ def test_dockerd_stopped_mid_scale_gives_503_then_converges_without_duplicates(c
         resp = api(client, "POST", "/mgmt/scale", {"service": "HMS-SVC", "instances": 3, "wait": True},
                    token=tokens["alice"])
         elapsed = time.monotonic() - started
+        answered.set()
         stopper_done.wait(70)
         assert resp.status_code == 503, resp.content
         body = resp.json()
@@ -140,10 +158,14 @@ def test_dockerd_stopped_mid_scale_gives_503_then_converges_without_duplicates(c
         docker_fleet.refresh_from_db()
         assert docker_fleet.desired_instances == 3  # the desired state is kept
 
-        # With the engine down, a further scale is refused at once, and recorded all the same.
-        started = time.monotonic()
-        again = api(client, "POST", "/mgmt/scale", {"service": "HMS-SVC", "instances": 3}, token=tokens["alice"])
-        assert again.status_code == 503 and time.monotonic() - started < settings.HMS_SCALE_WAIT_SECONDS
+        # With the engine down, further changes are refused at once, and recorded all the same.
+        for count in (2, 3):
+            started = time.monotonic()
+            again = api(client, "POST", "/mgmt/scale", {"service": "HMS-SVC", "instances": count},
+                        token=tokens["alice"])
+            assert again.status_code == 503 and time.monotonic() - started < settings.HMS_SCALE_WAIT_SECONDS
+            docker_fleet.refresh_from_db()
+            assert docker_fleet.desired_instances == count
 
         controller = spawn("controller")
         # Ticks against a dead engine: it says so, keeps the desired state and does not crash.
@@ -151,6 +173,8 @@ def test_dockerd_stopped_mid_scale_gives_503_then_converges_without_duplicates(c
                  message="the controller to notice the engine is away")
         assert controller.popen.poll() is None
     finally:
+        answered.set()  # whatever happened, never leave the engine frozen
+        stopper_done.wait(90)
         if not engine_up():
             start_dockerd()
 
