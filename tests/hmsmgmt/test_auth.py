@@ -131,3 +131,15 @@ def test_check_deploy_is_clean_under_production_settings() -> None:
     assert off.returncode != 0 and "security.W008" in off.stdout + off.stderr
     missing = check_deploy(HMS_SECRET_KEY="")
     assert missing.returncode != 0 and "HMS_SECRET_KEY is required" in missing.stderr
+
+
+def test_a_locked_account_is_told_so_and_when_to_retry(personas) -> None:
+    for _ in range(settings.HMS_LOGIN_MAX_FAILURES):
+        wrong = Client(REMOTE_ADDR="10.0.0.2").post("/login/", {"username": "dave", "password": "nope"})
+        assert wrong.status_code in (200, 429)
+    resp = Client(REMOTE_ADDR="10.0.0.2").post("/login/", {"username": "dave", "password": "pw-dave-123"})
+    assert resp.status_code == 429 and int(resp["Retry-After"]) > 0
+    assert b"Too many failed sign-ins" in resp.content and b"didn't match" not in resp.content
+    # A plain wrong password (no lock) still gets the usual message.
+    other = Client(REMOTE_ADDR="10.0.0.3").post("/login/", {"username": "bob", "password": "nope"})
+    assert other.status_code == 200 and b"didn't match" in other.content
