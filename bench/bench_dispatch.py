@@ -25,6 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import wait  # noqa: E402
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hmsmgmt.settings")
 os.environ.setdefault("HMS_DEBUG", "1")
 os.environ["HMS_TEST_DB_SUFFIX"] = os.environ.get("HMS_TEST_DB_SUFFIX", "") + "bench"
@@ -38,16 +41,6 @@ def pct(values: list[float], p: float) -> float:
 def ms(v: float) -> str:
     return f"{v * 1000:7.1f} ms"
 
-
-def wait(predicate, timeout: float, what: str, every: float = 0.01):  # type: ignore[no-untyped-def]
-    # Polls gently: on a 2-core machine the bench's own queries compete with the workers.
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 def main() -> None:
@@ -151,7 +144,7 @@ def main() -> None:
         burst = [actions.start_run(flow, {}, actor=user).run.pk for _ in range(args.burst)]
         launched = time.time() - t0
         wait(lambda: WorkflowRun.objects.filter(pk__in=burst, status="succeeded").count() == len(burst), 300,
-             "the burst", every=0.25)
+             "the burst", interval=0.25)
         times = list(StepRun.objects.filter(run_id__in=burst).values_list("started_at", "finished_at"))
         elapsed = max(f for _, f in times).timestamp() - t0
         working = max(f for _, f in times).timestamp() - min(s for s, _ in times).timestamp()

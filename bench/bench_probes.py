@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
-from common import PY, ROOT, env_for, fresh_database, manage  # noqa: E402
+from common import PY, ROOT, env_for, fresh_database, manage, wait  # noqa: E402
 
 ENDPOINTS = int(os.environ.get("BENCH_ENDPOINTS", "500"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "30"))
@@ -105,15 +105,6 @@ def cpu_share(procs: list[subprocess.Popen], seconds: float) -> float:
     time.sleep(seconds)
     return (sum(session_cpu(p.pid) for p in procs) - before) / seconds
 
-
-def wait(predicate, timeout: float, what: str, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 def main() -> None:

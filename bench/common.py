@@ -106,3 +106,15 @@ def wrk_post(url: str, body: str, headers: dict[str, str], *, seconds: int = 10,
 def _ms(text: str) -> float:
     value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wait(predicate, timeout: float, what: str, interval: float = 0.02):  # type: ignore[no-untyped-def]
+    """Poll gently until predicate() is truthy (on 2 cores the bench's own queries compete with
+    what it measures); a bench that times out stops with a message, not a traceback."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise SystemExit(f"timed out waiting for {what}")
