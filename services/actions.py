@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -36,13 +37,26 @@ class ScaleOutcome:
         return self.decision.allowed and not self.dry_run
 
 
+def count_error(instances: Any) -> str | None:
+    """Why a requested instance count is unacceptable whatever the policies say, or None. The
+    one ceiling every entry point shares (the API's schema uses the same setting)."""
+    if not isinstance(instances, int) or isinstance(instances, bool) or instances < 0:
+        return "Instances must be a whole number, 0 or more."
+    if instances > settings.HMS_MAX_INSTANCES:
+        return f"Instances must be at most {settings.HMS_MAX_INSTANCES} (HMS_MAX_INSTANCES)."
+    return None
+
+
 def scale_service(
     service: Service, instances: int, *, actor: Any, dry_run: bool = False, reason: str = ""
 ) -> ScaleOutcome:
     """Set the desired instance count (the source of truth); the reconciler converges to it.
 
     A refusal by policy is audited as denied and committed; the caller turns it into a 4xx.
+    Callers check count_error() first; a count outside it is a programming error here.
     """
+    if (problem := count_error(instances)) is not None:
+        raise ValueError(problem)
     with transaction.atomic():
         svc = Service.objects.select_for_update().get(pk=service.pk)
         decision = enforce(

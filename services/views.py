@@ -54,10 +54,10 @@ def scale_service(request: HttpRequest, name: str) -> HttpResponse:
     svc = service_for(request.user, name, "scale")
     try:
         count = int(request.POST.get("instances", ""))
-        if count < 0:
-            raise ValueError
     except ValueError:
-        return _reply(request, svc, error="Instances must be a whole number, 0 or more.")
+        count = -1
+    if (problem := actions.count_error(count)) is not None:
+        return _reply(request, svc, error=problem)
     outcome = actions.scale_service(svc, count, actor=request.user)
     if not outcome.decision.allowed:
         return _reply(request, svc, error=outcome.decision.detail)

@@ -301,6 +301,8 @@ def override_create(request: HttpRequest, name: str) -> HttpResponse:
             raise ValueError
     except ValueError:
         return _bad(request, svc, "Instances and TTL must be whole numbers, 0 or more.")
+    if (problem := actions.count_error(instances)) is not None:
+        return _bad(request, svc, problem)
     outcome = actions.scale_service(svc, instances, actor=request.user, reason="manual override")
     if not outcome.applied:
         return _bad(request, svc, outcome.decision.detail)

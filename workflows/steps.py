@@ -267,15 +267,16 @@ def scale(ctx: StepContext) -> dict[str, Any]:
     import time
 
     from services import reconcile
-    from services.actions import scale_service
+    from services.actions import count_error, scale_service
     from services.drivers import EngineUnavailable
     from services.locks import LockTimeout
     from services.models import Service
 
     name = ctx.params["service"]
     instances = _param(ctx, "instances", None)
-    if not isinstance(instances, int) or isinstance(instances, bool) or instances < 0:
-        raise StepError(f"scale needs a non-negative integer instance count, got {instances!r}")
+    if count_error(instances) is not None:
+        raise StepError(f"scale needs a non-negative integer instance count, got {instances!r}: "
+                        f"{count_error(instances)}")
     svc = Service.objects.filter(name=name).first()
     if svc is None:
         raise StepError(f"no service named {name!r}")
