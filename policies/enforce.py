@@ -104,7 +104,11 @@ def enforce(actor: Any, action: str, target: Any, *, lock: bool = False, **conte
     decision = Decision()
     now = timezone.now()
     # Read on every call (no cache): an edit in admin decides the very next request.
-    policies = list(Policy.objects.filter(enabled=True).order_by("kind", "name"))
+    # Only the kinds that can judge this action: on the hot path most policies are of the other.
+    kinds = [Policy.Kind.CHANGE_FREEZE] + (
+        [Policy.Kind.INSTANCE_BOUNDS, Policy.Kind.SCALING_RATE] if action == "scale" else [Policy.Kind.CONCURRENT_RUNS]
+    )
+    policies = list(Policy.objects.filter(enabled=True, kind__in=kinds).order_by("kind", "name"))
     for policy in policies:
         if policy.kind == Policy.Kind.CHANGE_FREEZE:
             _check_freeze(decision, policy, actor, action, now)

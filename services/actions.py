@@ -54,36 +54,50 @@ def scale_service(
 
     A refusal by policy is audited as denied and committed; the caller turns it into a 4xx.
     Callers check count_error() first; a count outside it is a programming error here.
+
+    Optimistic first: the caller has just read `service` (the API and the pages fetch it through
+    the permission choke point), so the policies judge that state and the UPDATE applies only if
+    the row still holds it: one statement instead of a locked re-read plus an update on the hot
+    path. If someone scaled in between (or the decision is a refusal, which deserves the freshest
+    state before it is recorded) it decides again on the row read under FOR UPDATE.
     """
     if (problem := count_error(instances)) is not None:
         raise ValueError(problem)
     with transaction.atomic():
-        svc = Service.objects.select_for_update().get(pk=service.pk)
-        decision = enforce(
-            actor,
-            "scale",
-            svc,
-            lock=not dry_run,
-            service=svc.name,
-            current=svc.desired_instances,
-            requested=instances,
-            last_scaled_at=svc.last_scaled_at,
-        )
-        outcome = ScaleOutcome(svc, svc.desired_instances, instances, decision, dry_run)
-        if dry_run:
-            return outcome
-        payload: dict[str, Any] = {"from": svc.desired_instances, "to": instances}
-        if reason:
-            payload["reason"] = reason
-        if not decision.allowed:
-            record("scale", actor=actor, target=svc, outcome=AuditEntry.Outcome.DENIED,
-                   payload={**payload, "decision": decision.as_dict()})
-            return outcome
-        svc.desired_instances = instances
-        svc.last_scaled_at = timezone.now()
-        svc.save(update_fields=["desired_instances", "last_scaled_at"])
-        record("scale", actor=actor, target=svc, payload=payload)
-    return outcome
+        svc = service
+        for locked in (False, True):
+            if locked:
+                svc = Service.objects.select_for_update().get(pk=service.pk)
+            decision = enforce(
+                actor,
+                "scale",
+                svc,
+                lock=not dry_run,
+                service=svc.name,
+                current=svc.desired_instances,
+                requested=instances,
+                last_scaled_at=svc.last_scaled_at,
+            )
+            outcome = ScaleOutcome(svc, svc.desired_instances, instances, decision, dry_run)
+            if dry_run:
+                return outcome
+            payload: dict[str, Any] = {"from": svc.desired_instances, "to": instances}
+            if reason:
+                payload["reason"] = reason
+            if not decision.allowed:
+                if not locked:
+                    continue
+                record("scale", actor=actor, target=svc, outcome=AuditEntry.Outcome.DENIED,
+                       payload={**payload, "decision": decision.as_dict()})
+                return outcome
+            now = timezone.now()
+            unchanged = Service.objects.filter(pk=svc.pk, name=svc.name, desired_instances=svc.desired_instances,
+                                               last_scaled_at=svc.last_scaled_at)
+            if unchanged.update(desired_instances=instances, last_scaled_at=now):
+                svc.desired_instances, svc.last_scaled_at = instances, now
+                record("scale", actor=actor, target=svc, payload=payload)
+                return outcome
+    raise AssertionError("unreachable: the locked pass always decides")  # pragma: no cover
 
 
 def save_service(service: Service, *, actor: Any, created: bool, before: dict[str, Any] | None = None) -> Service:

@@ -21,6 +21,7 @@ from django.db import connections
 from django.utils import timezone
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
+from django_q.models import OrmQ
 
 log = logging.getLogger(__name__)
 CHANNEL = "hmsmgmt_q"
@@ -43,11 +44,17 @@ class NotifyORM(ORM):
         return connections[Conf.ORM].vendor == "postgresql"
 
     def enqueue(self, task: Any) -> Any:
-        pk = super().enqueue(task)
-        if self._is_postgres():
-            with connections[Conf.ORM].cursor() as cur:
-                cur.execute("SELECT pg_notify(%s, '')", [CHANNEL])
-        return pk
+        if not self._is_postgres():
+            return super().enqueue(task)
+        # The ORM broker's row and the wake-up in one statement (one round trip on the hot path
+        # of every workflow start): RETURNING may call functions, and NOTIFY still waits for commit.
+        self.get_connection()  # as the ORM broker does: drops a stale connection outside a transaction
+        table = OrmQ._meta.db_table
+        key = self.list_key or Conf.CLUSTER_NAME
+        with connections[Conf.ORM].cursor() as cur:
+            cur.execute(f'INSERT INTO "{table}" ("key", "payload", "lock") VALUES (%s, %s, %s) '
+                        "RETURNING id, pg_notify(%s, '')", [key, task, timezone.now(), CHANNEL])
+            return cur.fetchone()[0]
 
     def dequeue(self) -> list[tuple[Any, Any]] | None:
         if not self._is_postgres():

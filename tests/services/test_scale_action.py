@@ -1,0 +1,43 @@
+"""scale_service decides on the state the caller read and applies it only if the row still holds
+it; a stale read (someone scaled in between) is decided again on the locked row."""
+
+from __future__ import annotations
+
+import pytest
+
+from audit.models import AuditEntry
+from policies.models import Policy
+from services import actions
+from services.models import Service
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_stale_read_is_decided_again_on_the_current_row(demo, personas):
+    stale = Service.objects.get(name="HMS-SVC")
+    assert stale.desired_instances == 0
+    actions.scale_service(Service.objects.get(pk=stale.pk), 2, actor=personas["alice"])
+    Policy.objects.create(name="one step", kind=Policy.Kind.SCALING_RATE, max_step=1)
+
+    # Judged on the stale read, 0 -> 3 breaks the one-step rule; on the row it is 2 -> 3.
+    outcome = actions.scale_service(stale, 3, actor=personas["alice"])
+
+    assert outcome.applied and outcome.previous == 2
+    assert Service.objects.get(pk=stale.pk).desired_instances == 3
+    entry = AuditEntry.objects.filter(action="scale").order_by("-pk").first()
+    assert entry.outcome == AuditEntry.Outcome.SUCCESS and entry.payload == {"from": 2, "to": 3}
+
+
+def test_a_stale_read_cannot_overwrite_a_concurrent_scale(demo, personas):
+    stale = Service.objects.get(name="HMS-SVC")
+    before = AuditEntry.objects.filter(action="scale").count()
+    actions.scale_service(Service.objects.get(pk=stale.pk), 4, actor=personas["bob"])
+    Policy.objects.create(name="at most 4", kind=Policy.Kind.INSTANCE_BOUNDS, max_instances=4)
+
+    outcome = actions.scale_service(stale, 5, actor=personas["alice"])
+
+    assert not outcome.applied and outcome.previous == 4
+    assert Service.objects.get(pk=stale.pk).desired_instances == 4
+    entry = AuditEntry.objects.filter(action="scale").order_by("-pk").first()
+    assert entry.outcome == AuditEntry.Outcome.DENIED and entry.payload["from"] == 4
+    assert AuditEntry.objects.filter(action="scale").count() == before + 2  # one per call, refusal included
