@@ -36,7 +36,12 @@ class Decision:
     status: int = 200
     reasons: list[str] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)
+    checked_kinds: set[str] = field(default_factory=set)
     denied_by: list[str] = field(default_factory=list)
+
+    def check(self, policy: Policy) -> None:
+        self.checked.append(policy.name)
+        self.checked_kinds.add(policy.kind)
 
     def deny(self, policy: Policy, status: int, detail: str, limit: int | None, current: int | None) -> None:
         # The first refusal decides the status; policies are visited in a fixed order (freeze,
@@ -132,7 +137,7 @@ def _check_freeze(decision: Decision, policy: Policy, actor: Any, action: str, n
     )
     if not applies or not (policy.freeze_start and policy.freeze_end):
         return
-    decision.checked.append(policy.name)
+    decision.check(policy)
     if policy.freeze_start <= now < policy.freeze_end and not _in_group(actor, policy.exempt_group_id):
         decision.deny(
             policy,
@@ -144,7 +149,7 @@ def _check_freeze(decision: Decision, policy: Policy, actor: Any, action: str, n
 
 
 def _check_bounds(decision: Decision, policy: Policy, context: dict[str, Any]) -> None:
-    decision.checked.append(policy.name)
+    decision.check(policy)
     requested, service = context["requested"], context.get("service")
     if policy.max_instances is not None and requested > policy.max_instances:
         decision.deny(
@@ -165,7 +170,7 @@ def _check_bounds(decision: Decision, policy: Policy, context: dict[str, Any]) -
 
 
 def _check_rate(decision: Decision, policy: Policy, context: dict[str, Any], now: datetime) -> None:
-    decision.checked.append(policy.name)
+    decision.check(policy)
     current, requested, service = context["current"], context["requested"], context.get("service")
     step = abs(requested - current)
     if policy.max_step is not None and step > policy.max_step:
@@ -196,7 +201,7 @@ def _check_quota(decision: Decision, policy: Policy, actor: Any, lock: bool) -> 
     uid = _user_id(actor)
     if policy.per_user and uid is None:
         return  # a per-user quota has no user to count for system actors; totals still apply
-    decision.checked.append(policy.name)
+    decision.check(policy)
     user_id = uid if policy.per_user else None
     if lock:
         _quota_lock(user_id, policy)

@@ -17,6 +17,7 @@ from django.utils import timezone
 from audit.actions import record
 from audit.models import AuditEntry
 from policies.enforce import Decision, enforce
+from policies.models import Policy
 from services.models import Instance, Service
 
 SPEC_FIELDS = ("driver", "command", "image", "port", "health_path")
@@ -91,8 +92,12 @@ def scale_service(
                        payload={**payload, "decision": decision.as_dict()})
                 return outcome
             now = timezone.now()
-            unchanged = Service.objects.filter(pk=svc.pk, name=svc.name, desired_instances=svc.desired_instances,
-                                               last_scaled_at=svc.last_scaled_at)
+            # The row must still hold what the decision and the audit entry ("from") rest on:
+            # the count, and the last scaling time only when a cooldown was judged (otherwise
+            # concurrent re-asserts of one count would all fall back to the locked pass).
+            unchanged = Service.objects.filter(pk=svc.pk, name=svc.name, desired_instances=svc.desired_instances)
+            if Policy.Kind.SCALING_RATE in decision.checked_kinds:
+                unchanged = unchanged.filter(last_scaled_at=svc.last_scaled_at)
             if unchanged.update(desired_instances=instances, last_scaled_at=now):
                 svc.desired_instances, svc.last_scaled_at = instances, now
                 record("scale", actor=actor, target=svc, payload=payload)

@@ -3,7 +3,10 @@ it; a stale read (someone scaled in between) is decided again on the locked row.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from audit.models import AuditEntry
 from policies.models import Policy
@@ -41,3 +44,25 @@ def test_a_stale_read_cannot_overwrite_a_concurrent_scale(demo, personas):
     entry = AuditEntry.objects.filter(action="scale").order_by("-pk").first()
     assert entry.outcome == AuditEntry.Outcome.DENIED and entry.payload["from"] == 4
     assert AuditEntry.objects.filter(action="scale").count() == before + 2  # one per call, refusal included
+
+
+def test_a_cooldown_is_judged_on_the_current_last_scaling_time(demo, personas):
+    Service.objects.filter(name="HMS-SVC").update(last_scaled_at=timezone.now() - timedelta(hours=1))
+    stale = Service.objects.get(name="HMS-SVC")
+    actions.scale_service(Service.objects.get(pk=stale.pk), 0, actor=personas["bob"])  # same count, new time
+    Policy.objects.create(name="cool", kind=Policy.Kind.SCALING_RATE, cooldown_seconds=60)
+
+    # On the stale read the last scale was an hour ago; on the row it was just now.
+    outcome = actions.scale_service(stale, 1, actor=personas["alice"])
+
+    assert not outcome.applied and outcome.decision.kind == Policy.Kind.SCALING_RATE
+    assert Service.objects.get(pk=stale.pk).desired_instances == 0
+
+
+def test_concurrent_re_asserts_of_one_count_need_no_locked_pass(demo, personas, django_assert_max_num_queries):
+    svc = Service.objects.get(name="HMS-SVC")
+    actions.scale_service(Service.objects.get(pk=svc.pk), 0, actor=personas["bob"])  # moves last_scaled_at
+    # No cooldown judged: the stale time does not matter, the optimistic UPDATE applies.
+    with django_assert_max_num_queries(6):  # policies, update, audit insert (+ savepoint/transaction)
+        outcome = actions.scale_service(svc, 0, actor=personas["alice"])
+    assert outcome.applied and outcome.previous == 0
