@@ -1,6 +1,10 @@
 """POST /mgmt/scale and POST /mgmt/workflows under gunicorn on PostgreSQL, beside a bare Django
 view doing one INSERT (same server, same database, same run). Target: >= 0.75x the bare req/s.
 
+A fourth line, "floor", is the least an audited scale must do through the same ORM (resolve the
+token; update the count and insert the audit entry in one transaction): how far below the bare
+view the work itself already is, before schema, permissions, policies and the answer.
+
 Run: make bench  (or .venv/bin/python bench/bench_api.py). Needs PostgreSQL on 127.0.0.1 and wrk.
 """
 
@@ -39,6 +43,8 @@ def main() -> None:
     try:
         cases = [
             ("bare view, 1 INSERT", "/bench/bare-insert", json.dumps({"x": 1}), {"Content-Type": "application/json"}),
+            ("floor: token+UPDATE+audit", "/bench/scale-floor",
+             json.dumps({"service": "HMS-SVC", "instances": 0}), auth),
             ("POST /mgmt/scale", "/mgmt/scale", json.dumps({"service": "HMS-SVC", "instances": 0}), auth),
             ("POST /mgmt/workflows", "/mgmt/workflows",
              json.dumps({"flowId": "exportPatientData", "data": {"user": 123}}), auth),
@@ -66,6 +72,9 @@ def main() -> None:
               f"{r['rps'] / base:7.2f}x")
     bare_rows, scale_entries, runs = counts.split()[-3:]
     print(f"rows written: bare {bare_rows}, scale audit entries {scale_entries}, workflow runs {runs}")
+    floor = results["floor: token+UPDATE+audit"]["rps"]
+    for name in ("POST /mgmt/scale", "POST /mgmt/workflows"):
+        print(f"{name}: {results[name]['rps'] / floor:.2f}x the floor")
     print("target: >= 0.75x the bare view's req/s")
 
 

@@ -19,6 +19,7 @@ urlpatterns = [
 ]
 
 if settings.HMS_BENCH:
-    from hmsmgmt.bench_views import bare_insert
+    from hmsmgmt.bench_views import bare_insert, scale_floor
 
     urlpatterns.append(path("bench/bare-insert", bare_insert))
+    urlpatterns.append(path("bench/scale-floor", scale_floor))
