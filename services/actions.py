@@ -38,6 +38,10 @@ class ScaleOutcome:
         return self.decision.allowed and not self.dry_run
 
 
+class _RowMoved(Exception):
+    """The service row no longer holds the state a scale decision was made on."""
+
+
 def count_error(instances: Any) -> str | None:
     """Why a requested instance count is unacceptable whatever the policies say, or None. The
     one ceiling every entry point shares (the API's schema uses the same setting)."""
@@ -64,44 +68,51 @@ def scale_service(
     """
     if (problem := count_error(instances)) is not None:
         raise ValueError(problem)
-    with transaction.atomic():
-        svc = service
-        for locked in (False, True):
-            if locked:
-                svc = Service.objects.select_for_update().get(pk=service.pk)
-            decision = enforce(
-                actor,
-                "scale",
-                svc,
-                lock=not dry_run,
-                service=svc.name,
-                current=svc.desired_instances,
-                requested=instances,
-                last_scaled_at=svc.last_scaled_at,
-            )
-            outcome = ScaleOutcome(svc, svc.desired_instances, instances, decision, dry_run)
-            if dry_run:
-                return outcome
-            payload: dict[str, Any] = {"from": svc.desired_instances, "to": instances}
-            if reason:
-                payload["reason"] = reason
-            if not decision.allowed:
-                if not locked:
-                    continue
-                record("scale", actor=actor, target=svc, outcome=AuditEntry.Outcome.DENIED,
-                       payload={**payload, "decision": decision.as_dict()})
-                return outcome
-            now = timezone.now()
-            # The row must still hold what the decision and the audit entry ("from") rest on:
-            # the count, and the last scaling time only when a cooldown was judged (otherwise
-            # concurrent re-asserts of one count would all fall back to the locked pass).
-            unchanged = Service.objects.filter(pk=svc.pk, name=svc.name, desired_instances=svc.desired_instances)
-            if Policy.Kind.SCALING_RATE in decision.checked_kinds:
-                unchanged = unchanged.filter(last_scaled_at=svc.last_scaled_at)
-            if unchanged.update(desired_instances=instances, last_scaled_at=now):
-                svc.desired_instances, svc.last_scaled_at = instances, now
+    svc = service
+    for locked in (False, True):
+        try:
+            with transaction.atomic():
+                if locked:
+                    svc = Service.objects.select_for_update().get(pk=service.pk)
+                decision = enforce(
+                    actor,
+                    "scale",
+                    svc,
+                    lock=not dry_run,
+                    service=svc.name,
+                    current=svc.desired_instances,
+                    requested=instances,
+                    last_scaled_at=svc.last_scaled_at,
+                )
+                outcome = ScaleOutcome(svc, svc.desired_instances, instances, decision, dry_run)
+                if dry_run:
+                    return outcome
+                payload: dict[str, Any] = {"from": svc.desired_instances, "to": instances}
+                if reason:
+                    payload["reason"] = reason
+                if not decision.allowed:
+                    if not locked:
+                        raise _RowMoved  # judge a refusal again on the freshest state before recording it
+                    record("scale", actor=actor, target=svc, outcome=AuditEntry.Outcome.DENIED,
+                           payload={**payload, "decision": decision.as_dict()})
+                    return outcome
+                now = timezone.now()
+                # The entry first, the UPDATE last: the row lock (concurrent scales of one service
+                # queue on it) is then held only from the UPDATE to the COMMIT. A row that moved on
+                # rolls this attempt back, its entry included.
                 record("scale", actor=actor, target=svc, payload=payload)
+                # The row must still hold what the decision and the entry ("from") rest on: the
+                # count, and the last scaling time only when a cooldown was judged (otherwise
+                # concurrent re-asserts of one count would all fall back to the locked pass).
+                unchanged = Service.objects.filter(pk=svc.pk, name=svc.name, desired_instances=svc.desired_instances)
+                if Policy.Kind.SCALING_RATE in decision.checked_kinds:
+                    unchanged = unchanged.filter(last_scaled_at=svc.last_scaled_at)
+                if not unchanged.update(desired_instances=instances, last_scaled_at=now):
+                    raise _RowMoved
+                svc.desired_instances, svc.last_scaled_at = instances, now
                 return outcome
+        except _RowMoved:
+            continue
     raise AssertionError("unreachable: the locked pass always decides")  # pragma: no cover
 
 
