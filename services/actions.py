@@ -5,6 +5,7 @@ in the same transaction.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -18,9 +19,12 @@ from audit.actions import record
 from audit.models import AuditEntry
 from policies.enforce import Decision, enforce
 from policies.models import Policy
+from services.drivers import get_driver
+from services.locks import LockTimeout, service_lock
 from services.models import Instance, Service
 
 SPEC_FIELDS = ("driver", "command", "image", "port", "health_path")
+log = logging.getLogger("hmsmgmt.services")
 EARLY_DEATH = timedelta(seconds=10)  # an instance dying younger than this counts toward a crash loop
 MAX_BACKOFF_SECONDS = 60
 
@@ -145,9 +149,39 @@ def save_service(service: Service, *, actor: Any, created: bool, before: dict[st
 
 
 def delete_service(service: Service, *, actor: Any) -> None:
+    """Delete the definition and, once that commits, what it runs on its engines: an operator who
+    deletes a service expects its processes, containers or Swarm service gone, not orphaned.
+
+    Engine removal is best effort: an unreachable engine is logged, and what is left carries the
+    console's labels (`docker ps --filter label=hmsmgmt.service=NAME` finds it). It runs under the
+    service's converge lock, so a converge in flight cannot start an instance after the removal."""
+    drivers = {service.driver} | set(
+        service.instances.filter(state__in=Instance.LIVE_STATES).values_list("driver", flat=True)
+    )
+    spec = service.spec()
     with transaction.atomic():
-        record("service.delete", actor=actor, target=service, payload={"name": service.name})
+        record("service.delete", actor=actor, target=service,
+               payload={"name": service.name, "engines": sorted(drivers)})
         service.delete()
+        transaction.on_commit(lambda: remove_engine_objects(spec, drivers))
+
+
+def remove_engine_objects(spec: Any, drivers: set[str]) -> list[str]:
+    """Stop everything a (deleted) service runs on the given drivers; returns the drivers that
+    could not be reached."""
+    failed = []
+    try:
+        with service_lock(spec.name, timeout=settings.HMS_SCALE_WAIT_SECONDS):
+            for name in sorted(drivers):
+                try:
+                    get_driver(name).remove_service(spec)
+                except Exception as exc:  # best effort: an engine error must not undo the delete
+                    log.warning("could not remove %s's %s instances: %s", spec.name, name, exc)
+                    failed.append(name)
+    except LockTimeout:
+        log.warning("could not remove %s's instances: a converge still holds the service", spec.name)
+        failed = sorted(drivers)
+    return failed
 
 
 def record_failover(instance: Instance, *, cause: str, component: str) -> None:
