@@ -57,7 +57,10 @@ if not SECRET_KEY:
         # A fixed key is acceptable only for a development console on this machine.
         SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production-hmsmgmt-0001"
     else:
-        raise ImproperlyConfigured("HMS_SECRET_KEY is required unless HMS_DEBUG=1")
+        raise ImproperlyConfigured(
+            "HMS_SECRET_KEY is required unless HMS_DEBUG=1 (`make up` sets HMS_DEBUG=1 for the embedded "
+            "console; run other manage.py commands against it as HMS_DEBUG=1 .venv/bin/python manage.py …)"
+        )
 
 ALLOWED_HOSTS = envlist("HMS_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if (DEBUG or TESTING) else [])
 CSRF_TRUSTED_ORIGINS = envlist("HMS_CSRF_TRUSTED_ORIGINS", [])
@@ -257,7 +260,12 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("HMS_LOG_LEVEL", "INFO")},
-    "loggers": {"django_q": {"level": "WARNING"}},
+    "loggers": {
+        # Django's own "django" handler prints a second, unformatted copy of each line under DEBUG.
+        "django": {"handlers": ["console"], "level": os.environ.get("HMS_LOG_LEVEL", "INFO"), "propagate": False},
+        # django-q2 logs every enqueue and every task at INFO (probe batches alone: one line a second).
+        "django-q": {"level": os.environ.get("HMS_Q_LOG_LEVEL", "WARNING")},
+    },
 }
 
 # --- Probes, SLA, alerts, autoscaler (services.monitoring / sla / autoscale) --------------------

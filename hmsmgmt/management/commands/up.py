@@ -16,6 +16,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from hmsmgmt.actions import create_api_token
 from services.reconcile import stop_local_instances
 
 
@@ -79,9 +80,13 @@ class Command(BaseCommand):
         if User.objects.filter(username="admin").exists():
             return
         password = os.environ.get("HMS_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
-        User.objects.create_superuser("admin", "", password)
+        admin = User.objects.create_superuser("admin", "", password)
         if os.environ.get("HMS_ADMIN_PASSWORD"):
             self.stdout.write("created superuser 'admin' (password from HMS_ADMIN_PASSWORD)")
         else:
             self.stdout.write(self.style.WARNING(f"created superuser 'admin' with password: {password}  "
                                                  "(shown once; change it in /admin/)"))
+        # A first token too, so the README's curl examples work at once (revocable in /admin/).
+        _, raw = create_api_token(admin, actor="system:up", name="first run of manage.py up")
+        more = "HMS_DEBUG=1 .venv/bin/python manage.py create_api_token admin"
+        self.stdout.write(self.style.WARNING(f"API token for 'admin': {raw}  (shown once; more with: {more})"))
