@@ -14,10 +14,12 @@ from django.urls import URLPattern, path
 from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
 from ninja.security import HttpBearer, SessionAuth
 
 from audit.api import router as audit_router
 from audit.context import update_context
+from hmsmgmt import safejson
 from hmsmgmt.actions import resolve_token
 from policies.errors import ApiError, PolicyViolation
 from services.api import router as services_router
@@ -44,6 +46,14 @@ class ActiveSessionAuth(SessionAuth):
         if user is None or not user.is_authenticated or not user.is_active:
             return None
         return super().__call__(request)
+
+
+class StrictParser(Parser):
+    """JSON bodies are checked for what the database cannot store (NUL, lone surrogates, numbers
+    out of range) here, once, instead of failing as a 500 at the INSERT."""
+
+    def parse_body(self, request: HttpRequest) -> Any:
+        return safejson.loads(request.body)
 
 
 class ConsoleAPI(NinjaAPI):
@@ -87,6 +97,7 @@ api = ConsoleAPI(
     description="Scale services and run workflows. Authenticate with `Authorization: Bearer <token>` "
     "(create one with `python manage.py create_api_token USERNAME`) or a browser session.",
     auth=[TokenAuth(), ActiveSessionAuth()],
+    parser=StrictParser(),
     urls_namespace="mgmt",
     docs_url="/docs",
     openapi_url="/openapi.json",
@@ -130,6 +141,8 @@ def on_auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpRespons
 @api.exception_handler(HttpError)
 def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     status = exc.status_code
+    if isinstance(exc.__cause__, safejson.UnstorableJSON):  # ninja wraps the parser's error
+        return _error(request, 400, "invalid_request", str(exc.__cause__))
     if status == 400 and "parse" in str(exc).lower():
         return _error(request, 400, "malformed_json", "The request body is not valid JSON.")
     if status == 403:

@@ -5,9 +5,10 @@ import uuid
 from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 
 from audit.context import reset_context, set_context
+from hmsmgmt.safejson import text_problem
 
 
 def error_response(status: int, code: str, detail: str, **extra: object) -> JsonResponse:
@@ -55,6 +56,46 @@ class BodySizeLimitMiddleware:
                 return error_response(413, "payload_too_large",
                                       f"Request body is {length} bytes; the limit is {limit} bytes.")
         return self.get_response(request)
+
+
+class UnstorableInputMiddleware:
+    """Refuse (400) a path, query string or form field holding text no database here can store
+    (a NUL character, an unpaired surrogate), before any view passes it to a query: PostgreSQL
+    would fail the query and the caller would get a 500. JSON bodies are checked by the API's
+    parser (hmsmgmt.safejson), where the error can name the field."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        where = self._problem(request)
+        if where is None:
+            return self.get_response(request)
+        detail = f"The {where}; it cannot be stored or looked up."
+        if request.path.startswith("/mgmt/"):
+            return error_response(400, "invalid_request", detail)
+        return HttpResponseBadRequest(detail, content_type="text/plain; charset=utf-8")
+
+    @staticmethod
+    def _problem(request: HttpRequest) -> str | None:
+        if (why := text_problem(request.path)) is not None:
+            return f"URL path {why}"
+        sources = [("query parameter", request.GET)]
+        if request.method == "POST" and request.content_type in (
+            "application/x-www-form-urlencoded", "multipart/form-data"
+        ):
+            sources.append(("form field", request.POST))
+        for label, data in sources:
+            for key, values in data.lists():
+                for text in (key, *values):
+                    if isinstance(text, str) and (why := text_problem(text)) is not None:
+                        return f"{label} '{text_problem_safe(key)}' {why}"
+        return None
+
+
+def text_problem_safe(text: str) -> str:
+    """A field name fit to echo back: the offending characters replaced."""
+    return text.replace("\x00", "\\0").encode("utf-8", "replace").decode("utf-8")[:60]
 
 
 def json_body_or_error(request: HttpRequest) -> tuple[dict | None, JsonResponse | None]:

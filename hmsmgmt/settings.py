@@ -86,6 +86,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "hmsmgmt.middleware.RequestIdMiddleware",
     "hmsmgmt.middleware.BodySizeLimitMiddleware",
+    "hmsmgmt.middleware.UnstorableInputMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

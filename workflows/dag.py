@@ -11,6 +11,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
+from hmsmgmt import safejson
 from workflows.steps import ACTIONS, validate_params
 
 STEP_KEYS = {"name", "action", "params", "depends_on", "retries", "backoff", "timeout", "optional"}
@@ -23,6 +24,8 @@ def validate_definition(steps: Any, tags: Any = None) -> None:
         raise ValidationError({"tags": "tags must be a list of strings"})
     if not isinstance(steps, list) or not steps:
         raise ValidationError({"steps": "steps must be a non-empty list"})
+    if (why := safejson.problem(steps)) is not None:  # e.g. "\u0000" in a param: PostgreSQL refuses it
+        raise ValidationError({"steps": why.replace("The value", "A step value", 1)})
     names: set[str] = set()
     for i, step in enumerate(steps):
         _validate_step(i, step, names)

@@ -28,6 +28,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from audit.actions import record
+from hmsmgmt import safejson
 from workflows import dag
 from workflows.models import StepRun, WorkflowRun
 from workflows.steps import ACTIONS, AwaitApproval, StepContext, StepError, StepInterrupted
@@ -218,6 +219,10 @@ def _execute_one(step: StepRun, budget: float) -> tuple[str, StepRun | None]:
         else:
             message = f"{exc.__class__.__name__}: {exc}"
         return _fail_attempt(step, message), None
+    if (why := safejson.problem(output)) is not None:
+        # A service answered with text the database refuses (say a NUL): a failed attempt with a
+        # reason, not an exception that would leave the step running until its lease lapses.
+        return _fail_attempt(step, f"the step's output cannot be stored: {why}"), None
     # One transaction (one commit) for: the success, the successors it unblocks, and the claim of
     # the one this worker runs next. The run row is locked first (see advance()).
     inline: StepRun | None = None
@@ -247,6 +252,7 @@ def _await_approval(step: StepRun, prompt: str) -> str:
 
 
 def _fail_attempt(step: StepRun, message: str) -> str:
+    message = message.replace("\x00", "\\0").encode("utf-8", "replace").decode("utf-8")  # storable text
     retry = step.attempts < step.max_attempts
     now = timezone.now()
     delay = dag.backoff_delay(step.backoff_seconds, step.attempts) if retry else 0.0

@@ -13,6 +13,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from hmsmgmt import safejson
 from policies.access import can, restrict
 from workflows import actions, dag
 from workflows.api import flow_for, run_for
@@ -64,9 +65,12 @@ def run_list(request: HttpRequest) -> HttpResponse:
 def launch_run(request: HttpRequest) -> HttpResponse:
     flow = flow_for(request.user, request.POST.get("flowId", ""), "run")
     try:
-        data = json.loads(request.POST.get("data") or "{}")
+        data = safejson.loads(request.POST.get("data") or "{}")
         if not isinstance(data, dict):
             raise ValueError
+    except safejson.UnstorableJSON as exc:
+        messages.error(request, f"Run data: {exc}")
+        return redirect("run-list")
     except ValueError:
         messages.error(request, 'Run data must be a JSON object, e.g. {"user": 123}.')
         return redirect("run-list")

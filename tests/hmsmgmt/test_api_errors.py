@@ -57,3 +57,50 @@ def test_junk_bodies_get_a_4xx_json_answer_never_a_5xx(clients, tokens, demo, pa
     assert r.status_code < 500, r.content[:300]
     if r.status_code >= 400:
         assert r.json()["error"] and r.json()["detail"]
+
+
+# Text PostgreSQL cannot store (NUL, in text and in jsonb), text no encoder can write (a lone
+# surrogate), numbers that overflow: a 400 naming the field, never a 500 from the INSERT.
+@pytest.mark.parametrize(("path", "raw", "named"), [
+    ("/mgmt/workflows", '{"flowId": "exportPatientData", "data": {"note": "a\\u0000b"}}', "data.note"),
+    ("/mgmt/workflows", '{"flowId": "exportPatientData", "data": {"k\\u0000": 1}}', "data"),
+    ("/mgmt/workflows", '{"flowId": "exportPatientData", "data": {"x": ["ok", "\\ud800"]}}', "data.x[1]"),
+    ("/mgmt/workflows", '{"flowId": "exportPatientData", "data": {"x": 1e400}}', "1e400"),
+    ("/mgmt/workflows", '{"flowId": "exportPatientData", "data": {"x": NaN}}', "NaN"),
+    ("/mgmt/workflows", '{"flowId": "export\\u0000", "data": {}}', "flowId"),
+    ("/mgmt/scale", '{"service": "HMS\\u0000SVC", "instances": 1}', "service"),
+    ("/mgmt/workflows", '{"flowId": "exportPatientData", "data": ' + "[" * 5000 + "]" * 5000 + "}", "nested"),
+])
+def test_unstorable_json_is_a_400_naming_it(clients, tokens, demo, path, raw, named) -> None:
+    from workflows.models import WorkflowRun
+
+    runs = WorkflowRun.objects.count()
+    r = api(clients["anon"], "post", path, raw, tokens["alice"])
+    assert r.status_code == 400, r.content[:300]
+    assert r.json()["error"] in ("invalid_request", "malformed_json") and named in r.json()["detail"]
+    assert WorkflowRun.objects.count() == runs
+
+
+@pytest.mark.parametrize("path", ["/mgmt/services/HMS%00SVC", "/mgmt/workflows/1%00", "/mgmt/audit?actor=a%00b",
+                                  "/mgmt/workflows?flow=%00"])
+def test_nul_in_a_path_or_query_is_a_400(clients, tokens, demo, path) -> None:
+    r = api(clients["anon"], "get", path, None, tokens["alice"])
+    assert r.status_code == 400, r.content[:300]
+    assert r.json()["error"] == "invalid_request" and "NUL" in r.json()["detail"]
+
+
+def test_nul_in_pages_and_forms_is_a_400(clients, demo) -> None:
+    alice = clients["alice"]
+    assert alice.get("/services/HMS%00SVC/").status_code == 400
+    assert alice.get("/audit/?actor=a%00b").status_code == 400
+    r = alice.post("/services/HMS-SVC/scale/", {"instances": "1\x00"})
+    assert r.status_code == 400 and b"instances" in r.content
+
+
+def test_launch_form_refuses_unstorable_run_data(clients, demo) -> None:
+    from workflows.models import WorkflowRun
+
+    r = clients["alice"].post("/runs/launch/", {"flowId": "exportPatientData", "data": '{"x": "\\u0000"}'},
+                              follow=True)
+    assert r.status_code == 200 and b"NUL" in r.content
+    assert not WorkflowRun.objects.exists()

@@ -104,3 +104,8 @@ def test_run_outcome() -> None:
 def test_backoff_doubles_and_is_capped() -> None:
     assert [dag.backoff_delay(0.5, a) for a in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
     assert dag.backoff_delay(10, 30) == 300
+
+
+def test_it_refuses_text_the_database_cannot_store() -> None:
+    msg = refusal([step("a", params={"note": "x\x00y"})])
+    assert "NUL" in msg and "[0].params.note" in msg
