@@ -108,6 +108,13 @@ def _error(request: HttpRequest, status: int, code: str, detail: str, **extra: A
     return api.create_response(request, {"error": code, "detail": detail, **extra}, status=status)
 
 
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(
+        type(value), "that")
+
+
 def _describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str]:
     parts = []
     code = "invalid_request"
@@ -126,6 +133,17 @@ def _describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str]:
 
 @api.exception_handler(ValidationError)
 def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    if request.method in ("POST", "PUT", "PATCH") and request.content_type != "multipart/form-data":
+        # Say what is wrong with the body as a whole rather than list every missing field.
+        if not request.body.strip():
+            return _error(request, 400, "invalid_request", "The request body is empty; send a JSON object.")
+        try:
+            body = safejson.loads(request.body)
+        except ValueError:
+            body = {}
+        if not isinstance(body, dict):
+            return _error(request, 400, "invalid_request",
+                          f"The request body must be a JSON object, not {_json_kind(body)}.")
     code, detail = _describe_validation(exc.errors)
     return _error(request, 400, code, detail)
 

@@ -104,3 +104,11 @@ def test_launch_form_refuses_unstorable_run_data(clients, demo) -> None:
                               follow=True)
     assert r.status_code == 200 and b"NUL" in r.content
     assert not WorkflowRun.objects.exists()
+
+
+@pytest.mark.parametrize(("raw", "says"), [("[1, 2]", "not an array"), ("null", "not null"), ('"x"', "not a string"),
+                                           ("", "empty")])
+def test_a_body_that_is_not_an_object_is_named_so(clients, tokens, demo, raw, says) -> None:
+    r = api(clients["anon"], "post", "/mgmt/scale", raw, tokens["alice"])
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+    assert says in r.json()["detail"]
