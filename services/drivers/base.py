@@ -58,3 +58,7 @@ class Driver(Protocol):
     def set_replicas(self, spec: ServiceSpec, replicas: int) -> None: ...
 
     def remove_service(self, spec: ServiceSpec) -> None: ...
+
+    # Optional, for engines that report deaths as they happen (docker; reconcile checks with getattr):
+    #   watch(on_death)            call on_death(service name) when one of our instances dies;
+    #   reported_death(ref) -> str | None   why ref died, if reported (even while still listed alive).

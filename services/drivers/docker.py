@@ -165,10 +165,47 @@ def stats_figures(raw: dict[str, Any]) -> tuple[float | None, int | None]:
 
 
 # --- events: wake the reconciler when a container dies -----------------------------------------
-def watch_deaths(engine: Engine, on_death: Callable[[str], None], *, driver: str) -> threading.Thread:
+class DeathReports:
+    """Container deaths the engine's event stream reported, by short container id.
+
+    The `die` event is sent while the engine is still tearing the container down (releasing its
+    network, which takes a good 100 ms): for that long, the container list still shows it running
+    and inspecting it blocks. The event is authoritative (restart policy `no`: a container that died
+    stays dead), so list_instances() trusts it, and a fail-over need not wait for the teardown."""
+
+    KEEP_SECONDS = 120.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._dead: dict[str, tuple[float, str]] = {}  # ref -> (when, detail)
+        self._oom: dict[str, tuple[float, str]] = {}
+
+    def oom(self, container_id: str) -> None:
+        with self._lock:
+            self._oom[container_id[:12]] = (time.monotonic(), "")
+
+    def died(self, container_id: str, exit_code: str | None) -> None:
+        ref, now = container_id[:12], time.monotonic()
+        with self._lock:
+            for table in (self._dead, self._oom):
+                for old in [k for k, (at, _) in table.items() if now - at > self.KEEP_SECONDS]:
+                    del table[old]
+            code = int(exit_code) if (exit_code or "").isdigit() else None
+            oom = self._oom.pop(ref, None) is not None
+            self._dead[ref] = (now, describe_exit({"Status": "exited", "ExitCode": code, "OOMKilled": oom}))
+
+    def get(self, ref: str) -> str | None:
+        with self._lock:
+            entry = self._dead.get(ref[:12])
+            return entry[1] if entry else None
+
+
+def watch_deaths(engine: Engine, on_death: Callable[[str], None], *, driver: str,
+                 reports: DeathReports | None = None) -> threading.Thread:
     """Follow the engine's event stream and call on_death(service name) as soon as one of this
-    console's containers dies, so fail-over does not wait for the next reconcile tick. Reconnects
-    (every 2 s) while the engine is away; polling by the controller stays the safety net."""
+    console's containers dies, so fail-over does not wait for the next reconcile tick. Each death is
+    first noted in reports (before on_death), with its exit code. Reconnects (every 2 s) while the
+    engine is away; polling by the controller stays the safety net."""
 
     def run() -> None:
         while True:
@@ -177,15 +214,25 @@ def watch_deaths(engine: Engine, on_death: Callable[[str], None], *, driver: str
 
                 # A client of its own without a read timeout: the stream is quiet for long stretches.
                 client = docker.from_env(timeout=None, version="auto")
-                filters = {"type": "container", "event": ["die", "destroy"],
+                filters = {"type": "container", "event": ["die", "destroy", "oom"],
                            "label": [f"{LABEL}.managed=true", f"{LABEL}.namespace={console_namespace()}"]}
                 for event in client.api.events(filters=filters, decode=True):
-                    attrs = (event.get("Actor") or {}).get("Attributes") or {}
+                    actor = event.get("Actor") or {}
+                    attrs = actor.get("Attributes") or {}
                     name = attrs.get(f"{LABEL}.service")
                     # Swarm tasks carry the same labels; only the driver that runs them cares.
                     is_task = "com.docker.swarm.task.id" in attrs
-                    if name and is_task == (driver == "swarm"):
-                        on_death(name)
+                    if not name or is_task != (driver == "swarm"):
+                        continue
+                    action = event.get("Action") or event.get("status")
+                    container_id = actor.get("ID") or event.get("id") or ""
+                    if action == "oom":
+                        if reports is not None and container_id:
+                            reports.oom(container_id)
+                        continue
+                    if action == "die" and reports is not None and container_id:
+                        reports.died(container_id, attrs.get("exitCode"))
+                    on_death(name)
             except Exception:
                 pass
             time.sleep(2.0)
@@ -219,6 +266,7 @@ class DockerDriver:
     def __init__(self, engine: Engine | None = None) -> None:
         self.engine = engine or Engine()
         self.stats = StatsSampler(self.engine)
+        self.deaths = DeathReports()
         self._watcher: threading.Thread | None = None
 
     # naming and labels
@@ -354,7 +402,11 @@ class DockerDriver:
                 detail = ""
                 started_at = datetime.fromtimestamp(row["Created"], tz=UTC) if row.get("Created") else None
                 cpu = memory = None
-                if alive:
+                reported = self.deaths.get(ref)
+                if reported is not None:
+                    # The engine reported its death; it may still be listed running for a moment.
+                    alive, detail = False, reported
+                elif alive:
                     cpu, memory = self.stats.sample(row["Id"])
                 else:
                     # Dead containers are rare and about to be replaced: one inspect for the cause.
@@ -371,6 +423,10 @@ class DockerDriver:
                            "spare": labels.get(f"{LABEL}.role") == "spare"},
                 ))
         return found
+
+    def reported_death(self, ref: str) -> str | None:
+        """Why the container ref died, if the engine's event stream reported its death (see watch)."""
+        return self.deaths.get(ref)
 
     def set_replicas(self, spec: ServiceSpec, replicas: int) -> None:
         raise DriverError("the docker driver is imperative; reconcile starts and stops containers")
@@ -389,7 +445,7 @@ class DockerDriver:
     def watch(self, on_death: Callable[[str], None]) -> None:
         """Call on_death(service name) whenever one of our containers dies (see watch_deaths)."""
         if self._watcher is None:
-            self._watcher = watch_deaths(self.engine, on_death, driver=self.name)
+            self._watcher = watch_deaths(self.engine, on_death, driver=self.name, reports=self.deaths)
 
     # helpers
     _node: str = ""
