@@ -6,6 +6,9 @@ a workflow step) never start duplicates. Instance rows are observed state; only 
 unrequested death) is an audited event.
 
 Imperative drivers (process, docker): we start and stop instances ourselves.
+  0. deaths the engine already reported (docker's event stream) after a healthy life: the
+     replacement's engine start begins at once, on a worker thread, while step 1 lists the engine
+     and records the fail-overs;
   1. deaths: a live row the engine shows dead or no longer shows → `failover`, carcass removed;
      an instance that never turns healthy within HMS_START_TIMEOUT_SECONDS counts as dead too;
   2. orphans: anything of this service on the engine that no live row claims is removed (a start
@@ -27,9 +30,9 @@ import logging
 import os
 import queue
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import requests
 from django.db import transaction
@@ -50,6 +53,11 @@ START_TIMEOUT = timedelta(seconds=float(os.environ.get("HMS_START_TIMEOUT_SECOND
 # yet, adopted on fail-over so no container start sits between a death and a healthy replacement.
 # Costs one idle container per service; 0 (the default) turns it off.
 WARM_SPARES = int(os.environ.get("HMS_DOCKER_WARM_SPARES", "0"))
+# Engine starts that overlap a pass's bookkeeping (_start_reported_replacements): no database access.
+_ENGINE_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="engine-start")
+# How long a start waits for the new instance's first healthy answer (probing every 10 ms) before
+# leaving its promotion to a later pass.
+START_HEALTH_WAIT = 0.5
 
 
 @dataclass
@@ -87,10 +95,14 @@ def status(service: Service) -> Status:
                   backing_off)
 
 
-def converge(service_id: int, *, component: str = "controller", lock_timeout: float = 30.0) -> Status:
-    svc = Service.objects.get(pk=service_id)
-    with service_lock(svc.name, timeout=lock_timeout):
-        svc.refresh_from_db()
+def converge(service_id: int, *, component: str = "controller", lock_timeout: float = 30.0,
+             name: str | None = None) -> Status:
+    """One reconcile pass over a service, under its lock. name (when the caller has it) spares a
+    query before the lock: the fail-over path counts every millisecond."""
+    if name is None:
+        name = Service.objects.values_list("name", flat=True).get(pk=service_id)
+    with service_lock(name, timeout=lock_timeout):
+        svc = Service.objects.get(pk=service_id)
         driver = get_driver(svc.driver)
         spec = svc.spec()
         if driver.declarative:
@@ -103,45 +115,56 @@ def converge(service_id: int, *, component: str = "controller", lock_timeout: fl
 
 # --- imperative drivers (process, docker) ------------------------------------------------------
 def _converge_imperative(svc: Service, driver: Driver, spec: ServiceSpec, component: str) -> None:
-    observed = {o.ref: o for o in driver.list_instances(spec)}  # may raise EngineUnavailable
     live = list(svc.instances.filter(state__in=Instance.LIVE_STATES).order_by("id"))
     others = [i for i in live if i.driver != svc.driver]  # the service's driver was changed
     now = timezone.now()
+    # 0. Deaths the engine has already reported (docker's event stream): their replacements start
+    # now, on a worker thread, while this pass lists the engine and records the fail-overs. A
+    # container start is a few hundred ms of waiting on the engine; the bookkeeping needs none of it.
+    replacing = _start_reported_replacements(svc, driver, spec, live, others, now)
+    try:
+        observed = {o.ref: o for o in driver.list_instances(spec)}  # may raise EngineUnavailable
 
-    # 1. Deaths. Carcasses are removed at the end of the pass: the replacement starts first.
-    claimed: set[str] = set()
-    carcasses: list[str] = []
-    survivors: list[Instance] = []
-    for inst in live:
-        if inst.driver != svc.driver:
-            continue
-        obs = observed.get(inst.ref) if inst.ref else None
-        if inst.ref:
-            claimed.add(inst.ref)
-        if obs is None or not obs.alive:
-            detail = obs.detail if obs and obs.detail else ("disappeared" if inst.ref else "never started")
-            actions.record_failover(inst, cause=f"{svc.driver} instance {inst.ref or inst.pk} {detail}",
-                                    component=component)
-            if obs is not None:
-                carcasses.append(inst.ref)
-            continue
-        if inst.state == Instance.State.STARTING and now - (inst.started_at or inst.created_at) > START_TIMEOUT:
-            if _healthy(inst, svc.health_path):
-                survivors.append(inst)  # became healthy at the last moment; step 3 promotes it
+        # 1. Deaths. Carcasses are removed at the end of the pass: the replacement starts first.
+        claimed: set[str] = set()
+        carcasses: list[str] = []
+        survivors: list[Instance] = []
+        for inst in live:
+            if inst.driver != svc.driver:
                 continue
-            actions.record_failover(
-                inst, cause=f"{svc.driver} instance {inst.ref} not healthy after {START_TIMEOUT.seconds} s",
-                component=component)
-            carcasses.append(inst.ref)
-            continue
-        _refresh(inst, obs)
-        survivors.append(inst)
+            obs = observed.get(inst.ref) if inst.ref else None
+            if inst.ref:
+                claimed.add(inst.ref)
+            if obs is None or not obs.alive:
+                detail = obs.detail if obs and obs.detail else ("disappeared" if inst.ref else "never started")
+                actions.record_failover(inst, cause=f"{svc.driver} instance {inst.ref or inst.pk} {detail}",
+                                        component=component)
+                if obs is not None:
+                    carcasses.append(inst.ref)
+                continue
+            if inst.state == Instance.State.STARTING and now - (inst.started_at or inst.created_at) > START_TIMEOUT:
+                if _healthy(inst, svc.health_path):
+                    survivors.append(inst)  # became healthy at the last moment; step 3 promotes it
+                    continue
+                actions.record_failover(
+                    inst, cause=f"{svc.driver} instance {inst.ref} not healthy after {START_TIMEOUT.seconds} s",
+                    component=component)
+                carcasses.append(inst.ref)
+                continue
+            _refresh(inst, obs)
+            survivors.append(inst)
+    finally:
+        # Whatever happened above, the replacements already asked for are recorded (or, if the
+        # engine went away meanwhile, marked not started) before this pass goes on or gives up.
+        started = _finish_replacements(svc, replacing, component)
+    survivors += started
+    replacements = {inst.pk for inst, _pending in replacing}
 
     # 2. Orphans: on the engine, but no live row claims them (a warm spare of the current spec is kept).
     want_spares = WARM_SPARES if hasattr(driver, "start_spare") and svc.desired_instances > 0 else 0
     spares: list[Observed] = []
     for ref, obs in observed.items():
-        if ref in claimed or ref in carcasses:
+        if ref in claimed or ref in carcasses or obs.instance_id in replacements:
             continue
         if (obs.extra.get("spare") and obs.alive and obs.extra.get("spec_version") == str(svc.spec_version)
                 and len(spares) < want_spares):
@@ -177,6 +200,41 @@ def _converge_imperative(svc: Service, driver: Driver, spec: ServiceSpec, compon
             except Exception as exc:
                 log.warning("cannot start a warm spare of %s: %s", svc.name, exc)
                 break
+
+
+def _start_reported_replacements(svc: Service, driver: Driver, spec: ServiceSpec, live: list[Instance],
+                                 others: list[Instance], now: datetime) -> list[tuple[Instance, Future]]:
+    """Start the replacements of instances whose death the engine reported, before the pass lists
+    the engine and records the deaths. Only for deaths after a healthy life (record_failover then
+    clears any back-off, so step 4 would start them anyway), with no roll-over under way and no warm
+    spares (adopting one is faster). Never more than step 4 would start: the live instances not
+    reported dead count as running, so a death the report missed is left to step 4."""
+    reported_death = getattr(driver, "reported_death", None)
+    if reported_death is None or WARM_SPARES or others or any(i.spec_version != svc.spec_version for i in live):
+        return []
+    dead = [i for i in live if i.ref and reported_death(i.ref)]
+    if not dead or any(i.state != Instance.State.RUNNING or now - (i.started_at or i.created_at) < actions.EARLY_DEATH
+                       for i in dead):
+        return []
+    count = min(len(dead), svc.desired_instances - (len(live) - len(dead)))
+    rows = [_new_row(svc, pending_exits=len(dead)) for _ in range(max(0, count))]
+    return [(inst, _ENGINE_POOL.submit(_engine_start, driver, spec, inst.pk, svc.health_path)) for inst in rows]
+
+
+def _finish_replacements(svc: Service, replacing: list[tuple[Instance, Future]], component: str) -> list[Instance]:
+    started: list[Instance] = []
+    unavailable: EngineUnavailable | None = None
+    for inst, pending in replacing:
+        try:
+            done = _record_start(svc, inst, *pending.result(), component=component)
+        except EngineUnavailable as exc:
+            unavailable = exc  # record every outcome first, then report the engine away
+            continue
+        if done is not None:
+            started.append(done)
+    if unavailable is not None:
+        raise unavailable
+    return started
 
 
 def _scale_to_desired(svc: Service, driver: Driver, spec: ServiceSpec, survivors: list[Instance],
@@ -248,12 +306,12 @@ def _start_many(svc: Service, driver: Driver, spec: ServiceSpec, count: int, *, 
         raise unavailable
 
 
-def _new_row(svc: Service) -> Instance:
+def _new_row(svc: Service, *, pending_exits: int = 0) -> Instance:
     # The row exists (and is committed) before the engine call: its id names the container, so a
     # retried start finds the same container rather than making a second one.
     with transaction.atomic():
         return Instance.objects.create(service=svc, driver=svc.driver, spec_version=svc.spec_version,
-                                       restarts=_restarts_so_far(svc))
+                                       restarts=_restarts_so_far(svc) + pending_exits)
 
 
 def _engine_start(driver: Driver, spec: ServiceSpec, instance_id: int,
@@ -264,12 +322,15 @@ def _engine_start(driver: Driver, spec: ServiceSpec, instance_id: int,
     except Exception as exc:
         return None, False, exc
     # A light image answers within milliseconds of its start: promote it now rather than a tick
-    # later (a replacement is only routed to once it is running).
-    for pause in (0.0, 0.05):
-        time.sleep(pause)
+    # later (a replacement is only routed to once it is running). Bounded: a slow starter is
+    # promoted by a later pass.
+    deadline = time.monotonic() + START_HEALTH_WAIT
+    while True:
         if _probe(obs.host, obs.port, health_path):
             return obs, True, None
-    return obs, False, None
+        if time.monotonic() >= deadline:
+            return obs, False, None
+        time.sleep(0.01)
 
 
 def _record_start(svc: Service, inst: Instance, obs: Observed | None, healthy: bool, exc: Exception | None, *,

@@ -151,3 +151,84 @@ def test_warm_spare_is_adopted_on_fail_over_and_replaced(docker_demo, monkeypatc
     actions.scale_service(svc, 0, actor="system:test")
     wait_for(lambda: reconcile.converge(svc.pk, component="test").converged
              and not labelled(docker_demo, "HMS-SVC", all_states=True), timeout=30, message="nothing left")
+
+
+# --- fail-over on the engine's death report (docker events) ----------------------------------------
+def _fleet_of_two(svc: Service) -> list[Instance]:
+    actions.scale_service(svc, 2, actor="system:test")
+    wait_for(lambda: reconcile.converge(svc.pk, component="test").converged, timeout=30, message="2 running")
+    return list(Instance.objects.filter(service=svc, state=Instance.State.RUNNING).order_by("pk"))
+
+
+def test_reported_death_is_replaced_while_the_fail_over_is_recorded(docker_demo, monkeypatch):
+    import time
+
+    from django.utils import timezone
+
+    from services.drivers.docker import DeathReports, watch_deaths
+
+    svc = Service.objects.get(name="HMS-SVC")
+    fleet = _fleet_of_two(svc)
+    # Both lived past actions.EARLY_DEATH: a death now is not part of a crash loop.
+    Instance.objects.filter(pk__in=[i.pk for i in fleet]).update(
+        started_at=timezone.now() - actions.EARLY_DEATH * 6)
+    driver = get_driver("docker")
+    reports = DeathReports()  # this test's own, fed by its own watcher
+    monkeypatch.setattr(driver, "deaths", reports)
+    woken: list[str] = []
+    watch_deaths(driver.engine, woken.append, driver="docker", reports=reports)
+    time.sleep(1.0)  # the watcher subscribes to the event stream
+
+    # The replacement is asked for before the fail-over is recorded, not after.
+    seen_at_record: list[list[int]] = []
+    record = actions.record_failover
+
+    def spy(instance, **kwargs):  # type: ignore[no-untyped-def]
+        seen_at_record.append(list(Instance.objects.filter(service=svc, pk__gt=fleet[-1].pk)
+                                   .values_list("pk", flat=True)))
+        return record(instance, **kwargs)
+
+    monkeypatch.setattr(actions, "record_failover", spy)
+    victim = fleet[0]
+    docker_demo.api.kill(victim.ref)
+    wait_for(lambda: reports.get(victim.ref) and "HMS-SVC" in woken, timeout=10, message="death reported")
+    assert reports.get(victim.ref) == "exited with code 137, killed (SIGKILL)"
+
+    status = reconcile.converge(svc.pk, component="test")  # the pass the controller runs on the report
+    assert status.running == 2 and status.converged  # promoted in the same pass
+    (new,) = Instance.objects.filter(service=svc, pk__gt=fleet[-1].pk)
+    assert seen_at_record == [[new.pk]]
+    assert new.state == Instance.State.RUNNING and new.restarts == 1
+    dead = Instance.objects.get(pk=victim.pk)
+    assert dead.state == Instance.State.EXITED
+    assert dead.exit_reason == f"docker instance {victim.ref} exited with code 137, killed (SIGKILL)"
+    (entry,) = AuditEntry.objects.filter(action="failover", target_id=str(svc.pk))
+    assert entry.payload["cause"] == dead.exit_reason and entry.payload["failure_streak"] == 0
+    # Exactly two labelled containers: the carcass is gone, and nothing was started twice.
+    containers = labelled(docker_demo, "HMS-SVC", all_states=True)
+    assert sorted(c["Id"][:12] for c in containers) == sorted([fleet[1].ref, new.ref])
+    assert all(c["State"] == "running" for c in containers)
+    assert requests.get(f"http://127.0.0.1:{new.port}/health", timeout=2).json()["instance"] == str(new.pk)
+
+
+def test_reported_young_death_still_backs_off(docker_demo, monkeypatch):
+    """A death within actions.EARLY_DEATH of its start takes the ordinary path: recorded first,
+    and in a crash loop (second early death in a row) nothing is started."""
+    from services.drivers.docker import DeathReports
+
+    svc = Service.objects.get(name="HMS-SVC")
+    fleet = _fleet_of_two(svc)
+    Service.objects.filter(pk=svc.pk).update(failure_streak=1)  # one early death already
+    driver = get_driver("docker")
+    reports = DeathReports()
+    monkeypatch.setattr(driver, "deaths", reports)
+    victim = fleet[0]
+    docker_demo.api.kill(victim.ref)
+    info = docker_demo.api.inspect_container(victim.ref)
+    reports.died(info["Id"], str(info["State"]["ExitCode"]))  # as the event stream reports it
+
+    reconcile.converge(svc.pk, component="test")
+    svc.refresh_from_db()
+    assert svc.failure_streak == 2 and reconcile.status(svc).backing_off
+    assert not Instance.objects.filter(service=svc, pk__gt=fleet[-1].pk).exists()  # nothing started
+    assert [c["Id"][:12] for c in labelled(docker_demo, "HMS-SVC", all_states=True)] == [fleet[1].ref]
