@@ -4,11 +4,12 @@ whose worker died. Second-grained, so it lives here rather than in django-q2's m
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 from audit import sealer as audit_sealer
 from services import monitoring, reconcile
@@ -46,7 +47,7 @@ class Controller:
 
     def converge(self, svc_id: int, name: str, driver: str) -> None:
         try:
-            reconcile.converge(svc_id, component="controller")
+            reconcile.converge(svc_id, component="controller", name=name)
             if driver in self.engine_down:
                 self.engine_down.discard(driver)
                 log.warning("%s engine is back; converging", driver)
@@ -65,6 +66,27 @@ class Controller:
         for svc_id, name, driver in Service.objects.filter(name__in=names).values_list("id", "name", "driver"):
             self.converge(svc_id, name, driver)
 
+    def _failover_loop(self, done: threading.Event) -> None:
+        """Deaths reported by an engine are converged on this thread, the moment they arrive: not
+        after the tick in progress (a tick over every service takes a good 100 ms). The per-service
+        lock keeps it and the tick from converging one service at the same time."""
+        # A pass reacquires the GIL after every query and engine call; with the tick's thread busy in
+        # Python, the default 5 ms switch interval can add that much to each of them.
+        sys.setswitchinterval(0.001)
+        connection.ensure_connection()  # not on the first death's critical path
+        try:
+            while not done.is_set():
+                reported = reconcile.wait_urgent(0.2)
+                if not reported:
+                    continue
+                try:
+                    self.converge_reported(reported)
+                except Exception:  # the database went away, say: the tick is the safety net
+                    log.exception("fail-over of %s failed", ", ".join(sorted(reported)))
+                    done.wait(1.0)
+        finally:
+            connection.close()
+
     def run_forever(self, *, max_ticks: int | None = None) -> None:
         interval = settings.HMS_CONTROLLER_TICK_MS / 1000
         # Probe fan-out, SLA evaluation and the autoscaler run on their own 100 ms loop so probe
@@ -74,12 +96,16 @@ class Controller:
         audit_sealer.BackgroundSealer().start()
         # Engines that stream events (Docker) report an instance's death as it happens.
         reconcile.start_watchers()
+        done = threading.Event()
+        failover = threading.Thread(target=self._failover_loop, args=(done,), name="failover", daemon=True)
+        failover.start()
         ticks = 0
-        while (max_ticks is None or ticks < max_ticks) and not self.stopping.is_set():
-            started = time.monotonic()
-            self.tick()
-            ticks += 1
-            while (remaining := interval - (time.monotonic() - started)) > 0 and not self.stopping.is_set():
-                reported = reconcile.wait_urgent(remaining)
-                if reported:
-                    self.converge_reported(reported)
+        try:
+            while (max_ticks is None or ticks < max_ticks) and not self.stopping.is_set():
+                started = time.monotonic()
+                self.tick()
+                ticks += 1
+                self.stopping.wait(max(0.0, interval - (time.monotonic() - started)))
+        finally:
+            done.set()
+            failover.join(timeout=35)
