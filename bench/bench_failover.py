@@ -70,8 +70,12 @@ def main() -> None:
     Service.objects.update(desired_instances=0)
     services = {}
     for driver in ("process", "docker", "swarm"):
-        svc = Service(name=f"bench-{driver}", driver=driver, image=settings.HMS_SAMPLE_IMAGE,
-                      command="{python} -m services.sample --port {port}")
+        svc = Service(
+            name=f"bench-{driver}",
+            driver=driver,
+            image=settings.HMS_SAMPLE_IMAGE,
+            command="{python} -m services.sample --port {port}",
+        )
         services[driver] = actions.save_service(svc, actor="system:bench", created=True)
     selector = {"label": ["hmsmgmt.managed=true", f"hmsmgmt.namespace={console_namespace()}"]}
 
@@ -136,17 +140,24 @@ def main() -> None:
     for driver, up, down in scale_rows:
         print(f"{driver:<10}{up:>10.2f}{down:>10.2f}")
     print(f"\nkill -> healthy replacement answering /health, seconds ({ROUNDS} kills each)")
-    labels = {"docker": "docker (our controller)", "docker+spare": "docker + warm spare",
-              "swarm": "swarm (its own restart)", "floor": "engine floor (no console)"}
+    labels = {
+        "docker": "docker (our controller)",
+        "docker+spare": "docker + warm spare",
+        "swarm": "swarm (its own restart)",
+        "floor": "engine floor (no console)",
+    }
     for driver, values in times.items():
         label = labels[driver]
-        print(f"{label:<26} median {statistics.median(values):6.2f}  mean {statistics.mean(values):6.2f}  "
-              f"min {min(values):6.2f}  max {max(values):6.2f}")
+        print(
+            f"{label:<26} median {statistics.median(values):6.2f}  mean {statistics.mean(values):6.2f}  "
+            f"min {min(values):6.2f}  max {max(values):6.2f}"
+        )
     swarm = statistics.median(times["swarm"])
     for key in ("docker", "docker+spare", "floor"):
         ratio = statistics.median(times[key]) / swarm
-        verdict = "reference: no console" if key == "floor" else (
-            f"target <= 0.5x -> {'OK' if ratio <= 0.5 else 'MISSED'}")
+        verdict = (
+            "reference: no console" if key == "floor" else (f"target <= 0.5x -> {'OK' if ratio <= 0.5 else 'MISSED'}")
+        )
         print(f"ratio {labels[key]} / swarm (median): {ratio:.2f}x  ({verdict})")
 
 
@@ -157,8 +168,14 @@ class Controller:
         self.env, self.log = env, Path(env["HMS_VAR_DIR"]) / f"controller-{tag}.log"
 
     def __enter__(self) -> Controller:
-        self.proc = subprocess.Popen([PY, str(ROOT / "manage.py"), "controller"], env=self.env, cwd=ROOT,
-                                     start_new_session=True, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [PY, str(ROOT / "manage.py"), "controller"],
+            env=self.env,
+            cwd=ROOT,
+            start_new_session=True,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -184,9 +201,13 @@ class EngineFloor:
 
     def start(self) -> tuple[str, int]:
         api = self.api
-        cid = api.create_container(self.image, labels=self.labels, environment={"PORT": "8080"}, ports=[8080],
-                                   host_config=api.create_host_config(port_bindings={8080: ("127.0.0.1",)},
-                                                                      restart_policy={"Name": "no"}))["Id"]
+        cid = api.create_container(
+            self.image,
+            labels=self.labels,
+            environment={"PORT": "8080"},
+            ports=[8080],
+            host_config=api.create_host_config(port_bindings={8080: ("127.0.0.1",)}, restart_policy={"Name": "no"}),
+        )["Id"]
         api.start(cid)
         ports = api.inspect_container(cid)["NetworkSettings"]["Ports"]["8080/tcp"]
         return cid, int(ports[0]["HostPort"])

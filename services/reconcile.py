@@ -91,12 +91,14 @@ def status(service: Service) -> Status:
     for state in service.instances.filter(state__in=Instance.LIVE_STATES).values_list("state", flat=True):
         counts[state] += 1
     backing_off = bool(service.backoff_until and service.backoff_until > timezone.now())
-    return Status(service.desired_instances, counts[Instance.State.RUNNING], counts[Instance.State.STARTING],
-                  backing_off)
+    return Status(
+        service.desired_instances, counts[Instance.State.RUNNING], counts[Instance.State.STARTING], backing_off
+    )
 
 
-def converge(service_id: int, *, component: str = "controller", lock_timeout: float = 30.0,
-             name: str | None = None) -> Status:
+def converge(
+    service_id: int, *, component: str = "controller", lock_timeout: float = 30.0, name: str | None = None
+) -> Status:
     """One reconcile pass over a service, under its lock. name (when the caller has it) spares a
     query before the lock: the fail-over path counts every millisecond."""
     if name is None:
@@ -137,8 +139,9 @@ def _converge_imperative(svc: Service, driver: Driver, spec: ServiceSpec, compon
                 claimed.add(inst.ref)
             if obs is None or not obs.alive:
                 detail = obs.detail if obs and obs.detail else ("disappeared" if inst.ref else "never started")
-                actions.record_failover(inst, cause=f"{svc.driver} instance {inst.ref or inst.pk} {detail}",
-                                        component=component)
+                actions.record_failover(
+                    inst, cause=f"{svc.driver} instance {inst.ref or inst.pk} {detail}", component=component
+                )
                 if obs is not None:
                     carcasses.append(inst.ref)
                 continue
@@ -147,8 +150,10 @@ def _converge_imperative(svc: Service, driver: Driver, spec: ServiceSpec, compon
                     survivors.append(inst)  # became healthy at the last moment; step 3 promotes it
                     continue
                 actions.record_failover(
-                    inst, cause=f"{svc.driver} instance {inst.ref} not healthy after {START_TIMEOUT.seconds} s",
-                    component=component)
+                    inst,
+                    cause=f"{svc.driver} instance {inst.ref} not healthy after {START_TIMEOUT.seconds} s",
+                    component=component,
+                )
                 carcasses.append(inst.ref)
                 continue
             _refresh(inst, obs)
@@ -166,19 +171,29 @@ def _converge_imperative(svc: Service, driver: Driver, spec: ServiceSpec, compon
     for ref, obs in observed.items():
         if ref in claimed or ref in carcasses or obs.instance_id in replacements:
             continue
-        if (obs.extra.get("spare") and obs.alive and obs.extra.get("spec_version") == str(svc.spec_version)
-                and len(spares) < want_spares):
+        if (
+            obs.extra.get("spare")
+            and obs.alive
+            and obs.extra.get("spec_version") == str(svc.spec_version)
+            and len(spares) < want_spares
+        ):
             spares.append(obs)
             continue
-        log.warning("removing orphan %s instance %s of %s (%s)", svc.driver, ref, svc.name,
-                    "alive" if obs.alive else obs.detail or "dead")
+        log.warning(
+            "removing orphan %s instance %s of %s (%s)",
+            svc.driver,
+            ref,
+            svc.name,
+            "alive" if obs.alive else obs.detail or "dead",
+        )
         _remove(driver, spec, ref, grace=2.0 if obs.alive else 0.0)
 
     # 3. Health of starting instances.
     for inst in survivors:
         if inst.state == Instance.State.STARTING and _healthy(inst, svc.health_path):
-            Instance.objects.filter(pk=inst.pk).update(state=Instance.State.RUNNING, health=Instance.Health.UP,
-                                                       healthy_at=timezone.now())
+            Instance.objects.filter(pk=inst.pk).update(
+                state=Instance.State.RUNNING, health=Instance.Health.UP, healthy_at=timezone.now()
+            )
             inst.state = Instance.State.RUNNING
 
     # 4. Count up or down, rolling outdated instances over. A fail-over above may just have started
@@ -202,8 +217,9 @@ def _converge_imperative(svc: Service, driver: Driver, spec: ServiceSpec, compon
                 break
 
 
-def _start_reported_replacements(svc: Service, driver: Driver, spec: ServiceSpec, live: list[Instance],
-                                 others: list[Instance], now: datetime) -> list[tuple[Instance, Future]]:
+def _start_reported_replacements(
+    svc: Service, driver: Driver, spec: ServiceSpec, live: list[Instance], others: list[Instance], now: datetime
+) -> list[tuple[Instance, Future]]:
     """Start the replacements of instances whose death the engine reported, before the pass lists
     the engine and records the deaths. Only for deaths after a healthy life (record_failover then
     clears any back-off, so step 4 would start them anyway), with no roll-over under way and no warm
@@ -213,8 +229,9 @@ def _start_reported_replacements(svc: Service, driver: Driver, spec: ServiceSpec
     if reported_death is None or WARM_SPARES or others or any(i.spec_version != svc.spec_version for i in live):
         return []
     dead = [i for i in live if i.ref and reported_death(i.ref)]
-    if not dead or any(i.state != Instance.State.RUNNING or now - (i.started_at or i.created_at) < actions.EARLY_DEATH
-                       for i in dead):
+    if not dead or any(
+        i.state != Instance.State.RUNNING or now - (i.started_at or i.created_at) < actions.EARLY_DEATH for i in dead
+    ):
         return []
     count = min(len(dead), svc.desired_instances - (len(live) - len(dead)))
     rows = [_new_row(svc, pending_exits=len(dead)) for _ in range(max(0, count))]
@@ -237,8 +254,15 @@ def _finish_replacements(svc: Service, replacing: list[tuple[Instance, Future]],
     return started
 
 
-def _scale_to_desired(svc: Service, driver: Driver, spec: ServiceSpec, survivors: list[Instance],
-                      others: list[Instance], component: str, spares: list[Observed] | None = None) -> None:
+def _scale_to_desired(
+    svc: Service,
+    driver: Driver,
+    spec: ServiceSpec,
+    survivors: list[Instance],
+    others: list[Instance],
+    component: str,
+    spares: list[Observed] | None = None,
+) -> None:
     desired = svc.desired_instances
     backing_off = bool(svc.backoff_until and svc.backoff_until > timezone.now())
     current = [i for i in survivors if i.spec_version == svc.spec_version]
@@ -272,8 +296,14 @@ def _refresh(inst: Instance, obs: Observed) -> None:
             setattr(inst, name, value)
 
 
-def _start(svc: Service, driver: Driver, spec: ServiceSpec, *, component: str = "controller",
-           spares: list[Observed] | None = None) -> Instance | None:
+def _start(
+    svc: Service,
+    driver: Driver,
+    spec: ServiceSpec,
+    *,
+    component: str = "controller",
+    spares: list[Observed] | None = None,
+) -> Instance | None:
     """Start one instance; None when the engine refused (that counts as a crash: back-off)."""
     if spares:
         return _adopt(svc, spares.pop(0))
@@ -281,8 +311,9 @@ def _start(svc: Service, driver: Driver, spec: ServiceSpec, *, component: str = 
     return _record_start(svc, inst, *_engine_start(driver, spec, inst.pk, svc.health_path), component=component)
 
 
-def _start_many(svc: Service, driver: Driver, spec: ServiceSpec, count: int, *, component: str,
-                spares: list[Observed] | None) -> None:
+def _start_many(
+    svc: Service, driver: Driver, spec: ServiceSpec, count: int, *, component: str, spares: list[Observed] | None
+) -> None:
     """Start count instances. The engine calls run side by side (a container start is half a
     second of mostly waiting on the engine); every database write stays on this thread."""
     while spares and count > 0:
@@ -310,12 +341,17 @@ def _new_row(svc: Service, *, pending_exits: int = 0) -> Instance:
     # The row exists (and is committed) before the engine call: its id names the container, so a
     # retried start finds the same container rather than making a second one.
     with transaction.atomic():
-        return Instance.objects.create(service=svc, driver=svc.driver, spec_version=svc.spec_version,
-                                       restarts=_restarts_so_far(svc) + pending_exits)
+        return Instance.objects.create(
+            service=svc,
+            driver=svc.driver,
+            spec_version=svc.spec_version,
+            restarts=_restarts_so_far(svc) + pending_exits,
+        )
 
 
-def _engine_start(driver: Driver, spec: ServiceSpec, instance_id: int,
-                  health_path: str) -> tuple[Observed | None, bool, Exception | None]:
+def _engine_start(
+    driver: Driver, spec: ServiceSpec, instance_id: int, health_path: str
+) -> tuple[Observed | None, bool, Exception | None]:
     """The engine side of a start (no database access: it may run on a worker thread)."""
     try:
         obs = driver.start_instance(spec, instance_id)
@@ -333,13 +369,15 @@ def _engine_start(driver: Driver, spec: ServiceSpec, instance_id: int,
         time.sleep(0.01)
 
 
-def _record_start(svc: Service, inst: Instance, obs: Observed | None, healthy: bool, exc: Exception | None, *,
-                  component: str) -> Instance | None:
+def _record_start(
+    svc: Service, inst: Instance, obs: Observed | None, healthy: bool, exc: Exception | None, *, component: str
+) -> Instance | None:
     if isinstance(exc, EngineUnavailable):
         # Not a death: the instance never ran. Anything the engine did create before it went away
         # is removed as an orphan once it is back.
-        Instance.objects.filter(pk=inst.pk).update(state=Instance.State.STOPPED, stopped_at=timezone.now(),
-                                                   exit_reason=f"not started: {exc}"[:300])
+        Instance.objects.filter(pk=inst.pk).update(
+            state=Instance.State.STOPPED, stopped_at=timezone.now(), exit_reason=f"not started: {exc}"[:300]
+        )
         raise exc
     if exc is not None or obs is None:
         # A start the engine refused (missing image, bad command) is a crash too: it backs off, or
@@ -347,8 +385,13 @@ def _record_start(svc: Service, inst: Instance, obs: Observed | None, healthy: b
         log.error("cannot start %s: %s", svc.name, exc)
         actions.record_failover(inst, cause=f"{svc.driver} start failed: {exc}"[:300], component=component)
         return None
-    fields: dict[str, object] = {"ref": obs.ref, "host": obs.host, "port": obs.port, "node": obs.node,
-                                 "started_at": obs.started_at or timezone.now()}
+    fields: dict[str, object] = {
+        "ref": obs.ref,
+        "host": obs.host,
+        "port": obs.port,
+        "node": obs.node,
+        "started_at": obs.started_at or timezone.now(),
+    }
     if healthy:
         fields.update(state=Instance.State.RUNNING, health=Instance.Health.UP, healthy_at=timezone.now())
     Instance.objects.filter(pk=inst.pk).update(**fields)
@@ -359,12 +402,21 @@ def _record_start(svc: Service, inst: Instance, obs: Observed | None, healthy: b
 def _adopt(svc: Service, spare: Observed) -> Instance:
     """A warm spare becomes the new instance: it is already running (and usually healthy)."""
     with transaction.atomic():
-        inst = Instance.objects.create(service=svc, driver=svc.driver, spec_version=svc.spec_version,
-                                       restarts=_restarts_so_far(svc), ref=spare.ref, host=spare.host,
-                                       port=spare.port, node=spare.node, started_at=spare.started_at or timezone.now())
+        inst = Instance.objects.create(
+            service=svc,
+            driver=svc.driver,
+            spec_version=svc.spec_version,
+            restarts=_restarts_so_far(svc),
+            ref=spare.ref,
+            host=spare.host,
+            port=spare.port,
+            node=spare.node,
+            started_at=spare.started_at or timezone.now(),
+        )
     if _healthy(inst, svc.health_path):
-        Instance.objects.filter(pk=inst.pk).update(state=Instance.State.RUNNING, health=Instance.Health.UP,
-                                                   healthy_at=timezone.now())
+        Instance.objects.filter(pk=inst.pk).update(
+            state=Instance.State.RUNNING, health=Instance.Health.UP, healthy_at=timezone.now()
+        )
         inst.state = Instance.State.RUNNING
     return inst
 
@@ -392,8 +444,9 @@ def _stop(svc: Service, inst: Instance, *, reason: str) -> None:
         # Not stopped (engine away?): keep it live so the next tick tries again.
         Instance.objects.filter(pk=inst.pk).update(state=inst.state)
         raise
-    Instance.objects.filter(pk=inst.pk).update(state=Instance.State.STOPPED, exit_reason=reason,
-                                               stopped_at=timezone.now(), health=Instance.Health.UNKNOWN)
+    Instance.objects.filter(pk=inst.pk).update(
+        state=Instance.State.STOPPED, exit_reason=reason, stopped_at=timezone.now(), health=Instance.Health.UNKNOWN
+    )
 
 
 def _retire(svc: Service, inst: Instance, *, reason: str) -> None:
@@ -408,8 +461,9 @@ def _retire(svc: Service, inst: Instance, *, reason: str) -> None:
         old.remove_service(svc.spec())
     else:
         old.set_replicas(svc.spec(), remaining)
-    Instance.objects.filter(pk=inst.pk).update(state=Instance.State.STOPPED, exit_reason=reason,
-                                               stopped_at=timezone.now(), health=Instance.Health.UNKNOWN)
+    Instance.objects.filter(pk=inst.pk).update(
+        state=Instance.State.STOPPED, exit_reason=reason, stopped_at=timezone.now(), health=Instance.Health.UNKNOWN
+    )
 
 
 # --- declarative drivers (swarm) -------------------------------------------------------------------
@@ -424,21 +478,33 @@ def _converge_declarative(svc: Service, driver: Driver, spec: ServiceSpec, compo
     # 1. Rows whose task ended: a failure is a fail-over (Swarm restarts it), a shutdown was asked for.
     for ref, inst in mine.items():
         task = by_ref.get(ref)
-        if task is not None and task.extra.get("desired") == "running" and task.extra.get("state") not in (
-                "failed", "rejected", "complete", "orphaned"):
+        if (
+            task is not None
+            and task.extra.get("desired") == "running"
+            and task.extra.get("state") not in ("failed", "rejected", "complete", "orphaned")
+        ):
             _refresh(inst, task)
             if inst.state == Instance.State.STARTING and task.alive and _healthy(inst, svc.health_path):
-                Instance.objects.filter(pk=inst.pk).update(state=Instance.State.RUNNING,
-                                                           health=Instance.Health.UP, healthy_at=timezone.now())
+                Instance.objects.filter(pk=inst.pk).update(
+                    state=Instance.State.RUNNING, health=Instance.Health.UP, healthy_at=timezone.now()
+                )
             continue
         if task is not None and task.extra.get("state") in ("failed", "rejected", "complete", "orphaned"):
-            actions.record_failover(inst, cause=f"swarm task {ref} on {task.node or '?'} {task.detail}",
-                                    component=component)
+            actions.record_failover(
+                inst, cause=f"swarm task {ref} on {task.node or '?'} {task.detail}", component=component
+            )
         else:
-            reason = (f"swarm task {task.extra.get('state')} (Swarm wants it {task.extra.get('desired')})"
-                      if task else "swarm task no longer listed")
-            Instance.objects.filter(pk=inst.pk).update(state=Instance.State.STOPPED, exit_reason=reason,
-                                                       stopped_at=timezone.now(), health=Instance.Health.UNKNOWN)
+            reason = (
+                f"swarm task {task.extra.get('state')} (Swarm wants it {task.extra.get('desired')})"
+                if task
+                else "swarm task no longer listed"
+            )
+            Instance.objects.filter(pk=inst.pk).update(
+                state=Instance.State.STOPPED,
+                exit_reason=reason,
+                stopped_at=timezone.now(),
+                health=Instance.Health.UNKNOWN,
+            )
 
     # 2. New tasks Swarm scheduled (scale up, restart after a failure, roll-over): mirror them.
     for task in tasks:
@@ -448,9 +514,15 @@ def _converge_declarative(svc: Service, driver: Driver, spec: ServiceSpec, compo
             continue
         version = task.extra.get("spec_version", "")
         Instance.objects.create(
-            service=svc, driver=svc.driver, ref=task.ref, node=task.node, host=task.host, port=task.port,
+            service=svc,
+            driver=svc.driver,
+            ref=task.ref,
+            node=task.node,
+            host=task.host,
+            port=task.port,
             spec_version=int(version) if str(version).isdigit() else svc.spec_version,
-            started_at=task.started_at or timezone.now(), restarts=_restarts_so_far(svc),
+            started_at=task.started_at or timezone.now(),
+            restarts=_restarts_so_far(svc),
         )
 
     # 3. Replicas. While instances of a previous driver still serve, grow the Swarm service one

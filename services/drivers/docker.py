@@ -155,8 +155,9 @@ def stats_figures(raw: dict[str, Any]) -> tuple[float | None, int | None]:
     system, pre_system = int(cpu.get("system_cpu_usage") or 0), int(pre.get("system_cpu_usage") or 0)
     percent = None
     if system > pre_system and pre_system:
-        percent = round(max(0.0, (total - pre_total) / (system - pre_system) * int(cpu.get("online_cpus") or 1)
-                            * 100.0), 2)
+        percent = round(
+            max(0.0, (total - pre_total) / (system - pre_system) * int(cpu.get("online_cpus") or 1) * 100.0), 2
+        )
     mem = raw.get("memory_stats") or {}
     memory = mem.get("usage")
     if memory is not None:
@@ -200,8 +201,9 @@ class DeathReports:
             return entry[1] if entry else None
 
 
-def watch_deaths(engine: Engine, on_death: Callable[[str], None], *, driver: str,
-                 reports: DeathReports | None = None) -> threading.Thread:
+def watch_deaths(
+    engine: Engine, on_death: Callable[[str], None], *, driver: str, reports: DeathReports | None = None
+) -> threading.Thread:
     """Follow the engine's event stream and call on_death(service name) as soon as one of this
     console's containers dies, so fail-over does not wait for the next reconcile tick. Each death is
     first noted in reports (before on_death), with its exit code. Reconnects (every 2 s) while the
@@ -214,8 +216,11 @@ def watch_deaths(engine: Engine, on_death: Callable[[str], None], *, driver: str
 
                 # A client of its own without a read timeout: the stream is quiet for long stretches.
                 client = docker.from_env(timeout=None, version="auto")
-                filters = {"type": "container", "event": ["die", "destroy", "oom"],
-                           "label": [f"{LABEL}.managed=true", f"{LABEL}.namespace={console_namespace()}"]}
+                filters = {
+                    "type": "container",
+                    "event": ["die", "destroy", "oom"],
+                    "label": [f"{LABEL}.managed=true", f"{LABEL}.namespace={console_namespace()}"],
+                }
                 for event in client.api.events(filters=filters, decode=True):
                     actor = event.get("Actor") or {}
                     attrs = actor.get("Attributes") or {}
@@ -286,13 +291,19 @@ class DockerDriver:
         }
 
     def _filters(self, spec: ServiceSpec) -> dict[str, Any]:
-        return {"label": [f"{LABEL}.managed=true", f"{LABEL}.namespace={console_namespace()}",
-                          f"{LABEL}.service={spec.name}"]}
+        return {
+            "label": [
+                f"{LABEL}.managed=true",
+                f"{LABEL}.namespace={console_namespace()}",
+                f"{LABEL}.service={spec.name}",
+            ]
+        }
 
     # Driver protocol
     def start_instance(self, spec: ServiceSpec, instance_id: int) -> Observed:
-        return self._run(spec, self.container_name(spec, instance_id), self.labels(spec, instance_id),
-                         str(instance_id), instance_id)
+        return self._run(
+            spec, self.container_name(spec, instance_id), self.labels(spec, instance_id), str(instance_id), instance_id
+        )
 
     def start_spare(self, spec: ServiceSpec) -> Observed:
         """A warm spare: a running container of the service that no instance claims yet. Fail-over
@@ -304,8 +315,9 @@ class DockerDriver:
         obs.extra["spare"] = True
         return obs
 
-    def _run(self, spec: ServiceSpec, name: str, labels: dict[str, str], instance_env: str,
-             instance_id: int | None) -> Observed:
+    def _run(
+        self, spec: ServiceSpec, name: str, labels: dict[str, str], instance_env: str, instance_id: int | None
+    ) -> Observed:
         from docker.errors import APIError, ImageNotFound, NotFound
 
         if not spec.image:
@@ -318,8 +330,11 @@ class DockerDriver:
                     spec.image,
                     name=name,
                     labels=labels,
-                    environment={"PORT": str(spec.port), "HMSMGMT_SERVICE": spec.name,
-                                 "HMSMGMT_INSTANCE": instance_env},
+                    environment={
+                        "PORT": str(spec.port),
+                        "HMSMGMT_SERVICE": spec.name,
+                        "HMSMGMT_INSTANCE": instance_env,
+                    },
                     ports=[spec.port],
                     host_config=api.create_host_config(
                         port_bindings={spec.port: ("127.0.0.1",)},
@@ -329,8 +344,10 @@ class DockerDriver:
                 )
                 container_id = created["Id"]
             except ImageNotFound as exc:
-                raise DriverError(f"image {spec.image} is not on the engine (nothing is pulled here; "
-                                  f"`manage.py build_sample_image` builds the sample)") from exc
+                raise DriverError(
+                    f"image {spec.image} is not on the engine (nothing is pulled here; "
+                    f"`manage.py build_sample_image` builds the sample)"
+                ) from exc
             except APIError as exc:
                 if going_away(exc):
                     raise
@@ -371,8 +388,7 @@ class DockerDriver:
             except NotFound:
                 return  # already gone
             labels = info["Config"].get("Labels") or {}
-            if (labels.get(f"{LABEL}.service") != spec.name
-                    or labels.get(f"{LABEL}.namespace") != console_namespace()):
+            if labels.get(f"{LABEL}.service") != spec.name or labels.get(f"{LABEL}.namespace") != console_namespace():
                 return  # not ours: never touch a container another console or person runs
             try:
                 if info["State"].get("Running"):
@@ -397,8 +413,14 @@ class DockerDriver:
                 labels = row.get("Labels") or {}
                 alive = row.get("State") == "running"
                 ref = row["Id"][:12]
-                port = next((p.get("PublicPort") for p in row.get("Ports") or []
-                             if p.get("PrivatePort") == spec.port and p.get("PublicPort")), None)
+                port = next(
+                    (
+                        p.get("PublicPort")
+                        for p in row.get("Ports") or []
+                        if p.get("PrivatePort") == spec.port and p.get("PublicPort")
+                    ),
+                    None,
+                )
                 detail = ""
                 started_at = datetime.fromtimestamp(row["Created"], tz=UTC) if row.get("Created") else None
                 cpu = memory = None
@@ -415,13 +437,25 @@ class DockerDriver:
                     except Exception:
                         detail = row.get("Status", "exited")
                 instance = labels.get(f"{LABEL}.instance", "")
-                found.append(Observed(
-                    ref=ref, alive=alive, host="127.0.0.1", port=port, node=node,
-                    instance_id=int(instance) if instance.isdigit() else None,
-                    started_at=started_at, detail=detail, cpu_percent=cpu, memory_bytes=memory,
-                    extra={"spec_version": labels.get(f"{LABEL}.spec_version", ""), "status": row.get("Status", ""),
-                           "spare": labels.get(f"{LABEL}.role") == "spare"},
-                ))
+                found.append(
+                    Observed(
+                        ref=ref,
+                        alive=alive,
+                        host="127.0.0.1",
+                        port=port,
+                        node=node,
+                        instance_id=int(instance) if instance.isdigit() else None,
+                        started_at=started_at,
+                        detail=detail,
+                        cpu_percent=cpu,
+                        memory_bytes=memory,
+                        extra={
+                            "spec_version": labels.get(f"{LABEL}.spec_version", ""),
+                            "status": row.get("Status", ""),
+                            "spare": labels.get(f"{LABEL}.role") == "spare",
+                        },
+                    )
+                )
         return found
 
     def reported_death(self, ref: str) -> str | None:

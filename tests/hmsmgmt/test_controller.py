@@ -17,8 +17,9 @@ from tests.conftest import wait_for
 @pytest.mark.django_db(transaction=True)
 def test_a_reported_death_does_not_wait_for_the_tick_in_progress(demo, monkeypatch):  # type: ignore[no-untyped-def]
     monkeypatch.setattr(controller_module.monitoring, "start_in_background", lambda: None)
-    monkeypatch.setattr(controller_module.audit_sealer, "BackgroundSealer",
-                        lambda: type("Idle", (), {"start": lambda self: None})())
+    monkeypatch.setattr(
+        controller_module.audit_sealer, "BackgroundSealer", lambda: type("Idle", (), {"start": lambda self: None})()
+    )
     monkeypatch.setattr(reconcile, "start_watchers", lambda: None)
     calls: list[tuple[str, str, float]] = []
 
@@ -51,8 +52,11 @@ def test_a_reported_death_does_not_wait_for_the_tick_in_progress(demo, monkeypat
         assert {"HMS-SVC", "HMS-API", "analytics"} <= ticked  # the tick converges every service
         reported_at = time.monotonic()
         reconcile._urgent.put("HMS-SVC")  # what the docker watcher does on a `die` event
-        wait_for(lambda: any(thread == "failover" for _n, thread, _t in calls), timeout=1.0,
-                 message="the reported service converged during the tick")
+        wait_for(
+            lambda: any(thread == "failover" for _n, thread, _t in calls),
+            timeout=1.0,
+            message="the reported service converged during the tick",
+        )
         (name, _thread, at) = next(c for c in calls if c[1] == "failover")
         assert name == "HMS-SVC" and at - reported_at < 0.5
     finally:

@@ -18,8 +18,12 @@ pytestmark = [pytest.mark.docker, pytest.mark.django_db]
 
 
 def labelled(client, name: str, *, all_states: bool = False) -> list[dict]:  # type: ignore[no-untyped-def]
-    return client.api.containers(all=all_states, filters={"label": [
-        "hmsmgmt.managed=true", f"hmsmgmt.namespace={console_namespace()}", f"hmsmgmt.service={name}"]})
+    return client.api.containers(
+        all=all_states,
+        filters={
+            "label": ["hmsmgmt.managed=true", f"hmsmgmt.namespace={console_namespace()}", f"hmsmgmt.service={name}"]
+        },
+    )
 
 
 @pytest.fixture
@@ -33,8 +37,9 @@ def docker_demo(demo, docker_cleanup):  # type: ignore[no-untyped-def]
 
 
 def test_scale_to_three_leaves_exactly_three_labelled_containers(client, clients, tokens, docker_demo):
-    resp = api(client, "POST", "/mgmt/scale", {"service": "HMS-SVC", "instances": 3, "wait": True},
-               token=tokens["alice"])
+    resp = api(
+        client, "POST", "/mgmt/scale", {"service": "HMS-SVC", "instances": 3, "wait": True}, token=tokens["alice"]
+    )
     assert resp.status_code == 200, resp.content
     assert resp.json()["running"] == 3 and resp.json()["converged"]
     containers = labelled(docker_demo, "HMS-SVC", all_states=True)
@@ -60,8 +65,9 @@ def test_scale_to_three_leaves_exactly_three_labelled_containers(client, clients
 
     # Scale down removes the newest first, with a graceful stop, and leaves no stopped carcass.
     oldest = min(rows.values(), key=lambda i: i.pk)
-    resp = api(client, "POST", "/mgmt/scale", {"service": "HMS-SVC", "instances": 1, "wait": True},
-               token=tokens["alice"])
+    resp = api(
+        client, "POST", "/mgmt/scale", {"service": "HMS-SVC", "instances": 1, "wait": True}, token=tokens["alice"]
+    )
     assert resp.json()["running"] == 1
     remaining = labelled(docker_demo, "HMS-SVC", all_states=True)
     assert [c["Id"][:12] for c in remaining] == [oldest.ref]
@@ -94,8 +100,12 @@ def test_orphan_container_of_the_service_is_removed_and_stats_are_reported(docke
 
     # CPU needs two samples (HMS_DOCKER_STATS_SECONDS apart); memory comes with the first.
     inst = Instance.objects.get(service=svc, state=Instance.State.RUNNING)
-    wait_for(lambda: reconcile.converge(svc.pk) and Instance.objects.get(pk=inst.pk).memory_bytes,
-             timeout=15, interval=0.5, message="memory reported")
+    wait_for(
+        lambda: reconcile.converge(svc.pk) and Instance.objects.get(pk=inst.pk).memory_bytes,
+        timeout=15,
+        interval=0.5,
+        message="memory reported",
+    )
     assert Instance.objects.get(pk=inst.pk).memory_bytes > 0
 
 
@@ -127,11 +137,17 @@ def test_warm_spare_is_adopted_on_fail_over_and_replaced(docker_demo, monkeypatc
         # Spare = started as one and not (yet) claimed by an instance; labels outlive adoption.
         live = Instance.objects.filter(service=svc, state__in=Instance.LIVE_STATES)
         claimed = set(live.values_list("ref", flat=True))
-        return [c for c in labelled(docker_demo, "HMS-SVC")
-                if c["Labels"].get("hmsmgmt.role") == "spare" and c["Id"][:12] not in claimed]
+        return [
+            c
+            for c in labelled(docker_demo, "HMS-SVC")
+            if c["Labels"].get("hmsmgmt.role") == "spare" and c["Id"][:12] not in claimed
+        ]
 
-    wait_for(lambda: reconcile.converge(svc.pk, component="test").converged and len(spares()) == 1, timeout=30,
-             message="2 running instances and 1 warm spare")
+    wait_for(
+        lambda: reconcile.converge(svc.pk, component="test").converged and len(spares()) == 1,
+        timeout=30,
+        message="2 running instances and 1 warm spare",
+    )
     assert len(labelled(docker_demo, "HMS-SVC")) == 3
     (spare,) = spares()
     assert Instance.objects.filter(ref=spare["Id"][:12]).count() == 0  # not an instance yet
@@ -149,8 +165,14 @@ def test_warm_spare_is_adopted_on_fail_over_and_replaced(docker_demo, monkeypatc
 
     # Scaled to zero, the spare goes too.
     actions.scale_service(svc, 0, actor="system:test")
-    wait_for(lambda: reconcile.converge(svc.pk, component="test").converged
-             and not labelled(docker_demo, "HMS-SVC", all_states=True), timeout=30, message="nothing left")
+    wait_for(
+        lambda: (
+            reconcile.converge(svc.pk, component="test").converged
+            and not labelled(docker_demo, "HMS-SVC", all_states=True)
+        ),
+        timeout=30,
+        message="nothing left",
+    )
 
 
 # --- fail-over on the engine's death report (docker events) ----------------------------------------
@@ -170,8 +192,7 @@ def test_reported_death_is_replaced_while_the_fail_over_is_recorded(docker_demo,
     svc = Service.objects.get(name="HMS-SVC")
     fleet = _fleet_of_two(svc)
     # Both lived past actions.EARLY_DEATH: a death now is not part of a crash loop.
-    Instance.objects.filter(pk__in=[i.pk for i in fleet]).update(
-        started_at=timezone.now() - actions.EARLY_DEATH * 6)
+    Instance.objects.filter(pk__in=[i.pk for i in fleet]).update(started_at=timezone.now() - actions.EARLY_DEATH * 6)
     driver = get_driver("docker")
     reports = DeathReports()  # this test's own, fed by its own watcher
     monkeypatch.setattr(driver, "deaths", reports)
@@ -184,8 +205,9 @@ def test_reported_death_is_replaced_while_the_fail_over_is_recorded(docker_demo,
     record = actions.record_failover
 
     def spy(instance, **kwargs):  # type: ignore[no-untyped-def]
-        seen_at_record.append(list(Instance.objects.filter(service=svc, pk__gt=fleet[-1].pk)
-                                   .values_list("pk", flat=True)))
+        seen_at_record.append(
+            list(Instance.objects.filter(service=svc, pk__gt=fleet[-1].pk).values_list("pk", flat=True))
+        )
         return record(instance, **kwargs)
 
     monkeypatch.setattr(actions, "record_failover", spy)

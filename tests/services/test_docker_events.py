@@ -43,9 +43,16 @@ class FakeAPI:
         self.inspected: list[str] = []
 
     def containers(self, all: bool, filters: dict) -> list[dict]:
-        return [{"Id": CONTAINER, "State": "running", "Status": "Up 5 minutes", "Created": 1_700_000_000,
-                 "Labels": {"hmsmgmt.instance": "7", "hmsmgmt.spec_version": "1"},
-                 "Ports": [{"PrivatePort": 8080, "PublicPort": 32768, "IP": "127.0.0.1"}]}]
+        return [
+            {
+                "Id": CONTAINER,
+                "State": "running",
+                "Status": "Up 5 minutes",
+                "Created": 1_700_000_000,
+                "Labels": {"hmsmgmt.instance": "7", "hmsmgmt.spec_version": "1"},
+                "Ports": [{"PrivatePort": 8080, "PublicPort": 32768, "IP": "127.0.0.1"}],
+            }
+        ]
 
     def inspect_container(self, ref: str) -> dict:
         self.inspected.append(ref)  # would block until the engine's teardown is done
