@@ -50,9 +50,13 @@ class AuditFilter:
 
 
 def _when(name: str, raw: str, *, end: bool) -> datetime:
-    value = parse_datetime(raw.replace(" ", "T")) if ("T" in raw or " " in raw) else None
+    try:
+        # Well-formed but impossible dates (2026-13-45) raise instead of returning None.
+        value = parse_datetime(raw.replace(" ", "T")) if ("T" in raw or " " in raw) else None
+        day = parse_date(raw) if value is None else None
+    except ValueError:
+        raise FilterError(name, f"{raw[:40]!r} is not a real date") from None
     if value is None:
-        day = parse_date(raw)
         if day is None:
             raise FilterError(name, f"{raw!r} is not a date (YYYY-MM-DD) or date-time (YYYY-MM-DDTHH:MM)")
         value = datetime.combine(day, time.max if end else time.min)
@@ -70,6 +74,8 @@ def _int(name: str, raw: str | None) -> int | None:
         raise FilterError(name, f"{raw!r} is not a whole number") from None
     if value < 0:
         raise FilterError(name, "must be 0 or more")
+    if value > 2**63 - 1:
+        raise FilterError(name, "is too large")  # past the database's bigint: not a sequence number
     return value
 
 
