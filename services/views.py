@@ -7,10 +7,11 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.views.decorators.http import require_POST
 
 from audit.models import AuditEntry
+from hmsmgmt.http import redirect_back
 from policies.access import can, restrict
 from policies.errors import ApiError
 from services import actions, reconcile
@@ -74,5 +75,4 @@ def _reply(request: HttpRequest, svc: Service, *, message: str = "", error: str 
         # htmx swaps only 2xx by default; a refusal is shown in the row itself, so answer 200.
         return render(request, "hmsmgmt/_service_row.html", {"row": row(request.user, svc, message, error)})
     (messages.error if error else messages.success)(request, error or message)
-    nxt = request.POST.get("next", "")
-    return redirect(nxt if nxt.startswith("/") and not nxt.startswith("//") else "overview")
+    return redirect_back(request, "overview")

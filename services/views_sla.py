@@ -20,6 +20,7 @@ from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
 
 from audit.models import AuditEntry
+from hmsmgmt.http import redirect_back
 from policies.access import can, restrict
 from services import actions, sla
 from services.api import service_for
@@ -234,8 +235,7 @@ def autoscale_fragment(request: HttpRequest, name: str) -> HttpResponse:
 
 # --- actions from the pages -------------------------------------------------------------------------------
 def _back(request: HttpRequest, fallback: str) -> HttpResponse:
-    nxt = request.POST.get("next", "")
-    return redirect(nxt if nxt.startswith("/") and not nxt.startswith("//") else fallback)
+    return redirect_back(request, fallback)
 
 
 def _bad(request: HttpRequest, svc: Service, detail: str) -> HttpResponse:

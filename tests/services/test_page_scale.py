@@ -26,3 +26,10 @@ def test_override_refuses_counts_above_the_ceiling(clients, demo):
                                  {"instances": settings.HMS_MAX_INSTANCES + 1, "ttl_minutes": 5})
     assert resp.status_code in (302, 400)
     assert Service.objects.get(name="HMS-SVC").desired_instances == 0
+
+
+@pytest.mark.parametrize(("nxt", "lands"), [("/services/HMS-SVC/", "/services/HMS-SVC/"), ("//evil.example/", "/"),
+                                            ("/\\evil.example/", "/"), ("https://evil.example/", "/"), ("", "/")])
+def test_the_form_returns_only_to_a_page_of_this_console(clients, demo, nxt, lands):
+    resp = clients["alice"].post("/services/HMS-SVC/scale/", {"instances": "0", "next": nxt})
+    assert resp.status_code == 302 and resp["Location"] == lands
