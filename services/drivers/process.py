@@ -73,6 +73,35 @@ def _is_zombie(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+# pid -> (CPU ticks used, monotonic time) at the previous look: CPU % is the use between two looks.
+_cpu_seen: dict[int, tuple[int, float]] = {}
+
+
+def _usage(pid: int) -> tuple[float | None, int | None]:
+    """CPU % (of one core) since the previous look, or over the process's life on the first one,
+    and resident memory in bytes, from /proc (the process's own fields, as `ps` reads them)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        resident = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None, None
+    # After the ")": state is field 3 of stat(5), so utime (14), stime (15), starttime (22) sit at
+    # indexes 11, 12 and 19 here.
+    ticks = int(fields[11]) + int(fields[12])
+    now = time.monotonic()
+    previous = _cpu_seen.get(pid)
+    _cpu_seen[pid] = (ticks, now)
+    if previous is not None and now - previous[1] > 0.05:
+        used, seconds = ticks - previous[0], now - previous[1]
+    else:
+        used, seconds = ticks, uptime - int(fields[19]) / _TICKS
+    cpu = round(max(0.0, used / _TICKS / seconds * 100), 1) if seconds > 0 else None
+    return cpu, resident
+
+
 def _started_at(pid: int) -> datetime | None:
     try:
         return datetime.fromtimestamp(Path(f"/proc/{pid}").stat().st_mtime, tz=UTC)
@@ -169,6 +198,7 @@ class ProcessDriver:
             except ProcessLookupError:
                 continue
             zombie = _is_zombie(pid)
+            cpu, memory = (None, None) if zombie else _usage(pid)
             found.append(
                 Observed(
                     ref=str(pid),
@@ -179,8 +209,12 @@ class ProcessDriver:
                     instance_id=int(env["HMSMGMT_INSTANCE"]) if env.get("HMSMGMT_INSTANCE", "").isdigit() else None,
                     started_at=_started_at(pid),
                     detail="exited" if zombie else "",
+                    cpu_percent=cpu,
+                    memory_bytes=memory,
                 )
             )
+        for pid in [p for p in _cpu_seen if not os.path.exists(f"/proc/{p}")]:
+            _cpu_seen.pop(pid, None)  # exited: the table stays as small as the fleet
         return found
 
     def set_replicas(self, spec: ServiceSpec, replicas: int) -> None:

@@ -7,6 +7,7 @@ import os
 import pytest
 import requests
 
+from services import reconcile
 from services.drivers.process import ProcessDriver
 from services.models import Instance, Service
 from services.reconcile import stop_local_instances as shutdown_local
@@ -64,3 +65,24 @@ def test_console_shutdown_stops_instances_but_keeps_desired(client, personas, to
     assert _live_pids("analytics") == []
     assert Service.objects.get(name="analytics").desired_instances == 2
     assert not Instance.objects.filter(service__name="analytics", state__in=Instance.LIVE_STATES).exists()
+
+
+def test_instances_report_cpu_and_memory(client, personas, tokens, demo, stop_local_instances):
+    resp = api(client, "POST", "/mgmt/scale", {"service": "HMS-SVC", "instances": 1, "wait": True},
+               token=tokens["alice"])
+    assert resp.json()["running"] == 1
+    spec = Service.objects.get(name="HMS-SVC").spec()
+    driver = ProcessDriver()
+    first = [o for o in driver.list_instances(spec) if o.alive]
+    inst = Instance.objects.get(service__name="HMS-SVC", state=Instance.State.RUNNING)
+    for _ in range(20):  # some CPU to see: the sample answers /work with simulated work
+        requests.get(f"http://{inst.host}:{inst.port}/health", timeout=2)
+    second = [o for o in driver.list_instances(spec) if o.alive]
+    assert len(first) == len(second) == 1
+    for obs in (first[0], second[0]):
+        assert obs.cpu_percent is not None and 0 <= obs.cpu_percent <= 100 * (os.cpu_count() or 1)
+        # A Python interpreter: more than a megabyte resident, less than a gigabyte.
+        assert obs.memory_bytes is not None and 1 << 20 < obs.memory_bytes < 1 << 30
+    reconcile.converge(inst.service_id, component="test")
+    inst.refresh_from_db()
+    assert inst.memory_bytes and inst.cpu_percent is not None  # what the page and GET /mgmt/services/… show
