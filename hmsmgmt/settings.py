@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_htmx",
+    "ninja",  # its bundled Swagger UI for /mgmt/docs (served by whitenoise), not a CDN: works offline
     "django_q",
     "guardian",
     "audit",

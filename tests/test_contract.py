@@ -4,6 +4,7 @@ them (JSON body, Content-Type application/json) with an auth header added; and b
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -158,4 +159,10 @@ def test_openapi_and_docs_are_served(client):
     assert spec.status_code == 200
     paths = spec.json()["paths"]
     assert "/mgmt/scale" in paths and "/mgmt/workflows" in paths
-    assert client.get("/mgmt/docs").status_code == 200
+    docs = client.get("/mgmt/docs")
+    assert docs.status_code == 200
+    # Swagger UI from the console itself: the docs page must work without internet access.
+    html = docs.content.decode()
+    assert "cdn." not in html and "swagger-ui-bundle.js" in html
+    bundle = re.search(r'src="([^"]*swagger-ui-bundle\.js)"', html).group(1)
+    assert client.get(bundle).status_code == 200
