@@ -187,6 +187,10 @@ API: dict[tuple[str, str], list[Row]] = {
     ("GET", "/mgmt/services/{name}"): [
         Row("GET", lambda c: "/mgmt/services/HMS-SVC", page(401, 404, 200, 404, 200)),
     ],
+    ("GET", "/mgmt/services/{name}/sla"): [
+        Row("GET", lambda c: "/mgmt/services/HMS-SVC/sla", page(401, 404, 200, 404, 200)),
+        Row("GET", lambda c: "/mgmt/services/NOPE/sla", page(401, 404, 404, 404, 404)),
+    ],
     ("POST", "/mgmt/workflows"): [
         Row("POST", lambda c: "/mgmt/workflows", page(401, 404, 200, 200, 200), {"flowId": "analyticsReport"}),
         Row("POST", lambda c: "/mgmt/workflows", page(401, 404, 200, 404, 200), {"flowId": "exportPatientData"}),

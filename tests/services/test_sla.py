@@ -437,3 +437,20 @@ def test_an_operator_sees_the_charts_and_acknowledges_from_the_page(live_server,
     # No CPU or latency data, but the SLA burns fast: one more instance, and the page says why.
     assert "Why 3 instances" in panel and "SLA fast burn" in panel
     assert page.locator("svg[aria-label='timeline of scaling, fail-overs, incidents and runs'] circle").count() >= 1
+
+
+# --- REST ------------------------------------------------------------------------------------------
+def test_the_sla_api_gives_a_portal_what_the_page_shows(fleet: Service, clients, tokens) -> None:
+    from tests.conftest import api
+
+    actions.open_incident(fleet, kind=Incident.Kind.AVAILABILITY, severity=Incident.Severity.PAGE,
+                          title="web is down", evidence={})
+    body = api(clients["anon"], "get", "/mgmt/services/web/sla", token=tokens["bob"]).json()
+    assert body["service"] == "web" and body["uptimeObjectivePercent"] == 99.9
+    assert body["windows"]["1h"]["probes"] == 100 and body["windows"]["1h"]["uptimePercent"] == 100.0
+    assert body["windows"]["30d"]["probes"] == 201 and body["windows"]["30d"]["down"] == 1
+    # One bad probe in 201 against a 0.1 % budget: overspent, as the page says.
+    assert body["budgetLeft"]["availability"] == pytest.approx(1 - (1 / 201) / 0.001)
+    assert body["maintenanceUntil"] is None
+    assert [(i["title"], i["status"]) for i in body["incidents"]] == [("web is down", "open")]
+    assert api(clients["anon"], "get", "/mgmt/services/web/sla", token=tokens["dave"]).status_code == 404
