@@ -146,3 +146,26 @@ def test_driver_change_process_to_docker_rolls_over_one_at_a_time(demo, docker_c
     assert max(totals) <= 3
     assert set(Instance.objects.filter(service=svc, state=Instance.State.RUNNING).values_list("driver", flat=True)) \
         == {"docker"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_instance_rows_skip_the_wal_flush_but_a_callers_transaction_is_never_relaxed():
+    """Instance rows (observed state) are committed without waiting for the WAL flush; a caller's
+    transaction, which may hold audit entries, keeps the server's synchronous_commit."""
+    from django.db import transaction
+
+    if connection.vendor != "postgresql":
+        pytest.skip("synchronous_commit is PostgreSQL's")
+
+    def setting() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return cursor.fetchone()[0]
+
+    default = setting()
+    assert default != "off"
+    with reconcile._observed_state_write():
+        assert setting() == "off"
+    assert setting() == default  # SET LOCAL: this transaction only
+    with transaction.atomic(), reconcile._observed_state_write():
+        assert setting() == default
