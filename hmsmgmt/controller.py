@@ -62,7 +62,6 @@ class Controller:
 
     def converge_reported(self, names: set[str]) -> None:
         """Services whose engine just reported a death: fail over now, not at the next tick."""
-        close_old_connections()
         for svc_id, name, driver in Service.objects.filter(name__in=names).values_list("id", "name", "driver"):
             self.converge(svc_id, name, driver)
 
@@ -73,9 +72,19 @@ class Controller:
         # A pass reacquires the GIL after every query and engine call; with the tick's thread busy in
         # Python, the default 5 ms switch interval can add that much to each of them.
         sys.setswitchinterval(0.001)
-        connection.ensure_connection()  # not on the first death's critical path
+        checked = 0.0
         try:
             while not done.is_set():
+                if time.monotonic() - checked > 5:
+                    # While idle, not when a death arrives: replace an old or broken connection and
+                    # run the health check, so the fail-over's first query is only its own.
+                    checked = time.monotonic()
+                    try:
+                        close_old_connections()
+                        with connection.cursor() as cursor:
+                            cursor.execute("SELECT 1")
+                    except Exception:
+                        pass  # the database is away; the next round (or the fail-over) retries
                 reported = reconcile.wait_urgent(0.2)
                 if not reported:
                     continue
@@ -83,6 +92,7 @@ class Controller:
                     self.converge_reported(reported)
                 except Exception:  # the database went away, say: the tick is the safety net
                     log.exception("fail-over of %s failed", ", ".join(sorted(reported)))
+                    checked = 0.0
                     done.wait(1.0)
         finally:
             connection.close()
