@@ -5,7 +5,7 @@
      starts a new container at once (recording the fail-over meanwhile); the time ends when the new
      Instance row is `running` (the console routes to it) and that instance answers /health;
    - Swarm: the engine's own task restart (its default restart policy, as operators run it);
-   - for reference, the engine's own floor: no console at all; once `docker kill` returns, a bare
+   - for reference, the engine's own floor: no console at all; on the `die` event, a bare
      `docker create` + `docker start` of a new container (ports as ours) until its first /health.
    Rounds alternate between the three; target: ours <= 0.5x Swarm's time. Then the same with a
    warm spare (HMS_DOCKER_WARM_SPARES=1, off by default: one extra running container per service).
@@ -19,9 +19,11 @@ BENCH_ROUNDS (default 5) sets the kills per driver.
 from __future__ import annotations
 
 import os
+import queue
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -189,14 +191,22 @@ class Controller:
 
 
 class EngineFloor:
-    """What the engine itself needs, with no console: kill a container, then create and start a new
-    one (published on 127.0.0.1 as the docker driver publishes) and wait for its /health. FLEET
-    containers, labelled like ours (so the bench's clean-up removes them) but of no service the
-    console knows, so no controller touches them."""
+    """What the engine itself needs, with no console: kill a container and, the moment its `die`
+    event arrives (what our controller waits for too), create and start a new one (published on
+    127.0.0.1 as the docker driver publishes) until its /health answers. FLEET containers, labelled
+    like ours (so the bench's clean-up removes them) but of a service the console does not know, so
+    no controller touches them."""
 
     def __init__(self, client, image: str, selector: dict) -> None:  # type: ignore[no-untyped-def]
+        import docker
+
         self.api, self.image = client.api, image
         self.labels = {**dict(label.split("=", 1) for label in selector["label"]), "hmsmgmt.service": "bench-floor"}
+        self.deaths: queue.SimpleQueue[str] = queue.SimpleQueue()
+        events = docker.from_env(timeout=None, version="auto").api.events(
+            filters={"type": "container", "event": ["die"], "label": ["hmsmgmt.service=bench-floor"]}, decode=True
+        )
+        threading.Thread(target=lambda: [self.deaths.put(e["id"]) for e in events], daemon=True).start()
         self.fleet = [self.start()[0] for _ in range(FLEET)]
 
     def start(self) -> tuple[str, int]:
@@ -215,11 +225,15 @@ class EngineFloor:
     def kill_and_time(self) -> float:
         victim = self.fleet.pop(0)
         started = time.monotonic()
-        self.api.kill(victim)
+        killer = threading.Thread(target=self.api.kill, args=(victim,))
+        killer.start()
+        while self.deaths.get(timeout=30) != victim:
+            pass
         cid, port = self.start()
         while not healthy("127.0.0.1", port):
             time.sleep(0.005)
         elapsed = time.monotonic() - started
+        killer.join()
         self.api.remove_container(victim, force=True)
         self.fleet.append(cid)
         time.sleep(1.0)
