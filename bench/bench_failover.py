@@ -5,7 +5,7 @@
      starts a new container at once (recording the fail-over meanwhile); the time ends when the new
      Instance row is `running` (the console routes to it) and that instance answers /health;
    - Swarm: the engine's own task restart (its default restart policy, as operators run it);
-   - for reference, the engine's own floor: no console at all; on the `die` event, a bare
+   - for reference, bare docker: no console at all, a plain script that on the `die` event runs
      `docker create` + `docker start` of a new container (ports as ours) until its first /health.
    Rounds alternate between the three; target: ours <= 0.5x Swarm's time. Then the same with a
    warm spare (HMS_DOCKER_WARM_SPARES=1, off by default: one extra running container per service).
@@ -107,8 +107,8 @@ def main() -> None:
         for driver in ("docker", "swarm"):
             actions.scale_service(services[driver], FLEET, actor="system:bench")
             converge_until(services[driver], lambda s=services[driver]: engine_running(s) == FLEET)
-        times: dict[str, list[float]] = {"docker": [], "docker+spare": [], "swarm": [], "floor": []}
-        floor = EngineFloor(client, settings.HMS_SAMPLE_IMAGE, selector)
+        times: dict[str, list[float]] = {"docker": [], "docker+spare": [], "swarm": [], "bare": []}
+        bare = BareDocker(client, settings.HMS_SAMPLE_IMAGE, selector)
         # Phase 1: our controller as configured by default, rounds alternating with Swarm's restart.
         with Controller(env, "plain"):
             # Kill only instances that lived past actions.EARLY_DEATH: a young death counts toward
@@ -118,7 +118,7 @@ def main() -> None:
             for _round in range(ROUNDS):
                 times["docker"].append(kill_and_time(client, "docker", services["docker"]))
                 times["swarm"].append(kill_and_time(client, "swarm", services["swarm"]))
-                times["floor"].append(floor.kill_and_time())
+                times["bare"].append(bare.kill_and_time())
         # Phase 2: the same with one warm spare per docker service (HMS_DOCKER_WARM_SPARES=1).
         with Controller({**env, "HMS_DOCKER_WARM_SPARES": "1"}, "spare"):
             wait_for_spare(client, selector)
@@ -146,7 +146,7 @@ def main() -> None:
         "docker": "docker (our controller)",
         "docker+spare": "docker + warm spare",
         "swarm": "swarm (its own restart)",
-        "floor": "engine floor (no console)",
+        "bare": "bare docker (no console)",
     }
     for driver, values in times.items():
         label = labels[driver]
@@ -155,10 +155,10 @@ def main() -> None:
             f"min {min(values):6.2f}  max {max(values):6.2f}"
         )
     swarm = statistics.median(times["swarm"])
-    for key in ("docker", "docker+spare", "floor"):
+    for key in ("docker", "docker+spare", "bare"):
         ratio = statistics.median(times[key]) / swarm
         verdict = (
-            "reference: no console" if key == "floor" else (f"target <= 0.5x -> {'OK' if ratio <= 0.5 else 'MISSED'}")
+            "reference: no console" if key == "bare" else (f"target <= 0.5x -> {'OK' if ratio <= 0.5 else 'MISSED'}")
         )
         print(f"ratio {labels[key]} / swarm (median): {ratio:.2f}x  ({verdict})")
 
@@ -190,8 +190,8 @@ class Controller:
             self.proc.wait(timeout=10)
 
 
-class EngineFloor:
-    """What the engine itself needs, with no console: kill a container and, the moment its `die`
+class BareDocker:
+    """What the engine needs without any console: kill a container and, the moment its `die`
     event arrives (what our controller waits for too), create and start a new one (published on
     127.0.0.1 as the docker driver publishes) until its /health answers. FLEET containers, labelled
     like ours (so the bench's clean-up removes them) but of a service the console does not know, so
@@ -201,10 +201,10 @@ class EngineFloor:
         import docker
 
         self.api, self.image = client.api, image
-        self.labels = {**dict(label.split("=", 1) for label in selector["label"]), "hmsmgmt.service": "bench-floor"}
+        self.labels = {**dict(label.split("=", 1) for label in selector["label"]), "hmsmgmt.service": "bench-bare"}
         self.deaths: queue.SimpleQueue[str] = queue.SimpleQueue()
         events = docker.from_env(timeout=None, version="auto").api.events(
-            filters={"type": "container", "event": ["die"], "label": ["hmsmgmt.service=bench-floor"]}, decode=True
+            filters={"type": "container", "event": ["die"], "label": ["hmsmgmt.service=bench-bare"]}, decode=True
         )
         threading.Thread(target=lambda: [self.deaths.put(e["id"]) for e in events], daemon=True).start()
         self.fleet = [self.start()[0] for _ in range(FLEET)]
