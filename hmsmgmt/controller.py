@@ -28,10 +28,15 @@ class Controller:
         # Set by SIGTERM/SIGINT: the loop finishes its tick and returns, instead of being cut off
         # mid-query by an exception (which can leave a lock or a connection half-released).
         self.stopping = threading.Event()
+        # Set while the fail-over thread replaces a reported death: the tick steps aside between
+        # services (bounded), leaving the machine's CPU to that replacement's container start.
+        self.failing_over = threading.Event()
 
     def tick(self) -> None:
         close_old_connections()
+        yield_until = time.monotonic() + 2.0  # a tick steps aside for 2 s at most
         for svc_id, name, driver in Service.objects.values_list("id", "name", "driver"):
+            self._yield_to_failover(yield_until)
             self.converge(svc_id, name, driver)
         try:
             engine.sweep_due()  # expired leases, approval deadlines, retries whose backoff passed
@@ -59,6 +64,10 @@ class Controller:
             pass  # a web request is converging this service right now
         except Exception:
             log.exception("reconcile of %s failed", name)
+
+    def _yield_to_failover(self, until: float) -> None:
+        while self.failing_over.is_set() and time.monotonic() < until and not self.stopping.is_set():
+            time.sleep(0.01)
 
     def converge_reported(self, names: set[str]) -> None:
         """Services whose engine just reported a death: fail over now, not at the next tick."""
@@ -88,12 +97,15 @@ class Controller:
                 reported = reconcile.wait_urgent(0.2)
                 if not reported:
                     continue
+                self.failing_over.set()
                 try:
                     self.converge_reported(reported)
                 except Exception:  # the database went away, say: the tick is the safety net
                     log.exception("fail-over of %s failed", ", ".join(sorted(reported)))
                     checked = 0.0
                     done.wait(1.0)
+                finally:
+                    self.failing_over.clear()
         finally:
             connection.close()
 

@@ -63,3 +63,18 @@ def test_a_reported_death_does_not_wait_for_the_tick_in_progress(demo, monkeypat
         loop.stopping.set()
         runner.join(timeout=10)
     assert not runner.is_alive()
+
+
+def test_the_tick_steps_aside_while_a_fail_over_runs_but_not_for_long() -> None:
+    loop = controller_module.Controller()
+    started = time.monotonic()
+    loop._yield_to_failover(started + 5)
+    assert time.monotonic() - started < 0.05  # nothing in flight: no wait
+    loop.failing_over.set()
+    threading.Timer(0.2, loop.failing_over.clear).start()
+    loop._yield_to_failover(time.monotonic() + 5)
+    assert 0.15 < time.monotonic() - started < 1.0  # until the fail-over is done
+    loop.failing_over.set()
+    started = time.monotonic()
+    loop._yield_to_failover(started + 0.2)
+    assert 0.15 < time.monotonic() - started < 1.0  # and never past the bound
