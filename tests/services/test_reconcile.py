@@ -42,6 +42,7 @@ def test_crash_loop_backs_off_exponentially_capped_and_shows_it(clients, tokens,
             reconcile.converge(svc.pk, component="test")
             svc.refresh_from_db()
             return svc.failure_streak >= n
+
         return check
 
     delays: list[int] = []
@@ -144,8 +145,9 @@ def test_driver_change_process_to_docker_rolls_over_one_at_a_time(demo, docker_c
 
     wait_for(moved, timeout=90, interval=0.2, message="both instances moved to docker")
     assert max(totals) <= 3
-    assert set(Instance.objects.filter(service=svc, state=Instance.State.RUNNING).values_list("driver", flat=True)) \
-        == {"docker"}
+    assert set(Instance.objects.filter(service=svc, state=Instance.State.RUNNING).values_list("driver", flat=True)) == {
+        "docker"
+    }
 
 
 @pytest.mark.django_db(transaction=True)
