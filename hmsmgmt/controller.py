@@ -4,7 +4,6 @@ whose worker died. Second-grained, so it lives here rather than in django-q2's m
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 
@@ -78,9 +77,6 @@ class Controller:
         """Deaths reported by an engine are converged on this thread, the moment they arrive: not
         after the tick in progress (a tick over every service takes a good 100 ms). The per-service
         lock keeps it and the tick from converging one service at the same time."""
-        # A pass reacquires the GIL after every query and engine call; with the tick's thread busy in
-        # Python, the default 5 ms switch interval can add that much to each of them.
-        sys.setswitchinterval(0.001)
         checked = 0.0
         try:
             while not done.is_set():
