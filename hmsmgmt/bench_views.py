@@ -36,8 +36,7 @@ def scale_floor(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"error": "unauthorized"}, status=401)
     body = json.loads(request.body)
     with transaction.atomic():
-        # Entry first, UPDATE last, as scale_service does: the row lock is held only until COMMIT.
+        Service.objects.filter(name=body["service"]).update(desired_instances=body["instances"])
         record("bench.scale_floor", actor=token.user, target_type="services.service", target_id=body["service"],
                payload={"to": body["instances"], "floor": True})
-        Service.objects.filter(name=body["service"]).update(desired_instances=body["instances"])
     return JsonResponse({"service": body["service"], "desired": body["instances"]})

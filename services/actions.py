@@ -101,10 +101,6 @@ def scale_service(
                            payload={**payload, "decision": decision.as_dict()})
                     return outcome
                 now = timezone.now()
-                # The entry first, the UPDATE last: the row lock (concurrent scales of one service
-                # queue on it) is then held only from the UPDATE to the COMMIT. A row that moved on
-                # rolls this attempt back, its entry included.
-                record("scale", actor=actor, target=svc, payload=payload)
                 # The row must still hold what the decision and the entry ("from") rest on: the
                 # count, and the last scaling time only when a cooldown was judged (otherwise
                 # concurrent re-asserts of one count would all fall back to the locked pass).
@@ -113,6 +109,11 @@ def scale_service(
                     unchanged = unchanged.filter(last_scaled_at=svc.last_scaled_at)
                 if not unchanged.update(desired_instances=instances, last_scaled_at=now):
                     raise _RowMoved
+                # The entry after the UPDATE, under the row lock it took: entries of one service are
+                # then numbered in the order their changes commit, so each "from" is the "to" of
+                # the entry before it. (Written first, a re-assert that committed earlier could be
+                # sealed after a change that committed later.)
+                record("scale", actor=actor, target=svc, payload=payload)
                 svc.desired_instances, svc.last_scaled_at = instances, now
                 return outcome
         except _RowMoved:
