@@ -13,16 +13,12 @@ from django.contrib.auth.models import Group, User
 from django.db import models, transaction
 
 from audit.actions import record
-from audit.models import AuditCheckpoint, AuditEntry
+from audit.models import AuditCheckpoint, AuditEntry, AuditVerification
 
 
-@admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
-    """Read-only: the log is append-only, even for superusers."""
-
-    list_display = ("id", "seq", "created_at", "actor", "action", "outcome", "target_type", "target_id")
-    list_filter = ("action", "outcome", "target_type")
-    search_fields = ("actor", "target_id", "request_id")
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """For records only the console writes (through its apps' actions, audited): viewable in admin,
+    never added, changed or deleted there, which would bypass the actions and their audit entries."""
 
     def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[override]
         return False
@@ -32,6 +28,23 @@ class AuditEntryAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[override]
         return False
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    """Read-only: the log is append-only, even for superusers."""
+
+    list_display = ("id", "seq", "created_at", "actor", "action", "outcome", "target_type", "target_id")
+    list_filter = ("action", "outcome", "target_type")
+    search_fields = ("actor", "target_id", "request_id")
+
+
+@admin.register(AuditVerification)
+class AuditVerificationAdmin(ReadOnlyAdmin):
+    """Chain verifications asked for from the audit page ("Verify chain") and their results."""
+
+    list_display = ("id", "requested_by", "created_at", "finished_at", "status", "checked", "bad_seq", "pending")
+    list_filter = ("status",)
 
 
 @admin.register(AuditCheckpoint)

@@ -1,7 +1,8 @@
 from django.contrib import admin, messages
 
+from audit.admin import ReadOnlyAdmin
 from hmsmgmt import actions
-from hmsmgmt.models import ApiToken
+from hmsmgmt.models import ApiToken, LoginFailure
 
 
 @admin.register(ApiToken)
@@ -24,3 +25,11 @@ class ApiTokenAdmin(admin.ModelAdmin):
         for token in queryset:
             actions.revoke_api_token(token, actor=request.user)
         messages.success(request, f"Revoked {queryset.count()} token(s).")
+
+
+@admin.register(LoginFailure)
+class LoginFailureAdmin(ReadOnlyAdmin):
+    """Failed sign-ins counted by the lockout (kept for twice its window; each is also audited)."""
+
+    list_display = ("id", "username", "ip", "at")
+    search_fields = ("username", "ip")
