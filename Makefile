@@ -16,8 +16,9 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 # The console on the embedded default: SQLite under var/, process driver, ORM broker.
+# `make up DRIVER=docker` (or swarm) runs the demo fleet on a Docker engine instead of processes.
 up: install
-	HMS_DEBUG=$${HMS_DEBUG:-1} $(PY) manage.py up
+	HMS_DEBUG=$${HMS_DEBUG:-1} $(PY) manage.py up $(if $(DRIVER),--driver $(DRIVER))
 
 # The suite runs on whatever DATABASE_URL says (SQLite by default; .ci/run runs it on PostgreSQL too).
 test: install

@@ -17,6 +17,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from hmsmgmt.actions import create_api_token
+from services.models import Service
 from services.reconcile import stop_local_instances
 
 
@@ -74,6 +75,13 @@ class Command(BaseCommand):
                     proc.kill()
             stopped = stop_local_instances(component="up")
             self.stdout.write(f"stopped web, worker, controller and {stopped} sample instance(s)")
+            # Containers and Swarm services belong to their engine, which keeps them serving (as
+            # after any console restart); say so rather than let "0 instances" mislead.
+            engines = sorted(set(Service.objects.exclude(driver=Service.Driver.PROCESS)
+                                 .filter(desired_instances__gt=0).values_list("driver", flat=True)))
+            if engines:
+                self.stdout.write(f"instances on {' and '.join(engines)} keep running on their engine; "
+                                  "scale them to 0 to stop them")
 
     def _ensure_admin(self) -> None:
         User = get_user_model()
