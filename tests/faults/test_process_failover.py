@@ -36,8 +36,15 @@ def test_kill_9_of_a_process_instance_is_replaced_and_audited(client, tokens, de
     entry = AuditEntry.objects.get(action="failover", target_id=str(svc.pk))
     assert entry.actor == "system:controller" and entry.payload["ref"] == victim.ref
     assert f"process instance {victim.ref}" in entry.payload["cause"]
-    alive = [o for o in ProcessDriver().list_instances(svc.spec()) if o.alive]
-    assert len(alive) == 2 and victim.ref not in {o.ref for o in alive}
+    def two_live_processes() -> bool:
+        alive = [o for o in ProcessDriver().list_instances(svc.spec()) if o.alive]
+        return len(alive) == 2 and victim.ref not in {o.ref for o in alive}
+
+    # Bounded: once in several batch runs the listing showed one live process for a moment after
+    # the rows said two were running (not reproduced alone; see the session notes). Two, without
+    # the victim, must hold within seconds all the same.
+    wait_for(two_live_processes, timeout=10, interval=0.1,
+             message=f"two live processes; rows: {list(svc.instances.values_list('id', 'ref', 'state'))}")
     for inst in Instance.objects.filter(service=svc, state=Instance.State.RUNNING):
         assert requests.get(f"http://{inst.host}:{inst.port}/health", timeout=2).json()["instance"] == str(inst.pk)
     # A death after a healthy life is not a crash loop.
