@@ -34,6 +34,20 @@ def _gone(pid: int) -> bool:
     return state == "Z"
 
 
+def _processes_with(marker: bytes) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid() or _gone(int(entry.name)):
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")[:100]
+                found.append(f"{entry.name}: {cmdline!r}")
+        except OSError:
+            continue
+    return found
+
+
 def test_up_serves_the_chapter_calls_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("HMS_TESTING", "HMS_TEST_DB_SUFFIX")}
@@ -87,6 +101,11 @@ def test_up_serves_the_chapter_calls_and_ctrl_c_stops_everything(tmp_path: Path)
             proc.wait(timeout=10)
             raise AssertionError("up did not stop within 40 s of Ctrl-C") from None
     wait_for(lambda: all(_gone(p) for p in pids), timeout=15, message="sample instances stopped")
+    # Nothing of this console outlives it: web (master and workers), worker, controller all carry
+    # its HMS_VAR_DIR in their environment.
+    marker = f"HMS_VAR_DIR={tmp_path}".encode()
+    wait_for(lambda: not _processes_with(marker), timeout=15,
+             message=f"every console process gone ({_processes_with(marker)})")
     assert "stopped web, worker, controller and" in log.read_text(errors="replace")
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{base}/login/", timeout=2)

@@ -39,12 +39,19 @@ class Command(BaseCommand):
         manage = str(settings.BASE_DIR / "manage.py")
         env = {**os.environ}
         bind = f"{options['host']}:{options['port']}"
+        # Each child in a process group of its own: Ctrl-C reaches only this command, which then
+        # asks each child once (SIGTERM) to stop. Sharing the terminal's group, gunicorn's workers
+        # got the terminal's SIGINT and then their master's quit signal too; a gthread worker
+        # handling the second inside the first deadlocks in its pool's shutdown and, its master
+        # gone, keeps the port forever (seen as an orphaned worker still listening on it).
+        def start(*argv: str) -> subprocess.Popen:
+            return subprocess.Popen(list(argv), env=env, cwd=settings.BASE_DIR, start_new_session=True)
+
         procs = {
-            "web": subprocess.Popen([python, "-m", "gunicorn", "hmsmgmt.wsgi", "-b", bind, "-w", "2",
-                                     "--threads", "4", "--timeout", "60", "--access-logfile", "-"],
-                                    env=env, cwd=settings.BASE_DIR),
-            "worker": subprocess.Popen([python, manage, "qcluster"], env=env, cwd=settings.BASE_DIR),
-            "controller": subprocess.Popen([python, manage, "controller"], env=env, cwd=settings.BASE_DIR),
+            "web": start(python, "-m", "gunicorn", "hmsmgmt.wsgi", "-b", bind, "-w", "2", "--threads", "4",
+                         "--timeout", "60", "--graceful-timeout", "10", "--access-logfile", "-"),
+            "worker": start(python, manage, "qcluster"),
+            "controller": start(python, manage, "controller"),
         }
         self.stdout.write(self.style.SUCCESS(f"\nhmsmgmt console: http://{bind}/   (API docs: http://{bind}/mgmt/docs)"))
         self.stdout.write("Press Ctrl-C to stop the console and every sample instance it started.\n")
@@ -54,8 +61,9 @@ class Command(BaseCommand):
             nonlocal stopping
             stopping = True
 
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
+        # SIGHUP too: with the children in their own groups, a closed terminal reaches only us.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, on_signal)
         try:
             while not stopping:
                 for name, proc in procs.items():
@@ -68,11 +76,18 @@ class Command(BaseCommand):
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + 15
-            for proc in procs.values():
+            for name, proc in procs.items():
                 try:
                     proc.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    proc.kill()
+                    self.stderr.write(f"{name} did not stop within 15 s; killing it")
+                # The whole group, whatever happened: a worker of a master that is gone must not
+                # stay behind holding the port.
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(timeout=5)
             stopped = stop_local_instances(component="up")
             self.stdout.write(f"stopped web, worker, controller and {stopped} sample instance(s)")
             # Containers and Swarm services belong to their engine, which keeps them serving (as
