@@ -163,6 +163,22 @@ def spawn(tmp_path: Path) -> Iterator:
         proc.stop()
 
 
+@pytest.fixture
+def demo_fleet(demo, stop_local_instances, spawn):  # type: ignore[no-untyped-def]
+    """The demo services at one running instance each, with a real controller and a real
+    qcluster (two workers); yields the qcluster process (its output explains a failed run)."""
+    from services.actions import scale_service
+    from services.models import Instance, Service
+
+    spawn("controller")
+    cluster = spawn("qcluster", HMS_Q_WORKERS="2")
+    for svc in Service.objects.filter(name__in=["HMS-SVC", "analytics", "HMS-API"]):
+        assert scale_service(svc, 1, actor="system:test").decision.allowed
+    wait_for(lambda: Instance.objects.filter(state=Instance.State.RUNNING).count() == 3, timeout=60,
+             interval=0.2, message="one running instance of each sample service")
+    return cluster
+
+
 def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05, message: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

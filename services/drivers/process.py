@@ -64,7 +64,8 @@ def _read_environ(pid: int) -> dict[str, str] | None:
     return env
 
 
-def _is_zombie(pid: int) -> bool:
+def exited(pid: int) -> bool:
+    """Gone, or a zombie its parent has not reaped yet: either way no longer running."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -171,7 +172,7 @@ class ProcessDriver:
         deadline = time.monotonic() + grace_seconds
         while time.monotonic() < deadline:
             _reap()
-            if _is_zombie(pid) or not Path(f"/proc/{pid}").exists():
+            if exited(pid) or not Path(f"/proc/{pid}").exists():
                 return
             time.sleep(0.02)
         try:
@@ -197,7 +198,7 @@ class ProcessDriver:
                     continue
             except ProcessLookupError:
                 continue
-            zombie = _is_zombie(pid)
+            zombie = exited(pid)
             cpu, memory = (None, None) if zombie else _usage(pid)
             found.append(
                 Observed(

@@ -7,8 +7,6 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import User
 
-from services.actions import scale_service
-from services.models import Instance, Service
 from tests.conftest import wait_for
 from tests.e2e.conftest import login
 from workflows.models import StepRun, WorkflowRun
@@ -17,14 +15,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(trans
               pytest.mark.timeout(180)]
 
 
-def test_launch_reporting_flow_and_watch_it_finish(live_server, page, demo, stop_local_instances, spawn) -> None:
+def test_launch_reporting_flow_and_watch_it_finish(live_server, page, demo_fleet) -> None:
     User.objects.create_superuser("alice", "alice@example.org", "pw-alice-123")
-    spawn("controller")
-    cluster = spawn("qcluster", HMS_Q_WORKERS="2")
-    for svc in Service.objects.filter(name__in=["HMS-SVC", "analytics", "HMS-API"]):
-        assert scale_service(svc, 1, actor="system:test").decision.allowed
-    wait_for(lambda: Instance.objects.filter(state=Instance.State.RUNNING).count() == 3, timeout=60,
-             interval=0.2, message="one running instance of each sample service")
+    cluster = demo_fleet
 
     login(page, live_server, "alice", "pw-alice-123")
     page.goto(f"{live_server.url}/flows/")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from services.drivers.process import exited
 from tests.conftest import ROOT, wait_for
 
 pytestmark = pytest.mark.slow
@@ -26,18 +27,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state == "Z"
-
-
 def _processes_with(marker: bytes) -> list[str]:
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid() or _gone(int(entry.name)):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid() or exited(int(entry.name)):
             continue
         try:
             if marker in (entry / "environ").read_bytes().split(b"\0"):
@@ -91,7 +84,7 @@ def test_up_serves_the_chapter_calls_and_ctrl_c_stops_everything(tmp_path: Path)
         for svc in services:
             detail = requests.get(f"{base}/mgmt/services/{svc['name']}", headers=auth, timeout=10).json()
             pids += [int(i["ref"]) for i in detail["instances"] if i["state"] in ("running", "starting")]
-        assert len(pids) >= 3 and all(not _gone(p) for p in pids)
+        assert len(pids) >= 3 and all(not exited(p) for p in pids)
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
         try:
@@ -100,7 +93,7 @@ def test_up_serves_the_chapter_calls_and_ctrl_c_stops_everything(tmp_path: Path)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
             raise AssertionError("up did not stop within 40 s of Ctrl-C") from None
-    wait_for(lambda: all(_gone(p) for p in pids), timeout=15, message="sample instances stopped")
+    wait_for(lambda: all(exited(p) for p in pids), timeout=15, message="sample instances stopped")
     # Nothing of this console outlives it: web (master and workers), worker, controller all carry
     # its HMS_VAR_DIR in their environment.
     marker = f"HMS_VAR_DIR={tmp_path}".encode()

@@ -6,7 +6,7 @@ import pytest
 
 from audit.models import AuditEntry
 from services import actions
-from services.drivers.process import ProcessDriver
+from services.drivers.process import ProcessDriver, exited
 from services.models import Instance, Service
 from tests.conftest import api, wait_for
 
@@ -29,13 +29,6 @@ def test_deleting_a_service_stops_its_processes_and_is_audited(client, personas,
     assert not Instance.objects.filter(ref__in=[str(p) for p in pids]).exists()
     assert [o for o in ProcessDriver().list_instances(spec) if o.alive] == []
 
-    def gone(pid: int) -> bool:
-        try:
-            state = open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0]
-        except FileNotFoundError:
-            return True
-        return state == "Z"
-
-    wait_for(lambda: all(gone(p) for p in pids), timeout=10, message="processes stopped")
+    wait_for(lambda: all(exited(p) for p in pids), timeout=10, message="processes stopped")
     entry = AuditEntry.objects.filter(action="service.delete").latest("pk")
     assert entry.payload == {"name": "HMS-API", "engines": ["process"]} and entry.actor == "alice"

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from services import reconcile
-from services.drivers.process import ProcessDriver
+from services.drivers.process import ProcessDriver, exited
 from services.models import Instance, Service
 from services.reconcile import stop_local_instances as shutdown_local
 from tests.conftest import api
@@ -48,7 +48,7 @@ def test_scale_to_three_then_zero_leaves_exactly_that_many_processes(
     assert resp.json()["running"] == 0
     assert _live_pids("HMS-SVC") == []
     for pid in pids:
-        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] == "Z"
+        assert exited(pid)
 
 
 def test_scaling_again_to_the_same_count_starts_nothing_new(client, personas, tokens, demo, stop_local_instances):

@@ -8,22 +8,15 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from services.actions import scale_service
-from services.models import Instance, Service
 from tests.conftest import api, wait_for
 from workflows.models import StepRun, WorkflowRun
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
 
-def test_reporting_and_fan_out_flows_succeed_on_real_instances(demo, stop_local_instances, spawn) -> None:
+def test_reporting_and_fan_out_flows_succeed_on_real_instances(demo_fleet) -> None:
     alice = User.objects.create_superuser("alice", "alice@example.org", "pw-alice-123")
-    spawn("controller")
-    cluster = spawn("qcluster", HMS_Q_WORKERS="2")
-    for svc in Service.objects.filter(name__in=["HMS-SVC", "analytics", "HMS-API"]):
-        assert scale_service(svc, 1, actor="system:test").decision.allowed
-    wait_for(lambda: Instance.objects.filter(state=Instance.State.RUNNING).count() == 3, timeout=60,
-             interval=0.2, message="one running instance of each sample service")
+    cluster = demo_fleet
     client = Client()
     client.force_login(alice)
     ids = {}
