@@ -89,11 +89,11 @@ class UnstorableInputMiddleware:
             for key, values in data.lists():
                 for text in (key, *values):
                     if isinstance(text, str) and (why := text_problem(text)) is not None:
-                        return f"{label} '{text_problem_safe(key)}' {why}"
+                        return f"{label} '{_echoable(key)}' {why}"
         return None
 
 
-def text_problem_safe(text: str) -> str:
+def _echoable(text: str) -> str:
     """A field name fit to echo back: the offending characters replaced."""
     return text.replace("\x00", "\\0").encode("utf-8", "replace").decode("utf-8")[:60]
 

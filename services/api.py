@@ -161,8 +161,7 @@ def scale(request: HttpRequest, payload: ScaleIn, dry_run: bool = False) -> Any:
     else:
         # Same count again: nothing for the engine to do now, and the counts read with the
         # service are the answer (no second query on the hot path of a re-assert).
-        st = reconcile.Status(svc.desired_instances, svc.live_running, svc.live_starting,
-                              bool(svc.backoff_until and svc.backoff_until > timezone.now()))
+        st = reconcile.status(svc, live=(svc.live_running, svc.live_starting))
     return {
         "service": svc.name,
         "previous": outcome.previous,

@@ -88,14 +88,15 @@ def _probe(host: str, port: int | None, health_path: str) -> bool:
     return resp.status_code == 200
 
 
-def status(service: Service) -> Status:
-    counts = {s: 0 for s in Instance.State}
-    for state in service.instances.filter(state__in=Instance.LIVE_STATES).values_list("state", flat=True):
-        counts[state] += 1
+def status(service: Service, *, live: tuple[int, int] | None = None) -> Status:
+    """live: (running, starting) when the caller read them already (with the service itself)."""
+    if live is None:
+        counts = {s: 0 for s in Instance.State}
+        for state in service.instances.filter(state__in=Instance.LIVE_STATES).values_list("state", flat=True):
+            counts[state] += 1
+        live = (counts[Instance.State.RUNNING], counts[Instance.State.STARTING])
     backing_off = bool(service.backoff_until and service.backoff_until > timezone.now())
-    return Status(
-        service.desired_instances, counts[Instance.State.RUNNING], counts[Instance.State.STARTING], backing_off
-    )
+    return Status(service.desired_instances, live[0], live[1], backing_off)
 
 
 def converge(
