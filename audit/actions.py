@@ -13,6 +13,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from audit import events
 from audit.context import current_context, mark_audited
 from audit.models import AuditEntry, AuditVerification
 
@@ -97,5 +98,5 @@ def request_verification(*, actor: Any) -> AuditVerification:
     with transaction.atomic():
         name, _ = actor_label(actor)
         verification = AuditVerification.objects.create(requested_by=name)
-        record("audit.verify", actor=actor, target=verification, payload={"verification": verification.pk})
+        record(events.AUDIT_VERIFY, actor=actor, target=verification, payload={"verification": verification.pk})
     return verification

@@ -12,22 +12,10 @@ from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
 from django.db import models, transaction
 
+from audit import events
 from audit.actions import record
 from audit.models import AuditCheckpoint, AuditEntry, AuditVerification
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """For records only the console writes (through its apps' actions, audited): viewable in admin,
-    never added, changed or deleted there, which would bypass the actions and their audit entries."""
-
-    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[override]
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[override]
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[override]
-        return False
+from core.admin import ReadOnlyAdmin
 
 
 @admin.register(AuditEntry)
@@ -137,7 +125,7 @@ class AuditedUserAdmin(AuditedAdminMixin, UserAdmin):
             if request.method == "POST" and response.status_code == 302:
                 user = self.get_object(request, id)
                 if user is not None:
-                    record("user.password_change", actor=request.user, target=user,
+                    record(events.USER_PASSWORD_CHANGE, actor=request.user, target=user,
                            payload={"username": user.get_username()})
         return response
 

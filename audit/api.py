@@ -12,7 +12,8 @@ from ninja import Router
 
 from audit import export, filters
 from audit.models import AuditEntry
-from audit.views import can_view_audit
+from audit.selectors import can_view_audit
+from core.http import json_error
 
 router = Router(tags=["audit"])
 
@@ -23,7 +24,7 @@ def _auditor(request: HttpRequest) -> None:
 
 
 def _bad_filter(exc: filters.FilterError) -> JsonResponse:
-    return JsonResponse({"error": "invalid_filter", "detail": str(exc), "field": exc.field}, status=400)
+    return json_error(400, "invalid_filter", str(exc), field=exc.field)
 
 
 @router.get("/audit", summary="List audit entries, newest first",
@@ -46,8 +47,7 @@ def list_entries(request: HttpRequest) -> Any:
 def export_entries(request: HttpRequest, format: str = "csv") -> HttpResponse:  # noqa: A002
     _auditor(request)
     if format not in ("csv", "jsonl"):
-        return JsonResponse({"error": "invalid_filter", "detail": "format must be csv or jsonl", "field": "format"},
-                            status=400)
+        return json_error(400, "invalid_filter", "format must be csv or jsonl", field="format")
     try:
         f = filters.parse(request.GET)
     except filters.FilterError as exc:
@@ -68,5 +68,5 @@ def get_entry(request: HttpRequest, entry_id: int) -> Any:
     _auditor(request)
     entry = AuditEntry.objects.filter(pk=entry_id).first()
     if entry is None:
-        return JsonResponse({"error": "not_found", "detail": f"No audit entry {entry_id}."}, status=404)
+        return json_error(404, "not_found", f"No audit entry {entry_id}.")
     return export.row({name: getattr(entry, name) for name in export.COLUMNS})

@@ -15,6 +15,7 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from audit import events
 from audit.models import AuditEntry
 
 FILTER_NAMES = ("actor", "action", "target", "outcome", "since", "until", "q", "seq")
@@ -107,7 +108,8 @@ def apply(qs: QuerySet, f: AuditFilter) -> QuerySet:
         t = v["target"]
         ttype, sep, tid = t.partition(":")
         if sep and "." in ttype:
-            qs = qs.filter(target_type=ttype, target_id=tid) if tid else qs.filter(target_type=ttype)
+            types = events.target_types(ttype)  # the model's older label too
+            qs = qs.filter(target_type__in=types, target_id=tid) if tid else qs.filter(target_type__in=types)
         else:
             qs = qs.filter(Q(target_repr__icontains=t) | Q(target_id=t) | Q(target_type=t))
     if v["outcome"]:

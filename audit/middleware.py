@@ -21,6 +21,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
+from audit import events
 from audit.context import reset_context, set_context
 
 REFUSALS = (401, 403, 429)
@@ -86,7 +87,7 @@ def record_refusal(request: HttpRequest, response: HttpResponse) -> None:
     user = getattr(request, "user", None)
     try:
         with transaction.atomic():
-            record("access.refused", actor=user, outcome=AuditEntry.Outcome.DENIED, payload=payload)
+            record(events.ACCESS_REFUSED, actor=user, outcome=AuditEntry.Outcome.DENIED, payload=payload)
     except DatabaseError:
         # The caller is refused either way; a database hiccup must not turn a 401 into a 500.
         log.exception("could not audit a %s refusal of %s %s", response.status_code, request.method, request.path)

@@ -14,12 +14,10 @@ Run by the controller (a background thread, so a slow reconcile does not delay s
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
-from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.chain import GENESIS, HASHED_FIELDS, OPTIONAL_HASHED_FIELDS, entry_hash
@@ -104,36 +102,10 @@ def pending_count() -> int:
     return AuditEntry.objects.filter(seq__isnull=True).count()
 
 
-# --- in the controller --------------------------------------------------------------------------
-class BackgroundSealer(threading.Thread):
-    """Seals every HMS_AUDIT_SEAL_INTERVAL_MS and writes due checkpoints, on its own connection,
-    so sealing lag stays bounded even while a controller tick waits on a slow engine."""
-
-    def __init__(self, interval: float | None = None) -> None:
-        super().__init__(name="audit-sealer", daemon=True)
-        self.interval = interval if interval is not None else settings.HMS_AUDIT_SEAL_INTERVAL_MS / 1000
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        from audit.checkpoints import maybe_checkpoint
-
-        while not self.stopping.is_set():
-            try:
-                close_old_connections()
-                seal_pending()
-                maybe_checkpoint()
-            except Exception:
-                log.exception("audit sealing failed; retrying")
-            self.stopping.wait(self.interval)
-        connection.close()
-
-    def stop(self, timeout: float = 5) -> None:
-        self.stopping.set()
-        self.join(timeout)
-
-
+# --- in the controller (the "sealer" loop of core.loops, registered in audit/apps.py) ----------
 def tick() -> None:
-    """One sealing pass plus a due checkpoint; what the controller calls each tick."""
+    """One sealing pass plus a due checkpoint: the controller's one sealer, on a loop of its own so
+    sealing lag stays bounded even while a reconcile pass waits on a slow engine."""
     from audit.checkpoints import maybe_checkpoint
 
     started = time.monotonic()

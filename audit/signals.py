@@ -11,6 +11,7 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from audit import events
 from audit.context import request_state
 
 
@@ -27,7 +28,7 @@ def on_login(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     from audit.actions import record
 
     with transaction.atomic():
-        record("auth.login", actor=user, target=user, payload={"username": user.get_username()})
+        record(events.AUTH_LOGIN, actor=user, target=user, payload={"username": user.get_username()})
 
 
 @receiver(user_logged_out, dispatch_uid="audit.logout")
@@ -37,7 +38,7 @@ def on_logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     from audit.actions import record
 
     with transaction.atomic():
-        record("auth.logout", actor=user, target=user, payload={"username": user.get_username()})
+        record(events.AUTH_LOGOUT, actor=user, target=user, payload={"username": user.get_username()})
 
 
 # --- guardian object permissions edited in Django admin ------------------------------------------

@@ -19,21 +19,14 @@ from audit import filters
 from audit.actions import request_verification
 from audit.chain import entry_hash, hashed_values
 from audit.models import AuditCheckpoint, AuditEntry, AuditVerification
+from audit.selectors import can_view_audit
 from audit.verify import oldest_pending_age
-
-
-def can_view_audit(user: Any) -> bool:
-    return bool(user.is_active and (user.is_superuser or user.has_perm("audit.view_auditentry")))
+from core.http import htmx_partial
 
 
 def _require_auditor(request: HttpRequest) -> None:
     if not can_view_audit(request.user):
         raise PermissionDenied("Only auditors may read the audit log.")
-
-
-def _htmx_partial(request: HttpRequest) -> bool:
-    htmx = getattr(request, "htmx", None)
-    return bool(htmx) and not htmx.boosted
 
 
 def _pretty(value: Any) -> str:
@@ -92,7 +85,7 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         "pending_age": oldest_pending_age(),
     }
     status = 400 if error else 200
-    if _htmx_partial(request) and request.GET.get("part") == "table":
+    if htmx_partial(request) and request.GET.get("part") == "table":
         return render(request, "audit/_table.html", context, status=status)
     return render(request, "audit/list.html", context, status=status)
 
@@ -150,7 +143,7 @@ def verify_chain(request: HttpRequest) -> HttpResponse:
         from django_q.tasks import async_task
 
         transaction.on_commit(lambda: async_task("audit.verify.run_verification", verification.pk))
-    if _htmx_partial(request):
+    if htmx_partial(request):
         return verification_status(request, verification.pk)
     return redirect("audit-list")
 

@@ -21,8 +21,8 @@ from common import Gunicorn, env_for, fresh_database, manage, wrk_post  # noqa: 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 SETUP = """
 from django.db import connection
-from hmsmgmt.demo import load_demo
-from services.models import Service
+from console.demo import load_demo
+from fleet.models import Service
 load_demo("process")
 Service.objects.update(desired_instances=0)
 with connection.cursor() as c:

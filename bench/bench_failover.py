@@ -59,11 +59,11 @@ def main() -> None:
     import docker
     from django.conf import settings
 
-    from hmsmgmt.demo import load_demo
-    from services import actions, reconcile
-    from services.drivers import get_driver
-    from services.drivers.process import console_namespace
-    from services.models import Service
+    from console.demo import load_demo
+    from fleet import actions, reconcile
+    from fleet.drivers import get_driver
+    from fleet.drivers.process import console_namespace
+    from fleet.models import Service
 
     client = docker.from_env(timeout=10)
     if client.info().get("Swarm", {}).get("LocalNodeState") != "active":
@@ -76,7 +76,7 @@ def main() -> None:
             name=f"bench-{driver}",
             driver=driver,
             image=settings.HMS_SAMPLE_IMAGE,
-            command="{python} -m services.sample --port {port}",
+            command="{python} -m fleet.sample --port {port}",
         )
         services[driver] = actions.save_service(svc, actor="system:bench", created=True)
     selector = {"label": ["hmsmgmt.managed=true", f"hmsmgmt.namespace={console_namespace()}"]}
@@ -255,8 +255,8 @@ def kill_and_time(client, driver: str, svc) -> float:  # type: ignore[no-untyped
 
     docker: the replacement is the instance our console routes to (its row turns running) and
     answers /health. swarm: a new running task answers /health, however fast we notice it."""
-    from services.drivers import get_driver
-    from services.models import Instance
+    from fleet.drivers import get_driver
+    from fleet.models import Instance
 
     drv = get_driver(driver)
     spec = svc.spec()
@@ -283,7 +283,7 @@ def kill_and_time(client, driver: str, svc) -> float:  # type: ignore[no-untyped
 
 def wait_until_all_healthy(drv, svc) -> None:  # type: ignore[no-untyped-def]
     """Before the next kill: the fleet is back to FLEET healthy instances."""
-    from services.models import Instance
+    from fleet.models import Instance
 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

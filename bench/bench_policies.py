@@ -36,8 +36,8 @@ USERS = 8
 SETUP = f"""
 from django.contrib.auth.models import Group, User
 from django.db import connection
-from hmsmgmt.demo import load_demo
-from services.models import Service
+from console.demo import load_demo
+from fleet.models import Service
 from workflows import actions
 from workflows.models import WorkflowDefinition
 load_demo("process")

@@ -61,7 +61,7 @@ asyncio.run(main(int(sys.argv[1])))
 
 MONITOR_ONLY = """
 import signal, threading
-from services import monitoring
+from health import probes as monitoring
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *a: stop.set())
 monitoring.start_in_background(stop).join()
@@ -126,12 +126,13 @@ def main() -> None:
     from django.utils import timezone
 
     from audit.models import AuditEntry
-    from services import actions
-    from services.models import Instance, ProbeResult, Service
+    from fleet import actions
+    from fleet.models import Instance, Service
+    from health.models import ProbeResult
 
     print(f"probe benchmark on {'SQLite' if not db_url else 'PostgreSQL'}, {os.cpu_count()} CPUs on this machine; "
           f"CPU counted: the controller's monitor loop + qcluster (all their processes), as a share of {CORES} cores")
-    bench = Service(name="bench", command="{python} -m services.sample --port {port}", probe_interval_seconds=INTERVAL,
+    bench = Service(name="bench", command="{python} -m fleet.sample --port {port}", probe_interval_seconds=INTERVAL,
                     probe_timeout_seconds=1.0)
     actions.save_service(bench, actor="system:bench", created=True)
 
@@ -194,7 +195,7 @@ def main() -> None:
         Instance.objects.filter(service=bench).update(state=Instance.State.STOPPED)
         stop(procs[0])
         procs[0] = start(env, "controller")  # detection needs the real controller: reconciler + monitor
-        victim = Service(name="victim", command="{python} -m services.sample --port {port}",
+        victim = Service(name="victim", command="{python} -m fleet.sample --port {port}",
                          probe_interval_seconds=1.0, probe_timeout_seconds=0.5, failure_threshold=2)
         actions.save_service(victim, actor="system:bench", created=True)
         actions.scale_service(victim, 1, actor="system:bench")
@@ -242,7 +243,7 @@ def main() -> None:
                 pass
         for p in procs:
             stop(p)
-        from services.drivers.process import ProcessDriver
+        from fleet.drivers.process import ProcessDriver
 
         for svc in Service.objects.all():
             ProcessDriver().remove_service(svc.spec())

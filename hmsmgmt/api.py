@@ -17,12 +17,14 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 from ninja.security import HttpBearer, SessionAuth
 
+from accounts.actions import resolve_token
 from audit.api import router as audit_router
 from audit.context import update_context
-from hmsmgmt import safejson
-from hmsmgmt.actions import resolve_token
-from policies.errors import ApiError, PolicyViolation
-from services.api import router as services_router
+from core import safejson
+from core.errors import ApiError, PolicyViolation
+from core.http import json_error
+from fleet.api import router as services_router
+from slo.api import router as slo_router
 from workflows.api import router as workflows_router
 
 
@@ -105,7 +107,7 @@ api = ConsoleAPI(
 
 
 def _error(request: HttpRequest, status: int, code: str, detail: str, **extra: Any) -> HttpResponse:
-    return api.create_response(request, {"error": code, "detail": detail, **extra}, status=status)
+    return json_error(status, code, detail, **extra)
 
 
 def _json_kind(value: Any) -> str:
@@ -201,5 +203,6 @@ def on_policy_violation(request: HttpRequest, exc: PolicyViolation) -> HttpRespo
 
 
 api.add_router("", services_router)
+api.add_router("", slo_router)
 api.add_router("", workflows_router)
 api.add_router("", audit_router)

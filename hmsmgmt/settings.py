@@ -41,6 +41,21 @@ def envint(name: str, default: int, *, minimum: int | None = None) -> int:
     return value
 
 
+def envfloat(name: str, default: float, *, minimum: float | None = None) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ImproperlyConfigured(f"{name} must be a finite number, got {raw!r}")
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
 def envlist(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
@@ -77,17 +92,27 @@ INSTALLED_APPS = [
     "ninja",  # its bundled Swagger UI for /mgmt/docs (served by whitenoise), not a CDN: works offline
     "django_q",
     "guardian",
+    # Ours, lowest first: each may import only those listed before it (tests/test_layers.py).
+    "core",
     "audit",
+    "accounts",
     "policies",
-    "services",
+    "fleet",
+    "health",
+    "slo",
+    "autoscaling",
     "workflows",
-    "hmsmgmt",
+    "controller",
+    "console",
+    # Migration history of the apps the layout split, under their old labels (legacy/__init__.py).
+    "legacy.services",
+    "legacy.hmsmgmt",
 ]
 
 MIDDLEWARE = [
-    "hmsmgmt.middleware.RequestIdMiddleware",
-    "hmsmgmt.middleware.BodySizeLimitMiddleware",
-    "hmsmgmt.middleware.UnstorableInputMiddleware",
+    "core.middleware.RequestIdMiddleware",
+    "core.middleware.BodySizeLimitMiddleware",
+    "core.middleware.UnstorableInputMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -149,7 +174,7 @@ DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTHENTICATION_BACKENDS = [
-    "hmsmgmt.throttle.ThrottledModelBackend",  # ModelBackend + login throttling
+    "accounts.throttle.ThrottledModelBackend",  # ModelBackend + login throttling
     "guardian.backends.ObjectPermissionBackend",
 ]
 ANONYMOUS_USER_NAME = None  # guardian: no anonymous user object; anonymous callers get nothing
@@ -201,7 +226,7 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_AGE = envint("HMS_SESSION_SECONDS", 12 * 3600, minimum=60)
 
-# Login throttling (hmsmgmt/throttle.py): failures counted in the database so every gunicorn
+# Login throttling (accounts/throttle.py): failures counted in the database so every gunicorn
 # worker sees the same count.
 HMS_LOGIN_MAX_FAILURES = envint("HMS_LOGIN_MAX_FAILURES", 5, minimum=1)  # per username
 HMS_LOGIN_MAX_FAILURES_PER_IP = envint("HMS_LOGIN_MAX_FAILURES_PER_IP", 20, minimum=1)
@@ -217,8 +242,18 @@ HMS_SCALE_WAIT_SECONDS = envint("HMS_SCALE_WAIT_SECONDS", 20, minimum=1)
 HMS_CONTROLLER_TICK_MS = envint("HMS_CONTROLLER_TICK_MS", 500, minimum=50)
 HMS_STEP_LEASE_SECONDS = envint("HMS_STEP_LEASE_SECONDS", 30, minimum=1)
 HMS_DEFAULT_DRIVER = os.environ.get("HMS_DEFAULT_DRIVER", "process")
+HMS_PORT = envint("HMS_PORT", 8000, minimum=1)  # where `manage.py up` serves
+HMS_HOST = os.environ.get("HMS_HOST", "127.0.0.1")
+HMS_ADMIN_PASSWORD = os.environ.get("HMS_ADMIN_PASSWORD", "")  # of the "admin" `manage.py up` creates
+HMS_STEP_JOURNAL = os.environ.get("HMS_STEP_JOURNAL", "")  # the journal callable's file (fault tests)
 HMS_BENCH = envbool("HMS_BENCH", False)  # exposes the bare-INSERT baseline view for bench/
 HMS_SAMPLE_IMAGE = os.environ.get("HMS_SAMPLE_IMAGE", "hmsmgmt/sample:latest")
+
+# --- Engines (docs/engines.md) -----------------------------------------------------------------
+HMS_START_TIMEOUT_SECONDS = envfloat("HMS_START_TIMEOUT_SECONDS", 30, minimum=1)  # never healthy → dead
+HMS_DOCKER_WARM_SPARES = envint("HMS_DOCKER_WARM_SPARES", 0, minimum=0)
+HMS_DOCKER_TIMEOUT = envfloat("HMS_DOCKER_TIMEOUT", 5, minimum=0.1)  # Docker API call timeout
+HMS_DOCKER_STATS_SECONDS = envfloat("HMS_DOCKER_STATS_SECONDS", 5, minimum=0.1)  # stats cost a call per container
 
 # --- Audit (docs/audit.md) ---------------------------------------------------------------------
 HMS_AUDIT_SEAL_INTERVAL_MS = envint("HMS_AUDIT_SEAL_INTERVAL_MS", 100, minimum=10)
@@ -236,7 +271,7 @@ Q_CLUSTER = {
     "timeout": envint("HMS_Q_TIMEOUT", 300, minimum=1),
     # retry must exceed timeout or a slow task is handed to a second worker while still running.
     "retry": envint("HMS_Q_RETRY", 360, minimum=2),
-    "poll": float(os.environ.get("HMS_Q_POLL", "0.05")),
+    "poll": envfloat("HMS_Q_POLL", 0.05, minimum=0.001),
     "orm": "default",
     "save_limit": 1000,
     "ack_failures": True,
@@ -244,9 +279,11 @@ Q_CLUSTER = {
     "catch_up": False,
     "sync": envbool("HMS_Q_SYNC", False),
 }
-if os.environ.get("HMS_REDIS_URL"):
+HMS_REDIS_URL = os.environ.get("HMS_REDIS_URL", "")
+if HMS_REDIS_URL:
     Q_CLUSTER.pop("orm")
-    Q_CLUSTER["redis"] = os.environ["HMS_REDIS_URL"]
+    Q_CLUSTER["redis"] = HMS_REDIS_URL
+HMS_Q_IDLE_WAIT = envfloat("HMS_Q_IDLE_WAIT", 2, minimum=0.1)  # an idle LISTEN wakes at least this often
 # On PostgreSQL an idle pusher sleeps on LISTEN and enqueue sends NOTIFY (workflows/broker.py):
 # millisecond pick-up without polling the table 20 times a second.
 if "orm" in Q_CLUSTER and _db["ENGINE"] == "django.db.backends.postgresql" and envbool("HMS_Q_NOTIFY", True):
@@ -270,7 +307,7 @@ LOGGING = {
     },
 }
 
-# --- Probes, SLA, alerts, autoscaler (services.monitoring / sla / autoscale) --------------------
+# --- Probes, SLA, alerts, autoscaler (health.probes / sla / autoscale) --------------------
 HMS_PROBE_BATCH_SIZE = envint("HMS_PROBE_BATCH_SIZE", 50, minimum=1)
 HMS_PROBE_THREADS = envint("HMS_PROBE_THREADS", 32, minimum=1)
 HMS_PROBE_RAW_MINUTES = envint("HMS_PROBE_RAW_MINUTES", 120, minimum=10)

@@ -3,23 +3,25 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from hmsmgmt import views
+from accounts.views import LoginView
 from hmsmgmt.api import api
 
 urlpatterns = [
-    path("", views.overview, name="overview"),
-    path("", include("services.urls")),
+    path("", include("console.urls")),
+    path("", include("fleet.urls")),
+    path("", include("slo.urls")),
+    path("", include("autoscaling.urls")),
     path("", include("workflows.urls")),
     path("", include("audit.urls")),
     path("", include("policies.urls")),
-    path("login/", views.LoginView.as_view(), name="login"),
+    path("login/", LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("mgmt/", api.urls),
 ]
 
 if settings.HMS_BENCH:
-    from hmsmgmt.bench_views import bare_insert, scale_floor
+    from console.bench_views import bare_insert, scale_floor
 
     urlpatterns.append(path("bench/bare-insert", bare_insert))
     urlpatterns.append(path("bench/scale-floor", scale_floor))

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.db import transaction
 
+from audit import events
 from audit.actions import record
 from policies.models import Policy
 
@@ -32,12 +33,12 @@ def save_policy(policy: Policy, *, actor: Any) -> Policy:
         else:
             changes = {k: [before.get(k), v] for k, v in after.items() if before.get(k) != v}
             payload = {"name": policy.name, "kind": policy.kind, "changes": changes}
-        record("policy.create" if created else "policy.update", actor=actor, target=policy, payload=payload)
+        record(events.POLICY_CREATE if created else "policy.update", actor=actor, target=policy, payload=payload)
     return policy
 
 
 def delete_policy(policy: Policy, *, actor: Any) -> None:
     with transaction.atomic():
-        record("policy.delete", actor=actor, target=policy, payload={"name": policy.name, "kind": policy.kind,
+        record(events.POLICY_DELETE, actor=actor, target=policy, payload={"name": policy.name, "kind": policy.kind,
                                                                      "before": policy.snapshot()})
         policy.delete()

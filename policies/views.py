@@ -2,8 +2,8 @@
 controls as the user types a count or picks a flow (htmx hx-get), before anything is clicked.
 
 Policies sit below services and workflows (imports point down), so the targets are looked up by
-app label and read through the same choke point (policies.access) as every other view; the
-context passed to enforce() is the one services.actions.scale_service / workflows.actions.start_run
+app label and read through the same choke point (core.permissions) as every other view; the
+context passed to enforce() is the one fleet.actions.scale_service / workflows.actions.start_run
 pass. Nothing is written: a preflight is a dry run.
 """
 
@@ -19,7 +19,8 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render, resolve_url
 from django.views.decorators.http import require_GET
 
-from policies.access import get_for_user
+from core.http import json_error
+from core.permissions import get_for_user
 from policies.enforce import Decision, enforce
 
 
@@ -27,7 +28,7 @@ def _bad(request: HttpRequest, detail: str) -> HttpResponse:
     if getattr(request, "htmx", False):
         # htmx swaps only 2xx by default: answer 200 so the hint replaces a stale verdict.
         return render(request, "policies/_preflight.html", {"invalid": detail})
-    return JsonResponse({"error": "invalid_request", "detail": detail}, status=400)
+    return json_error(400, "invalid_request", detail)
 
 
 def _target(model_label: str, user: Any, action: str, noun: str, **lookup: Any) -> Any:
@@ -53,7 +54,7 @@ def preflight(request: HttpRequest) -> HttpResponse:
     action = request.GET.get("action", "")
     decision: Decision
     if action == "scale":
-        svc = _target("services.Service", request.user, "scale", "service", name=request.GET.get("service", ""))
+        svc = _target("fleet.Service", request.user, "scale", "service", name=request.GET.get("service", ""))
         raw = request.GET.get("instances", "").strip()
         try:
             requested = int(raw)

@@ -69,7 +69,7 @@ def clients(personas: dict[str, User]) -> dict[str, Client]:
 
 @pytest.fixture
 def tokens(personas: dict[str, User]) -> dict[str, str]:
-    from hmsmgmt.actions import create_api_token
+    from accounts.actions import create_api_token
 
     return {name: create_api_token(user, actor="system:test")[1] for name, user in personas.items()}
 
@@ -77,8 +77,8 @@ def tokens(personas: dict[str, User]) -> dict[str, str]:
 @pytest.fixture
 def demo(db: None) -> None:
     """Demo services/flows/policy with desired counts set to 0 so nothing starts unless a test asks."""
-    from hmsmgmt.demo import load_demo
-    from services.models import Service
+    from console.demo import load_demo
+    from fleet.models import Service
 
     load_demo("process")
     Service.objects.update(desired_instances=0)
@@ -167,8 +167,8 @@ def spawn(tmp_path: Path) -> Iterator:
 def demo_fleet(demo, stop_local_instances, spawn):  # type: ignore[no-untyped-def]
     """The demo services at one running instance each, with a real controller and a real
     qcluster (two workers); yields the qcluster process (its output explains a failed run)."""
-    from services.actions import scale_service
-    from services.models import Instance, Service
+    from fleet.actions import scale_service
+    from fleet.models import Instance, Service
 
     spawn("controller")
     cluster = spawn("qcluster", HMS_Q_WORKERS="2")
@@ -193,8 +193,8 @@ def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05, message: 
 def stop_local_instances(db: None) -> Iterator[None]:
     """Whatever a test started with the process driver is stopped afterwards."""
     yield
-    from services.drivers.process import ProcessDriver
-    from services.models import Service
+    from fleet.drivers.process import ProcessDriver
+    from fleet.models import Service
 
     for svc in Service.objects.all():
         ProcessDriver().remove_service(svc.spec())
@@ -208,7 +208,7 @@ def docker_engine():  # type: ignore[no-untyped-def]
     import docker
     from django.conf import settings
 
-    from services.sample.image import build_sample_image, image_exists
+    from fleet.sample.image import build_sample_image, image_exists
 
     try:
         client = docker.from_env(timeout=10)
@@ -232,7 +232,7 @@ def docker_engine():  # type: ignore[no-untyped-def]
 def docker_cleanup(docker_engine, db):  # type: ignore[no-untyped-def]
     """Remove, before and after the test, the containers and Swarm services this test console
     created (by label, and only this console's namespace: never another console's)."""
-    from services.drivers.process import console_namespace
+    from fleet.drivers.process import console_namespace
 
     def _clean() -> None:
         selector = {"label": ["hmsmgmt.managed=true", f"hmsmgmt.namespace={console_namespace()}"]}

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from audit.models import AuditEntry
-from services.models import Service
+from fleet.models import Service
 from tests.conftest import api
 from workflows.models import StepRun, WorkflowRun
 

@@ -1,6 +1,6 @@
 """The apps' imports point down: audit ← policies ← services ← workflows ← hmsmgmt. A module may
 import its own app and the apps below it, never one above (that is how a cycle starts). The only
-exception is hmsmgmt's leaf helpers (hmsmgmt.safejson, hmsmgmt.http), which import nothing of ours."""
+exception is hmsmgmt's leaf helpers (core.safejson, core.http), which import nothing of ours."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ["audit", "policies", "services", "workflows", "hmsmgmt"]
-LEAVES = {"hmsmgmt.safejson", "hmsmgmt.http"}
+LEAVES = {"core.safejson", "core.http"}
 
 
 def _imports(path: Path) -> list[tuple[str, int]]:

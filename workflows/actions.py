@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 from guardian.shortcuts import assign_perm
 
+from audit import events
 from audit.actions import record
 from audit.models import AuditEntry
 from policies.enforce import Decision, enforce
@@ -39,7 +40,7 @@ def start_run(definition: WorkflowDefinition, data: dict[str, Any], *, actor: An
         if dry_run:
             return StartOutcome(decision, dry_run=True)
         if not decision.allowed:
-            record("workflow.start", actor=actor, target=definition, outcome=AuditEntry.Outcome.DENIED,
+            record(events.WORKFLOW_START, actor=actor, target=definition, outcome=AuditEntry.Outcome.DENIED,
                    payload={"flowId": definition.slug, "decision": decision.as_dict()})
             return StartOutcome(decision)
         run = WorkflowRun.objects.create(
@@ -72,7 +73,7 @@ def start_run(definition: WorkflowDefinition, data: dict[str, Any], *, actor: An
                 for s in definition.steps
             ]
         )
-        record("workflow.start", actor=actor, target=run, payload={"flowId": definition.slug, "runId": run.pk})
+        record(events.WORKFLOW_START, actor=actor, target=run, payload={"flowId": definition.slug, "runId": run.pk})
         roots = [step.pk for step in steps if step.status == StepRun.Status.QUEUED]
         transaction.on_commit(lambda: [engine.enqueue(pk) for pk in roots])
     return StartOutcome(decision, run)
@@ -91,7 +92,7 @@ def cancel_run(run: WorkflowRun, *, actor: Any) -> bool:
             return False
         stopped = StepRun.objects.filter(run=run, status__in=engine.UNFINISHED).update(
             status=StepRun.Status.CANCELLED, finished_at=now, lease_until=None, not_before=None)
-        record("workflow.cancel", actor=actor, target=run,
+        record(events.WORKFLOW_CANCEL, actor=actor, target=run,
                payload={"runId": run.pk, "flowId": run.flow_slug, "stepsStopped": stopped})
     return True
 
@@ -120,7 +121,7 @@ def retry_run(run: WorkflowRun, *, actor: Any) -> RetryOutcome:
         if locked.status not in (WorkflowRun.Status.FAILED, WorkflowRun.Status.CANCELLED):
             raise RetryRefused(f"Run {run.pk} is {locked.status}; only a failed or cancelled run can be retried.")
         if not decision.allowed:
-            record("workflow.retry", actor=actor, target=locked, outcome=AuditEntry.Outcome.DENIED,
+            record(events.WORKFLOW_RETRY, actor=actor, target=locked, outcome=AuditEntry.Outcome.DENIED,
                    payload={"runId": run.pk, "flowId": run.flow_slug, "decision": decision.as_dict()})
             return RetryOutcome(decision, [])
         redo = list(StepRun.objects.filter(run=locked, status__in=(StepRun.Status.FAILED, StepRun.Status.SKIPPED,
@@ -133,7 +134,7 @@ def retry_run(run: WorkflowRun, *, actor: Any) -> RetryOutcome:
         WorkflowRun.objects.filter(pk=locked.pk).update(status=WorkflowRun.Status.RUNNING, error="",
                                                         finished_at=None)
         names = [s.name for s in redo]
-        record("workflow.retry", actor=actor, target=locked,
+        record(events.WORKFLOW_RETRY, actor=actor, target=locked,
                payload={"runId": run.pk, "flowId": run.flow_slug, "steps": names, "from": locked.status})
         transaction.on_commit(lambda: engine.dispatch_ready(run.pk))
     return RetryOutcome(decision, names)
@@ -162,7 +163,7 @@ def decide_approval(run: WorkflowRun, step_name: str, *, approve: bool, actor: A
             error="" if approve else f"rejected by {who}" + (f": {comment[:200]}" if comment else ""))
         if not won:
             raise DecisionRefused(f"Step '{step_name}' is {step.status}, not waiting for a decision.")
-        record("workflow.approve" if approve else "workflow.reject", actor=actor, target=run,
+        record(events.WORKFLOW_APPROVE if approve else "workflow.reject", actor=actor, target=run,
                payload={"runId": run.pk, "flowId": run.flow_slug, "step": step_name, "approved": approve,
                         "comment": comment[:500]})
         transaction.on_commit(lambda: engine.dispatch_ready(run.pk))
@@ -184,6 +185,6 @@ def save_flow(definition: WorkflowDefinition, *, actor: Any, created: bool, chan
             if group:
                 assign_perm("workflows.view_workflowdefinition", group, definition)
                 assign_perm("workflows.run_workflowdefinition", group, definition)
-        record("flow.create" if created else "flow.update", actor=actor, target=definition,
+        record(events.FLOW_CREATE if created else "flow.update", actor=actor, target=definition,
                payload={"flowId": definition.slug, "changes": changes or {}})
     return definition

@@ -9,10 +9,11 @@ from django.http import Http404, HttpRequest
 from ninja import Field, Router, Schema
 from pydantic import StrictBool, StrictStr
 
-from policies.access import get_for_user, restrict
-from policies.errors import ApiError, PolicyViolation
+from core.errors import ApiError, PolicyViolation
+from core.permissions import restrict
 from workflows import actions, engine
-from workflows.models import StepRun, WorkflowDefinition, WorkflowRun
+from workflows.models import StepRun, WorkflowRun
+from workflows.selectors import flow_for, run_for
 
 router = Router(tags=["workflows"])
 
@@ -25,20 +26,6 @@ class StartIn(Schema):
 class StartOut(Schema):
     runId: int
     status: str
-
-
-def flow_for(user: Any, slug: str, action: str = "view") -> WorkflowDefinition:
-    try:
-        return get_for_user(WorkflowDefinition.objects.filter(enabled=True), user, action, slug=slug)
-    except Http404:
-        raise Http404(f"No flow with id '{slug}'.") from None
-
-
-def run_for(user: Any, run_id: int, action: str = "view") -> WorkflowRun:
-    try:
-        return get_for_user(WorkflowRun.objects.select_related("actor"), user, action, pk=run_id)
-    except Http404:
-        raise Http404(f"No run {run_id}.") from None
 
 
 @router.post("/workflows", response={200: StartOut | dict}, summary="Start a workflow run")

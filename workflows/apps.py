@@ -6,14 +6,17 @@ class WorkflowsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Policies sit below workflows: hand them the count they need for run quotas.
+        from autoscaling.autoscaler import register_demand_provider
+        from core.loops import register
         from policies.enforce import register_provider
-        from workflows.engine import active_runs
-
-        register_provider("active_runs", active_runs)
-        # The autoscaler (services) scales on workflow demand: steps queued or running per service.
-        from services.autoscale import register_demand_provider
+        from workflows import engine
         from workflows.models import StepRun
 
+        # Policies sit below workflows: hand them the count they need for run quotas.
+        register_provider("active_runs", engine.active_runs)
+        # The autoscaler scales on workflow demand: steps queued or running per service.
         register_demand_provider(lambda name: StepRun.objects.filter(
             status__in=(StepRun.Status.QUEUED, StepRun.Status.RUNNING), params__service=name).count())
+        # Expired leases, approval deadlines, retries whose backoff passed: every tick.
+        register("tick", "workflows.sweep", 0, engine.sweep_due)
+        register("tick", "workflows.requeue_stranded", 10, engine.requeue_stranded)

@@ -13,10 +13,10 @@ On any other database it behaves exactly like the ORM broker.
 from __future__ import annotations
 
 import logging
-import os
 from time import sleep
 from typing import Any
 
+from django.conf import settings
 from django.db import connections
 from django.utils import timezone
 from django_q.brokers.orm import ORM
@@ -29,7 +29,7 @@ CHANNEL = "hmsmgmt_q"
 
 def idle_wait() -> float:
     try:
-        return max(0.1, float(os.environ.get("HMS_Q_IDLE_WAIT", "2")))
+        return max(0.1, settings.HMS_Q_IDLE_WAIT)
     except ValueError:
         return 2.0
 

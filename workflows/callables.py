@@ -43,12 +43,12 @@ def journal(ctx: StepContext) -> dict[str, Any]:
     """Works for kwargs.seconds (stoppable), then appends "run step attempt" to the file named by the
     worker's HMS_STEP_JOURNAL (an operator setting, never run data): a visible side effect that
     fault tests count to prove each step completed exactly once."""
-    import os
+    from django.conf import settings
 
     seconds = float(render(ctx.params.get("kwargs", {}), ctx).get("seconds", 0))
     if ctx.stop.wait(seconds):
         raise StepError("journal interrupted")
-    path = os.environ.get("HMS_STEP_JOURNAL")
+    path = settings.HMS_STEP_JOURNAL
     if path:
         with open(path, "a") as fh:
             fh.write(f"{ctx.run_id} {ctx.step_name} {ctx.attempt}\n")

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
-from hmsmgmt import safejson
+from core import safejson
 from workflows.steps import ACTIONS, validate_params
 
 STEP_KEYS = {"name", "action", "params", "depends_on", "retries", "backoff", "timeout", "optional"}

@@ -27,8 +27,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from audit import events
 from audit.actions import record
-from hmsmgmt import safejson
+from core import safejson
 from workflows import dag
 from workflows.models import StepRun, WorkflowRun
 from workflows.steps import ACTIONS, AwaitApproval, StepContext, StepError, StepInterrupted
@@ -147,7 +148,7 @@ def settle_run(run_id: int, states: list[tuple[str, bool]] | None = None) -> str
             status=final, finished_at=timezone.now(), error=error)
         if won:
             run = WorkflowRun.objects.get(pk=run_id)
-            record("workflow.finish", actor=WORKER, target=run,
+            record(events.WORKFLOW_FINISH, actor=WORKER, target=run,
                    payload={"flowId": run.flow_slug, "runId": run_id, "status": final})
     return final if won else None
 
@@ -357,7 +358,7 @@ def sweep_expired_leases() -> int:
                 status=S.QUEUED if retry else S.FAILED, error=error, lease_until=None,
                 queued_at=now if retry else None, finished_at=None if retry else now)
             if won:
-                record("workflow.lease_expired", actor="system:controller", target=step.run,
+                record(events.WORKFLOW_LEASE_EXPIRED, actor="system:controller", target=step.run,
                        payload={"runId": step.run_id, "step": step.name, "attempts": step.attempts,
                                 "requeued": retry, "approval": waiting})
         if not won:

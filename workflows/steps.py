@@ -224,7 +224,7 @@ def http(ctx: StepContext) -> dict[str, Any]:
     """Call an endpoint of a managed service on one of its healthy instances."""
     import requests
 
-    from services.models import Instance
+    from fleet.models import Instance
 
     service = ctx.params.get("service")
     path = render(ctx.params.get("path", "/work"), ctx)
@@ -266,11 +266,11 @@ def scale(ctx: StepContext) -> dict[str, Any]:
     """Scale a service as the run's actor: the same action (policies, audit) as POST /mgmt/scale."""
     import time
 
-    from services import reconcile
-    from services.actions import count_error, scale_service
-    from services.drivers import EngineUnavailable
-    from services.locks import LockTimeout
-    from services.models import Service
+    from fleet import reconcile
+    from fleet.actions import count_error, scale_service
+    from fleet.drivers import EngineUnavailable
+    from fleet.locks import LockTimeout
+    from fleet.models import Service
 
     name = ctx.params["service"]
     instances = _param(ctx, "instances", None)
@@ -282,7 +282,7 @@ def scale(ctx: StepContext) -> dict[str, Any]:
         raise StepError(f"no service named {name!r}")
     if ctx.actor is None:
         raise StepError("the run has no actor to scale as")
-    from policies.access import can
+    from core.permissions import can
 
     # A flow must not lend its runner rights they lack: the same check as POST /mgmt/scale.
     if not can(ctx.actor, "scale", svc):

@@ -13,16 +13,12 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from hmsmgmt import safejson
-from policies.access import can, restrict
+from core import safejson
+from core.http import htmx_partial
+from core.permissions import can, restrict
 from workflows import actions, dag
-from workflows.api import flow_for, run_for
 from workflows.models import StepRun, WorkflowDefinition, WorkflowRun
-
-
-def htmx_partial(request: HttpRequest) -> bool:
-    htmx = getattr(request, "htmx", None)
-    return bool(htmx) and not htmx.boosted
+from workflows.selectors import flow_for, run_for
 
 
 def _launchable(request: HttpRequest):  # type: ignore[no-untyped-def]

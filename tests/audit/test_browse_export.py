@@ -30,7 +30,7 @@ def log(personas) -> dict[str, AuditEntry]:
                                    scope_tag="analytics", per_user=True, limit=5)
     out = {}
     with transaction.atomic():
-        out["scale"] = record("scale", actor=personas["bob"], target_type="services.service", target_id="1",
+        out["scale"] = record("scale", actor=personas["bob"], target_type="fleet.service", target_id="1",
                               payload={"from": 1, "to": 3})
     with transaction.atomic():
         out["policy"] = record("policy.update", actor=personas["alice"], target=policy,

@@ -74,12 +74,12 @@ def test_admin_group_change_records_permission_diff(clients, personas) -> None:
 def test_admin_guardian_object_permission_change_writes_one_entry(clients, personas, demo) -> None:
     from guardian.shortcuts import get_perms
 
-    from services.models import Service
+    from fleet.models import Service
 
     svc = Service.objects.first()
     dave = personas["dave"]
     mark = _mark()
-    r = clients["alice"].post(f"/admin/services/service/{svc.pk}/permissions/user-manage/{dave.pk}/",
+    r = clients["alice"].post(f"/admin/fleet/service/{svc.pk}/permissions/user-manage/{dave.pk}/",
                               {"permissions": ["view_service", "scale_service"]})
     assert r.status_code == 302, r.content[:2000]
     assert set(get_perms(dave, svc)) >= {"view_service", "scale_service"}
@@ -88,7 +88,7 @@ def test_admin_guardian_object_permission_change_writes_one_entry(clients, perso
     assert entry.payload == {"user": "dave", "added": ["scale_service", "view_service"], "removed": []}
 
     mark = _mark()
-    r = clients["alice"].post(f"/admin/services/service/{svc.pk}/permissions/user-manage/{dave.pk}/",
+    r = clients["alice"].post(f"/admin/fleet/service/{svc.pk}/permissions/user-manage/{dave.pk}/",
                               {"permissions": ["view_service"]})
     assert r.status_code == 302
     (entry,) = _new(mark)
@@ -98,7 +98,7 @@ def test_admin_guardian_object_permission_change_writes_one_entry(clients, perso
 def test_assigning_a_permission_outside_admin_is_left_to_the_action(personas, demo) -> None:
     from guardian.shortcuts import assign_perm
 
-    from services.models import Service
+    from fleet.models import Service
 
     mark = _mark()
     assign_perm("view_service", personas["dave"], Service.objects.first())
@@ -159,8 +159,8 @@ def test_api_403_carries_the_token_id_never_the_token(personas, tokens) -> None:
 
 def test_policy_denial_is_not_counted_twice(personas, tokens, demo) -> None:
     """A denial the action audits (outcome=denied) is not audited again by the middleware."""
+    from fleet.models import Service
     from policies.models import Policy
-    from services.models import Service
 
     svc = Service.objects.first()
     Policy.objects.create(name="tiny", kind=Policy.Kind.INSTANCE_BOUNDS, service_name=svc.name,
@@ -179,7 +179,7 @@ def test_controller_tick_seals_what_it_finds() -> None:
     from django.db import transaction
 
     from audit.actions import record
-    from hmsmgmt.controller import Controller
+    from controller.loop import Controller
 
     with transaction.atomic():
         record("test.controller", actor="system:controller")
@@ -190,8 +190,8 @@ def test_controller_tick_seals_what_it_finds() -> None:
 
 # --- API and page actions: one entry each, with who and where ------------------------------------------
 def test_api_action_writes_one_entry_with_token_and_request_id(personas, tokens, demo) -> None:
-    from hmsmgmt.models import ApiToken
-    from services.models import Service
+    from accounts.models import ApiToken
+    from fleet.models import Service
 
     svc = Service.objects.first()
     mark = _mark()
@@ -208,7 +208,7 @@ def test_api_action_writes_one_entry_with_token_and_request_id(personas, tokens,
 
 
 def test_page_action_writes_one_entry(clients, demo) -> None:
-    from services.models import Service
+    from fleet.models import Service
 
     svc = Service.objects.first()
     mark = _mark()
@@ -243,10 +243,10 @@ def test_admin_bulk_delete_writes_one_entry_per_object(clients, demo) -> None:
 
 
 def test_admin_change_audited_by_its_action_is_not_doubled(clients, demo) -> None:
-    from services.models import Service
+    from fleet.models import Service
 
     svc = Service.objects.first()
     mark = _mark()
-    r = clients["alice"].post(f"/admin/services/service/{svc.pk}/delete/", {"post": "yes"})
+    r = clients["alice"].post(f"/admin/fleet/service/{svc.pk}/delete/", {"post": "yes"})
     assert r.status_code == 302
     assert [e.action for e in _new(mark)] == ["service.delete"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from audit.models import AuditEntry
-from services.models import Service
+from fleet.models import Service
 from workflows.models import WorkflowRun
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.models import Service
+from fleet.models import Service
 from tests.e2e.conftest import login
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -21,11 +21,11 @@ import requests
 from django.conf import settings
 
 from audit.models import AuditEntry
-from services import actions
-from services.drivers import get_driver
-from services.drivers.base import ServiceSpec
-from services.drivers.process import console_namespace
-from services.models import Instance, Service
+from fleet import actions
+from fleet.drivers import get_driver
+from fleet.drivers.base import ServiceSpec
+from fleet.drivers.process import console_namespace
+from fleet.models import Instance, Service
 from tests.conftest import api, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.django_db(transaction=True),

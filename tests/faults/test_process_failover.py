@@ -10,8 +10,8 @@ import pytest
 import requests
 
 from audit.models import AuditEntry
-from services.drivers.process import ProcessDriver
-from services.models import Instance, Service
+from fleet.drivers.process import ProcessDriver
+from fleet.models import Instance, Service
 from tests.conftest import api, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]

@@ -14,8 +14,8 @@ from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
+from accounts.models import LoginFailure
 from audit.models import AuditEntry
-from hmsmgmt.models import LoginFailure
 from tests.conftest import ROOT, api, subprocess_env
 from tests.hmsmgmt.test_permission_table import API, PAGES, Ctx
 

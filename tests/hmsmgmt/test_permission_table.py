@@ -24,8 +24,10 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
 from audit.models import AuditEntry
+from fleet.models import Service
+from health import actions as health_actions
 from hmsmgmt.api import api as ninja_api
-from services.models import Service
+from slo import actions as slo_actions
 from tests.conftest import api
 from workflows.models import WorkflowRun
 
@@ -70,26 +72,23 @@ def fail_run(ctx: Ctx) -> None:
 
 
 def incident(ctx: Ctx) -> None:
-    from services import actions as svc_actions
 
-    ctx.obj = svc_actions.open_incident(Service.objects.get(name="HMS-SVC"), kind="availability", severity="page",
+    ctx.obj = slo_actions.open_incident(Service.objects.get(name="HMS-SVC"), kind="availability", severity="page",
                                         title="down", evidence={})
 
 
 def window(ctx: Ctx) -> None:
-    from services import actions as svc_actions
 
     now = timezone.now()
-    ctx.obj = svc_actions.create_maintenance_window(Service.objects.get(name="HMS-SVC"),
+    ctx.obj = health_actions.create_maintenance_window(Service.objects.get(name="HMS-SVC"),
                                                     starts_at=now - timedelta(minutes=1),
                                                     ends_at=now + timedelta(hours=1), reason="t", actor="system:test")
 
 
 def channel(ctx: Ctx) -> None:
-    from services import actions as svc_actions
-    from services.models import AlertChannel
+    from slo.models import AlertChannel
 
-    ctx.obj = svc_actions.save_alert_channel(AlertChannel(name="ops", kind="webhook", target="http://127.0.0.1:9/"),
+    ctx.obj = slo_actions.save_alert_channel(AlertChannel(name="ops", kind="webhook", target="http://127.0.0.1:9/"),
                                              actor="system:test")
 
 
@@ -337,13 +336,13 @@ def test_visible_without_the_action_permission_is_403(ctx: Ctx, personas, tokens
     from guardian.shortcuts import assign_perm
 
     dave, svc = personas["dave"], Service.objects.get(name="HMS-SVC")
-    assign_perm("services.view_service", dave, svc)
+    assign_perm("fleet.view_service", dave, svc)
     assert api(clients["anon"], "get", "/mgmt/services/HMS-SVC", token=tokens["dave"]).status_code == 200
     r = api(clients["anon"], "post", "/mgmt/scale", {"service": "HMS-SVC", "instances": 1}, tokens["dave"])
     assert r.status_code == 403 and r.json()["error"] == "forbidden"
     assert clients["dave"].post("/services/HMS-SVC/scale/", {"instances": "1"}).status_code == 403
     assert api(clients["anon"], "get", "/mgmt/services/HMS-API", token=tokens["dave"]).status_code == 404
-    assign_perm("services.scale_service", dave, svc)
+    assign_perm("fleet.scale_service", dave, svc)
     assert api(clients["anon"], "post", "/mgmt/scale?dry_run=1", {"service": "HMS-SVC", "instances": 1},
                tokens["dave"]).status_code == 200
 
@@ -364,7 +363,7 @@ def test_admin_is_staff_only(model: str, clients) -> None:
 def test_every_model_of_ours_is_in_admin() -> None:
     from django.apps import apps
 
-    ours = {"hmsmgmt", "services", "workflows", "policies", "audit"}
+    ours = {"accounts", "fleet", "health", "slo", "autoscaling", "workflows", "policies", "audit"}
     shown_inline = {"workflows.steprun"}  # on its run's page
     missing = [m._meta.label_lower for m in apps.get_models()
                if m._meta.app_label in ours and m not in admin.site._registry
@@ -372,7 +371,7 @@ def test_every_model_of_ours_is_in_admin() -> None:
     assert not missing, f"models with no admin: {missing}"
 
 
-@pytest.mark.parametrize("model", ["services_incident", "services_proberesult", "audit_auditverification",
-                                   "hmsmgmt_loginfailure"])
+@pytest.mark.parametrize("model", ["slo_incident", "health_proberesult", "audit_auditverification",
+                                   "accounts_loginfailure"])
 def test_recorded_state_is_read_only_in_admin(model: str, clients) -> None:
     assert clients["alice"].get(reverse(f"admin:{model}_add")).status_code == 403

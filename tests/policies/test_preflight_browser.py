@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from fleet.models import Service
 from policies.models import Policy
-from services.models import Service
 from tests.e2e.conftest import login
 from workflows import actions
 from workflows.models import WorkflowDefinition, WorkflowRun

@@ -11,8 +11,8 @@ from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from audit.models import AuditEntry
+from fleet.models import Service
 from policies.models import Policy
-from services.models import Service
 from tests.conftest import api
 from workflows.models import WorkflowDefinition, WorkflowRun
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from audit.models import AuditEntry
-from services.models import Service
+from fleet.models import Service
 from tests.workflows.helpers import drain, make_flow, step
 from workflows import actions
 from workflows.models import StepRun

@@ -1,0 +1,103 @@
+"""Account-security actions: API tokens (the secret is returned once and never stored; expiry,
+revocation), disabling a user (tokens revoked, sessions ended) and failed sign-ins (throttle)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.sessions.models import Session
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import ApiToken, LoginFailure
+from audit import events
+from audit.actions import record
+from audit.models import AuditEntry
+
+# last_used_at is informational: refresh it at most this often, not on every request.
+LAST_USED_RESOLUTION = timedelta(seconds=60)
+
+TOKEN_PREFIX = "hms_"
+
+
+def _digest(secret: str) -> str:
+    # The secret has 256 bits of entropy, so a plain SHA-256 is enough (no password stretching).
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_api_token(
+    user: Any, *, actor: Any, name: str = "", expires_at: datetime | None = None
+) -> tuple[ApiToken, str]:
+    prefix = secrets.token_hex(4)
+    secret = secrets.token_urlsafe(32)
+    with transaction.atomic():
+        token = ApiToken.objects.create(user=user, name=name, prefix=prefix, digest=_digest(secret),
+                                        expires_at=expires_at)
+        record(events.TOKEN_CREATE, actor=actor, target=token,
+               payload={"user": user.get_username(), "prefix": prefix, "name": name,
+                        "expires_at": expires_at.isoformat() if expires_at else None})
+    return token, f"{TOKEN_PREFIX}{prefix}_{secret}"
+
+
+def revoke_api_token(token: ApiToken, *, actor: Any) -> None:
+    with transaction.atomic():
+        updated = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        if updated:
+            record(events.TOKEN_REVOKE, actor=actor, target=token, payload={"prefix": token.prefix})
+
+
+def resolve_token(raw: str) -> ApiToken | None:
+    """The active token for a presented bearer string, or None. Constant-time digest compare."""
+    if not raw.startswith(TOKEN_PREFIX):
+        return None
+    prefix, sep, secret = raw[len(TOKEN_PREFIX):].partition("_")
+    if not sep or not secret:
+        return None
+    token = ApiToken.objects.select_related("user").filter(prefix=prefix).first()
+    if token is None or not hmac.compare_digest(token.digest, _digest(secret)):
+        return None
+    if not token.active or not token.user.is_active:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token
+
+
+def disable_user(user: Any, *, actor: Any, reason: str = "") -> dict[str, int]:
+    """Disable an account at once: no new sign-in, its API tokens revoked, its sessions ended.
+
+    (Authentication already refuses an inactive user's session and tokens; revoking and deleting
+    them too means re-enabling the account does not bring old credentials back.)"""
+    now = timezone.now()
+    with transaction.atomic():
+        type(user).objects.filter(pk=user.pk).update(is_active=False)
+        user.is_active = False
+        tokens = ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=now)
+        sessions = [
+            s.pk for s in Session.objects.filter(expire_date__gt=now)
+            if str(s.get_decoded().get("_auth_user_id")) == str(user.pk)
+        ]
+        Session.objects.filter(pk__in=sessions).delete()
+        record(events.USER_DISABLE, actor=actor, target=user,
+               payload={"user": user.get_username(), "tokens_revoked": tokens, "sessions_ended": len(sessions),
+                        "reason": reason})
+    return {"tokens_revoked": tokens, "sessions_ended": len(sessions)}
+
+
+def record_login_failure(username: str, ip: str, *, throttled: bool) -> None:
+    """A failed (or throttled) sign-in: counted toward the throttle unless it was itself refused by
+    the throttle, and audited either way."""
+    now = timezone.now()
+    with transaction.atomic():
+        if not throttled:
+            LoginFailure.objects.create(username=username.strip().lower()[:150], ip=ip, at=now)
+        # Keep the table small: anything past twice the window can no longer matter.
+        LoginFailure.objects.filter(at__lt=now - timedelta(seconds=2 * settings.HMS_LOGIN_WINDOW_SECONDS)).delete()
+        record(events.AUTH_LOGIN, actor="anonymous", outcome=AuditEntry.Outcome.DENIED,
+               payload={"username": username[:150], "throttled": throttled})

@@ -1,0 +1,18 @@
+from django.apps import AppConfig
+from django.conf import settings
+
+
+class AutoscalingConfig(AppConfig):
+    name = "autoscaling"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from autoscaling import actions, autoscaler
+        from core.loops import register
+        from fleet.actions import on_scale
+
+        # A manual scale becomes an override row in the scale's own transaction.
+        on_scale(actions.override_manual_scale)
+        register("monitor", "autoscaling.evaluate", lambda: settings.HMS_AUTOSCALE_PERIOD_SECONDS,
+                 autoscaler.evaluate_all)
+        register("monitor", "autoscaling.prune", 300, autoscaler.prune)

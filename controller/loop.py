@@ -1,0 +1,53 @@
+"""The controller process: one thread per loop of core.loops, each running the jobs the apps
+registered (fleet: reconcile and fail-over; workflows: lease sweeps; health: probe fan-out and
+roll-ups; slo: SLO evaluation; autoscaling: the autoscaler; audit: the one sealer).
+
+Second-grained, so it lives here rather than in django-q2's minute schedules; the heavy work the
+jobs decide on runs as django-q2 tasks. The controller owns no domain logic: it only runs loops.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from django.conf import settings
+
+from core.loops import Loop
+
+log = logging.getLogger(__name__)
+
+
+def loop_periods() -> dict[str, float]:
+    """Seconds between passes of each loop; "failover" passes back to back (its job blocks)."""
+    return {
+        "tick": settings.HMS_CONTROLLER_TICK_MS / 1000,
+        "monitor": 0.1,
+        "sealer": settings.HMS_AUDIT_SEAL_INTERVAL_MS / 1000,
+        "failover": 0.0,
+    }
+
+
+class Controller:
+    def __init__(self, loops: tuple[str, ...] | None = None) -> None:
+        # Set by SIGTERM/SIGINT: each loop finishes its pass and returns, instead of being cut off
+        # mid-query by an exception (which can leave a lock or a connection half-released).
+        self.stopping = threading.Event()
+        periods = loop_periods()
+        self.loops = {name: Loop(name, periods[name], stop=self.stopping) for name in (loops or tuple(periods))}
+
+    def tick(self) -> None:
+        """One pass of every loop but the blocking fail-over watch (tests, `--ticks`)."""
+        for name, loop in self.loops.items():
+            if name != "failover":
+                loop.run_once()
+
+    def run_forever(self, *, max_ticks: int | None = None) -> None:
+        """Run every loop until stopped; with max_ticks, until the tick loop made that many passes."""
+        threads = [loop.start() for name, loop in self.loops.items() if name != "tick"]
+        try:
+            self.loops["tick"].run(max_passes=max_ticks)
+        finally:
+            self.stopping.set()
+            for thread in threads:
+                thread.join(timeout=35)

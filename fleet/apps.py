@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+
+
+class FleetConfig(AppConfig):
+    name = "fleet"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from core.loops import register
+        from fleet.jobs import FailoverWatch, Reconciler
+
+        register("tick", "fleet.reconcile", 0, make=Reconciler)
+        register("failover", "fleet.failover", 0, make=FailoverWatch)

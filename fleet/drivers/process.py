@@ -1,0 +1,228 @@
+"""process driver: real OS processes on this host, on free loopback ports.
+
+Each instance runs in its own session (so it outlives the web worker or controller that started
+it, and a stop reaches its whole process group) and carries HMSMGMT_SERVICE / HMSMGMT_INSTANCE in
+its environment: that marker, read back from /proc, is how any of our processes finds them again
+and how we avoid signalling a recycled pid that now belongs to someone else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from django.conf import settings
+
+from fleet.drivers.base import DriverError, Observed, ServiceSpec
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+LOG_DIR = Path(settings.VAR_DIR) / "log"
+
+def console_namespace() -> str:
+    """Which console owns a process. Two consoles on one host (a staging and a production one, or
+    a test run beside `make up`) must never see, adopt or stop each other's instances, so every
+    instance carries the identity of the database that records it."""
+    from django.db import connection  # the database is the console's identity
+
+    s = connection.settings_dict
+    key = f"{connection.vendor}:{s.get('HOST', '')}:{s.get('PORT', '')}:{s['NAME']}"
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+# Children this process started; polled so exited ones are reaped instead of lingering as zombies.
+_children: dict[int, subprocess.Popen] = {}
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _reap() -> None:
+    for pid, proc in list(_children.items()):
+        if proc.poll() is not None:
+            del _children[pid]
+
+
+def _read_environ(pid: int) -> dict[str, str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except (FileNotFoundError, PermissionError, ProcessLookupError, OSError):
+        return None
+    env: dict[str, str] = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep and key.startswith(b"HMSMGMT_"):
+            env[key.decode()] = value.decode(errors="replace")
+    return env
+
+
+def exited(pid: int) -> bool:
+    """Gone, or a zombie its parent has not reaped yet: either way no longer running."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    # The state letter follows the parenthesised command name, which may itself contain spaces.
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+# pid -> (CPU ticks used, monotonic time) at the previous look: CPU % is the use between two looks.
+_cpu_seen: dict[int, tuple[int, float]] = {}
+
+
+def _usage(pid: int) -> tuple[float | None, int | None]:
+    """CPU % (of one core) since the previous look, or over the process's life on the first one,
+    and resident memory in bytes, from /proc (the process's own fields, as `ps` reads them)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        resident = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None, None
+    # After the ")": state is field 3 of stat(5), so utime (14), stime (15), starttime (22) sit at
+    # indexes 11, 12 and 19 here.
+    ticks = int(fields[11]) + int(fields[12])
+    now = time.monotonic()
+    previous = _cpu_seen.get(pid)
+    _cpu_seen[pid] = (ticks, now)
+    if previous is not None and now - previous[1] > 0.05:
+        used, seconds = ticks - previous[0], now - previous[1]
+    else:
+        used, seconds = ticks, uptime - int(fields[19]) / _TICKS
+    cpu = round(max(0.0, used / _TICKS / seconds * 100), 1) if seconds > 0 else None
+    return cpu, resident
+
+
+def _started_at(pid: int) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(Path(f"/proc/{pid}").stat().st_mtime, tz=UTC)
+    except OSError:
+        return None
+
+
+class ProcessDriver:
+    name = "process"
+    declarative = False
+
+    def start_instance(self, spec: ServiceSpec, instance_id: int) -> Observed:
+        if not spec.command:
+            raise DriverError(f"service {spec.name} has no command for the process driver")
+        port = _free_port()
+        argv = shlex.split(spec.command.format(python=sys.executable, port=port, instance=instance_id))
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "PORT": str(port),
+            "HMSMGMT_SERVICE": spec.name,
+            "HMSMGMT_NAMESPACE": console_namespace(),
+            "HMSMGMT_INSTANCE": str(instance_id),
+            "HMSMGMT_PORT": str(port),
+            "PYTHONUNBUFFERED": "1",
+        }
+        log = open(LOG_DIR / f"{spec.name}-{instance_id}.log", "ab")  # noqa: SIM115 (child keeps it)
+        try:
+            proc = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=PROJECT_DIR,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise DriverError(f"cannot start {argv[0]}: {exc}") from exc
+        finally:
+            log.close()
+        _children[proc.pid] = proc
+        return Observed(
+            ref=str(proc.pid),
+            alive=True,
+            host="127.0.0.1",
+            port=port,
+            node=socket.gethostname(),
+            instance_id=instance_id,
+            started_at=datetime.now(UTC),
+        )
+
+    def _owned(self, spec: ServiceSpec, ref: str) -> bool:
+        env = _read_environ(int(ref)) if ref.isdigit() else None
+        return (bool(env) and env.get("HMSMGMT_SERVICE") == spec.name
+                and env.get("HMSMGMT_NAMESPACE") == console_namespace())
+
+    def stop_instance(self, spec: ServiceSpec, ref: str, *, grace_seconds: float = 5.0) -> None:
+        if not self._owned(spec, ref):
+            return  # already gone, or the pid was recycled by a process that is not ours
+        pid = int(ref)
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace_seconds
+        while time.monotonic() < deadline:
+            _reap()
+            if exited(pid) or not Path(f"/proc/{pid}").exists():
+                return
+            time.sleep(0.02)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _reap()
+
+    def list_instances(self, spec: ServiceSpec) -> list[Observed]:
+        _reap()
+        namespace = console_namespace()
+        found: list[Observed] = []
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            env = _read_environ(pid)
+            if not env or env.get("HMSMGMT_SERVICE") != spec.name or env.get("HMSMGMT_NAMESPACE") != namespace:
+                continue
+            # Only the session leader is the instance; its own children inherit the marker.
+            try:
+                if os.getsid(pid) != pid:
+                    continue
+            except ProcessLookupError:
+                continue
+            zombie = exited(pid)
+            cpu, memory = (None, None) if zombie else _usage(pid)
+            found.append(
+                Observed(
+                    ref=str(pid),
+                    alive=not zombie,
+                    host="127.0.0.1",
+                    port=int(env["HMSMGMT_PORT"]) if env.get("HMSMGMT_PORT", "").isdigit() else None,
+                    node=socket.gethostname(),
+                    instance_id=int(env["HMSMGMT_INSTANCE"]) if env.get("HMSMGMT_INSTANCE", "").isdigit() else None,
+                    started_at=_started_at(pid),
+                    detail="exited" if zombie else "",
+                    cpu_percent=cpu,
+                    memory_bytes=memory,
+                )
+            )
+        for pid in [p for p in _cpu_seen if not os.path.exists(f"/proc/{p}")]:
+            _cpu_seen.pop(pid, None)  # exited: the table stays as small as the fleet
+        return found
+
+    def set_replicas(self, spec: ServiceSpec, replicas: int) -> None:
+        raise DriverError("the process driver is imperative; reconcile starts and stops instances")
+
+    def remove_service(self, spec: ServiceSpec) -> None:
+        for obs in self.list_instances(spec):
+            self.stop_instance(spec, obs.ref, grace_seconds=3.0)

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+from fleet.drivers.base import ServiceSpec
+
+NAME_VALIDATOR = RegexValidator(r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$", "Letters, digits, '-', '_' and '.' only.")
+
+
+class Service(models.Model):
+    class Driver(models.TextChoices):
+        PROCESS = "process", "Local processes"
+        DOCKER = "docker", "Docker engine"
+        SWARM = "swarm", "Docker Swarm"
+
+    name = models.CharField(max_length=63, unique=True, validators=[NAME_VALIDATOR])
+    description = models.CharField(max_length=200, blank=True)
+    driver = models.CharField(max_length=16, choices=Driver.choices, default=Driver.PROCESS)
+    command = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="process driver: command line; {python} and {port} are filled in",
+    )
+    image = models.CharField(max_length=200, blank=True, help_text="docker/swarm: image reference")
+    port = models.PositiveIntegerField(default=8080, help_text="port the instance listens on (in the container)")
+    health_path = models.CharField(max_length=200, default="/health")
+    desired_instances = models.PositiveIntegerField(default=0)
+    # Bumped whenever driver/command/image/port change: instances of an older version roll over.
+    spec_version = models.PositiveIntegerField(default=1)
+    last_scaled_at = models.DateTimeField(null=True, blank=True)
+    # Crash-loop protection: consecutive early deaths and when starting may resume.
+    failure_streak = models.PositiveIntegerField(default=0)
+    backoff_until = models.DateTimeField(null=True, blank=True)
+    # Probes (health.probes): interval down to 1 s; an instance failing `failure_threshold`
+    # probes in a row is replaced.
+    probe_interval_seconds = models.FloatField(default=5.0, validators=[MinValueValidator(1.0)])
+    probe_timeout_seconds = models.FloatField(default=1.0, validators=[MinValueValidator(0.1)])
+    failure_threshold = models.PositiveIntegerField(default=2, validators=[MinValueValidator(1)])
+    success_threshold = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
+    # SLA (slo.sla): percent of good probes, and a p95 latency objective.
+    uptime_objective = models.FloatField(default=99.9, validators=[MinValueValidator(50), MaxValueValidator(99.999)])
+    latency_objective_ms = models.PositiveIntegerField(default=300, validators=[MinValueValidator(1)])
+    # Autoscaler (autoscaling.autoscaler): a metric with an empty target is not used.
+    autoscale_enabled = models.BooleanField(default=False)
+    min_instances = models.PositiveIntegerField(default=1)
+    max_instances = models.PositiveIntegerField(default=10)
+    target_cpu_percent = models.PositiveIntegerField(null=True, blank=True, default=70)
+    target_latency_ms = models.PositiveIntegerField(null=True, blank=True, help_text="p95; empty = the objective")
+    target_demand_per_instance = models.PositiveIntegerField(
+        null=True, blank=True, default=4, help_text="workflow steps queued or running per instance"
+    )
+    scale_up_max_step = models.PositiveIntegerField(default=4, validators=[MinValueValidator(1)])
+    scale_down_max_step = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
+    scale_up_stabilization_seconds = models.PositiveIntegerField(default=0)
+    scale_down_stabilization_seconds = models.PositiveIntegerField(default=300)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [("scale_service", "Can scale service")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.driver == self.Driver.PROCESS and not self.command:
+            raise ValidationError({"command": "The process driver needs a command."})
+        if self.driver in (self.Driver.DOCKER, self.Driver.SWARM) and not self.image:
+            raise ValidationError({"image": "Docker and Swarm drivers need an image."})
+        if self.min_instances > self.max_instances:
+            raise ValidationError({"max_instances": "Max instances must be at least min instances."})
+        if self.probe_timeout_seconds > self.probe_interval_seconds:
+            raise ValidationError({"probe_timeout_seconds": "The timeout must not exceed the interval."})
+
+    def spec(self) -> ServiceSpec:
+        return ServiceSpec(
+            name=self.name,
+            command=self.command,
+            image=self.image,
+            port=self.port,
+            health_path=self.health_path,
+            version=self.spec_version,
+        )
+
+
+class Instance(models.Model):
+    class State(models.TextChoices):
+        STARTING = "starting"
+        RUNNING = "running"
+        STOPPING = "stopping"
+        STOPPED = "stopped"
+        EXITED = "exited"  # died without being asked to
+
+    class Health(models.TextChoices):
+        UNKNOWN = "unknown"
+        UP = "up"
+        DOWN = "down"
+
+    LIVE_STATES = (State.STARTING, State.RUNNING)
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="instances")
+    driver = models.CharField(max_length=16)
+    ref = models.CharField(max_length=100, blank=True, help_text="pid, container id or task id")
+    node = models.CharField(max_length=100, blank=True)
+    host = models.CharField(max_length=100, blank=True)
+    port = models.PositiveIntegerField(null=True, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.STARTING)
+    health = models.CharField(max_length=16, choices=Health.choices, default=Health.UNKNOWN)
+    spec_version = models.PositiveIntegerField(default=1)
+    restarts = models.PositiveIntegerField(default=0, help_text="replacements in this slot's lineage")
+    exit_reason = models.CharField(max_length=300, blank=True)
+    cpu_percent = models.FloatField(null=True, blank=True)
+    memory_bytes = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    healthy_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    # Consecutive probe outcomes (health.probes), updated only when they change.
+    probe_failures = models.PositiveIntegerField(default=0)
+    probe_successes = models.PositiveIntegerField(default=0)
+    last_probe_at = models.DateTimeField(null=True, blank=True)
+    last_probe_ms = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["service", "id"]
+        indexes = [models.Index(fields=["service", "state"])]
+
+    def __str__(self) -> str:
+        return f"{self.service.name}#{self.pk}"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}" if self.host and self.port else ""

@@ -1,0 +1,16 @@
+from django.apps import AppConfig
+from django.conf import settings
+
+
+class HealthConfig(AppConfig):
+    name = "health"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from core.loops import register
+        from health import probes
+
+        register("monitor", "health.fanout", 0, make=probes.FanOut)
+        # Before slo's evaluation in the same pass (apps register in INSTALLED_APPS order).
+        register("monitor", "health.rollup", lambda: settings.HMS_SLA_EVAL_SECONDS, make=probes.Rollup)
+        register("monitor", "health.prune", 300, probes.prune)

@@ -1,0 +1,74 @@
+"""What the probes observed (raw results and per-minute roll-ups) and the maintenance windows
+that leave probes out of every figure and pause fail-over and autoscaling."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from core.stats import LATENCY_BUCKETS_MS  # noqa: F401  (re-exported: the roll-ups' bucket bounds)
+from fleet.models import Instance, Service
+
+
+class ProbeResult(models.Model):
+    """One raw probe, kept for a bounded window (HMS_PROBE_RAW_MINUTES) then pruned."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="probe_results")
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="probe_results")
+    at = models.DateTimeField()
+    ok = models.BooleanField()
+    latency_ms = models.FloatField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=200, blank=True)
+    in_maintenance = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-at"]
+        indexes = [models.Index(fields=["service", "at"]), models.Index(fields=["at"])]
+
+    def __str__(self) -> str:
+        return f"{self.instance_id} {'ok' if self.ok else 'fail'} {self.latency_ms:.0f} ms at {self.at:%H:%M:%S}"
+
+
+class ProbeRollup(models.Model):
+    """Per service and minute: what the SLA and the pages read, so storage stays bounded."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="rollups")
+    minute = models.DateTimeField()
+    total = models.PositiveIntegerField(default=0)  # probes outside maintenance
+    up = models.PositiveIntegerField(default=0)
+    down = models.PositiveIntegerField(default=0)
+    slow = models.PositiveIntegerField(default=0)  # good but slower than the latency objective
+    excluded = models.PositiveIntegerField(default=0)  # probes inside a maintenance window
+    hist = models.JSONField(default=list)  # counts per LATENCY_BUCKETS_MS (+1 overflow bucket)
+    p50_ms = models.FloatField(null=True, blank=True)
+    p95_ms = models.FloatField(null=True, blank=True)
+    max_ms = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["service", "minute"]
+        constraints = [models.UniqueConstraint(fields=["service", "minute"], name="unique_rollup_minute")]
+
+    def __str__(self) -> str:
+        return f"{self.service_id} {self.minute:%Y-%m-%d %H:%M}: {self.up}/{self.total}"
+
+
+class MaintenanceWindow(models.Model):
+    """Excluded from uptime and budget; pauses fail-over and autoscaling of the service."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="maintenance_windows")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    reason = models.CharField(max_length=200, blank=True)
+    created_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-starts_at"]
+
+    def __str__(self) -> str:
+        return f"{self.service_id} {self.starts_at:%Y-%m-%d %H:%M}–{self.ends_at:%H:%M}"
+
+    def clean(self) -> None:
+        if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
+            raise ValidationError({"ends_at": "The window must end after it starts."})

@@ -1,0 +1,147 @@
+"""Domain actions of slo: incidents (open, acknowledge, escalate, resolve), the alerts they queue,
+and alert channels. Each writes its audit entry in the same transaction; alerts are sent by
+slo.alerts after commit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from audit import events
+from audit.actions import actor_label, record
+from audit.models import AuditEntry
+from fleet.models import Service
+from slo.models import AlertChannel, AlertDelivery, Incident
+
+
+def open_incident(service: Service, *, kind: str, severity: str, title: str, evidence: dict[str, Any],
+                  actor: Any = "system:sla") -> Any:
+    """Open an incident and queue one alert per matching channel (sent after commit)."""
+
+    with transaction.atomic():
+        incident = Incident.objects.create(service=service, kind=kind, severity=severity, title=title[:200],
+                                           evidence=evidence, opened_at=timezone.now())
+        deliveries = _queue_alerts(incident, "opened")
+        record(events.INCIDENT_OPEN, actor=actor, target=service,
+               payload={"incident": incident.pk, "kind": kind, "severity": severity, "title": incident.title,
+                        "evidence": evidence, "alerts": len(deliveries)})
+    return incident
+
+
+def acknowledge_incident(incident: Any, *, actor: Any) -> bool:
+
+    with transaction.atomic():
+        inc = Incident.objects.select_for_update().get(pk=incident.pk)
+        if inc.status != Incident.Status.OPEN:
+            return False
+        inc.status = Incident.Status.ACKNOWLEDGED
+        inc.acknowledged_at = timezone.now()
+        inc.acknowledged_by = actor_label(actor)[0][:150]
+        inc.save(update_fields=["status", "acknowledged_at", "acknowledged_by"])
+        deliveries = _queue_alerts(inc, "acknowledged")
+        record(events.INCIDENT_ACKNOWLEDGE, actor=actor, target=inc.service,
+               payload={"incident": inc.pk, "title": inc.title, "alerts": len(deliveries)})
+    return True
+
+
+def resolve_incident(incident: Any, *, evidence: dict[str, Any], actor: Any = "system:sla") -> bool:
+
+    with transaction.atomic():
+        inc = Incident.objects.select_for_update().get(pk=incident.pk)
+        if inc.status not in Incident.ACTIVE:
+            return False
+        inc.status = Incident.Status.RESOLVED
+        inc.resolved_at = timezone.now()
+        inc.save(update_fields=["status", "resolved_at"])
+        deliveries = _queue_alerts(inc, "resolved")
+        record(events.INCIDENT_RESOLVE, actor=actor, target=inc.service,
+               payload={"incident": inc.pk, "title": inc.title, "evidence": evidence,
+                        "open_seconds": round((inc.resolved_at - inc.opened_at).total_seconds(), 1),
+                        "alerts": len(deliveries)})
+    return True
+
+
+def enqueue_deliveries(ids: list[int]) -> None:
+    """One django-q2 task per delivery (slo.alerts.deliver, named by path: the task module
+    imports this one)."""
+    for delivery_id in ids:
+        async_task("slo.alerts.deliver", delivery_id, group="alerts")
+
+
+def _queue_alerts(incident: Any, event: str) -> list[int]:
+    channels = AlertChannel.objects.filter(Q(service__isnull=True) | Q(service=incident.service_id), enabled=True)
+    payload = {
+        "event": event,
+        "incident": incident.pk,
+        "service": incident.service.name,
+        "kind": incident.kind,
+        "severity": incident.severity,
+        "status": incident.status,
+        "title": incident.title,
+        "openedAt": incident.opened_at.isoformat(),
+        "evidence": incident.evidence,
+    }
+    ids = [AlertDelivery.objects.create(incident=incident, channel=c, event=event, payload=payload).pk
+           for c in channels]
+    if ids:
+        transaction.on_commit(lambda: enqueue_deliveries(ids))
+    return ids
+
+
+def finish_alert_delivery(delivery: Any, *, sent: bool, attempts: int, response_status: int | None,
+                          error: str = "") -> None:
+    """The outcome of a webhook/email delivery after its retries."""
+
+    with transaction.atomic():
+        d = AlertDelivery.objects.select_for_update().select_related("channel", "incident").get(pk=delivery.pk)
+        if d.status != AlertDelivery.Status.PENDING:
+            return  # another worker finished it first
+        d.status = AlertDelivery.Status.SENT if sent else AlertDelivery.Status.FAILED
+        d.attempts, d.response_status, d.last_error = attempts, response_status, error[:300]
+        d.sent_at = timezone.now() if sent else None
+        d.save(update_fields=["status", "attempts", "response_status", "last_error", "sent_at"])
+        record(events.ALERT_SENT if sent else "alert.failed", actor="system:alerts", target=d.incident.service,
+               outcome=AuditEntry.Outcome.SUCCESS if sent else AuditEntry.Outcome.ERROR,
+               payload={"incident": d.incident_id, "event": d.event, "channel": d.channel.name,
+                        "kind": d.channel.kind, "attempts": attempts, "status": response_status,
+                        "error": error[:300]})
+
+
+def save_alert_channel(channel: Any, *, actor: Any) -> Any:
+    created = channel.pk is None
+    with transaction.atomic():
+        channel.save()
+        record(events.ALERT_CHANNEL_CREATE if created else "alert_channel.update", actor=actor, target=channel,
+               payload={"name": channel.name, "kind": channel.kind, "target": channel.target,
+                        "service": channel.service.name if channel.service_id else None})
+    return channel
+
+
+def delete_alert_channel(channel: Any, *, actor: Any) -> None:
+    with transaction.atomic():
+        record(events.ALERT_CHANNEL_DELETE, actor=actor, target=channel, payload={"name": channel.name})
+        channel.delete()
+
+
+
+
+def escalate_incident(incident: Any, *, severity: str, evidence: dict[str, Any], actor: Any = "system:sla") -> bool:
+    """A slow burn (ticket) that turns into a fast burn (page) is the same incident, louder."""
+
+    with transaction.atomic():
+        inc = Incident.objects.select_for_update().get(pk=incident.pk)
+        if inc.status not in Incident.ACTIVE or inc.severity == severity:
+            return False
+        before = inc.severity
+        inc.severity = severity
+        inc.evidence = {**inc.evidence, "escalation": evidence}
+        inc.save(update_fields=["severity", "evidence"])
+        deliveries = _queue_alerts(inc, "escalated")
+        record(events.INCIDENT_ESCALATE, actor=actor, target=inc.service,
+               payload={"incident": inc.pk, "from": before, "to": severity, "evidence": evidence,
+                        "alerts": len(deliveries)})
+    return True

@@ -1,0 +1,24 @@
+from django.contrib import admin
+
+from core.admin import ReadOnlyAdmin
+from slo.models import AlertChannel, AlertDelivery, Incident
+
+# Written by the controller and the pages (through the actions, audited); here to look up.
+
+@admin.register(Incident)
+class IncidentAdmin(ReadOnlyAdmin):
+    list_display = ("id", "service", "kind", "severity", "status", "title", "opened_at", "resolved_at")
+    list_filter = ("status", "kind", "severity", "service")
+    search_fields = ("title",)
+
+
+@admin.register(AlertChannel)
+class AlertChannelAdmin(ReadOnlyAdmin):
+    list_display = ("name", "kind", "target", "service", "enabled", "created_at")
+    list_filter = ("kind", "enabled")
+
+
+@admin.register(AlertDelivery)
+class AlertDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ("id", "incident", "channel", "event", "status", "attempts", "response_status", "sent_at")
+    list_filter = ("status", "event", "channel")

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from slo.models import AlertChannel
+
+
+class AlertChannelForm(forms.ModelForm):
+    """The service is resolved by the view through the permission choke point, not by the form."""
+
+    class Meta:
+        model = AlertChannel
+        fields = ("name", "kind", "target")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        kind, target = data.get("kind"), data.get("target", "")
+        if kind == AlertChannel.Kind.WEBHOOK and not target.startswith(("http://", "https://")):
+            self.add_error("target", "A webhook target must be an http(s) URL.")
+        if kind == AlertChannel.Kind.EMAIL and "@" not in target:
+            self.add_error("target", "An email target must be an address.")
+        return data

@@ -1,0 +1,102 @@
+"""The control loop: a death an engine reports is converged at once on the fail-over loop, even
+while a (slow) tick is in progress; the tick keeps converging every service; every app's job runs
+on the loop it registered for, and one failing job does not stop the others."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from django.db import connection
+
+from controller.loop import Controller
+from core import loops
+from fleet import jobs, reconcile
+from tests.conftest import wait_for
+
+
+def test_each_app_registers_its_jobs_on_one_loop_each() -> None:
+    by_loop = {name: [j.name for j in loops.jobs(name)] for name in ("tick", "monitor", "sealer", "failover")}
+    assert by_loop["tick"] == ["fleet.reconcile", "workflows.sweep", "workflows.requeue_stranded"]
+    assert by_loop["sealer"] == ["audit.seal"]  # one sealer, nowhere else
+    assert by_loop["failover"] == ["fleet.failover"]
+    # health rolls up before slo evaluates, in the same pass
+    assert by_loop["monitor"].index("health.rollup") < by_loop["monitor"].index("slo.evaluate")
+    assert {"health.fanout", "autoscaling.evaluate", "health.prune", "slo.prune"} <= set(by_loop["monitor"])
+
+
+def test_a_failing_job_is_logged_and_the_next_one_still_runs(monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    ran: list[str] = []
+    monkeypatch.setattr(loops, "_jobs", [])
+    loops.register("test", "boom", 0, lambda: 1 / 0)
+    loops.register("test", "after", 0, lambda: ran.append("after"))
+    loops.register("test", "rare", 3600, lambda: ran.append("rare"))
+    loop = loops.Loop("test", 0.01)
+    loop.run(max_passes=3)
+    assert ran == ["after", "rare", "after", "after"]  # "rare" once: its period has not passed again
+    assert "job boom failed" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reported_death_does_not_wait_for_the_tick_in_progress(demo, monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(reconcile, "start_watchers", lambda: None)
+    calls: list[tuple[str, str, float]] = []
+
+    def converge(service_id: int, *, component: str, name: str | None = None) -> None:
+        calls.append((name or "", threading.current_thread().name, time.monotonic()))
+
+    monkeypatch.setattr(reconcile, "converge", converge)
+    in_tick = threading.Event()
+    real_call = jobs.Reconciler.__call__
+
+    def slow_tick(self) -> None:  # type: ignore[no-untyped-def]
+        real_call(self)
+        in_tick.set()
+        time.sleep(1.5)  # a tick busy with a slow engine call, say
+
+    monkeypatch.setattr(jobs.Reconciler, "__call__", slow_tick)
+    loop = Controller(loops=("tick", "failover"))
+
+    def run() -> None:
+        try:
+            loop.run_forever(max_ticks=1)
+        finally:
+            connection.close()  # this thread's own connection, as the controller's process would on exit
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    try:
+        assert in_tick.wait(10)
+        ticked = {name for name, thread, _ in calls if thread == runner.name}
+        assert {"HMS-SVC", "HMS-API", "analytics"} <= ticked  # the tick converges every service
+        reported_at = time.monotonic()
+        reconcile._urgent.put("HMS-SVC")  # what the docker watcher does on a `die` event
+        wait_for(
+            lambda: any(thread == "failover" for _n, thread, _t in calls),
+            timeout=1.0,
+            message="the reported service converged during the tick",
+        )
+        (name, _thread, at) = next(c for c in calls if c[1] == "failover")
+        assert name == "HMS-SVC" and at - reported_at < 0.5
+    finally:
+        loop.stopping.set()
+        runner.join(timeout=10)
+    assert not runner.is_alive()
+
+
+def test_the_tick_steps_aside_while_a_fail_over_runs_but_not_for_long() -> None:
+    started = time.monotonic()
+    jobs.yield_to_failover(started + 5)
+    assert time.monotonic() - started < 0.05  # nothing in flight: no wait
+    jobs.failing_over.set()
+    threading.Timer(0.2, jobs.failing_over.clear).start()
+    jobs.yield_to_failover(time.monotonic() + 5)
+    assert 0.15 < time.monotonic() - started < 1.0  # until the fail-over is done
+    jobs.failing_over.set()
+    try:
+        started = time.monotonic()
+        jobs.yield_to_failover(started + 0.2)
+        assert 0.15 < time.monotonic() - started < 1.0  # and never past the bound
+    finally:
+        jobs.failing_over.clear()

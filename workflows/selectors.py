@@ -1,0 +1,24 @@
+"""Flows and runs through the permission choke point, shared by the pages and the REST API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import Http404
+
+from core.permissions import get_for_user
+from workflows.models import WorkflowDefinition, WorkflowRun
+
+
+def flow_for(user: Any, slug: str, action: str = "view") -> WorkflowDefinition:
+    try:
+        return get_for_user(WorkflowDefinition.objects.filter(enabled=True), user, action, slug=slug)
+    except Http404:
+        raise Http404(f"No flow with id '{slug}'.") from None
+
+
+def run_for(user: Any, run_id: int, action: str = "view") -> WorkflowRun:
+    try:
+        return get_for_user(WorkflowRun.objects.select_related("actor"), user, action, pk=run_id)
+    except Http404:
+        raise Http404(f"No run {run_id}.") from None
