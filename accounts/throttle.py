@@ -21,6 +21,7 @@ from django.db.models import Count, Min
 from django.http import HttpRequest
 from django.utils import timezone
 
+from accounts.actions import record_login_failure
 from accounts.models import LoginFailure
 
 
@@ -69,8 +70,6 @@ class ThrottledModelBackend(ModelBackend):
 
     def authenticate(self, request: HttpRequest | None, username: str | None = None, password: str | None = None,
                      **kwargs: Any) -> Any:
-        from accounts.actions import record_login_failure
-
         if username is None:
             username = kwargs.get(get_user_model().USERNAME_FIELD)
         ip = client_ip(request)

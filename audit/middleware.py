@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Callable
 
 from django.db import DatabaseError, transaction
@@ -22,7 +23,10 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from audit import events
+from audit.actions import record
 from audit.context import reset_context, set_context
+from audit.models import AuditEntry
+from audit.signals import flush_admin_log, flush_permission_changes
 
 REFUSALS = (401, 403, 429)
 log = logging.getLogger("audit.middleware")
@@ -43,13 +47,35 @@ def is_admin_permission_post(request: HttpRequest) -> bool:
     return is_admin_post(request) and "/permissions/" in request.path
 
 
+class RequestIdMiddleware:
+    """Give each request an id (or keep the caller's X-Request-ID) and expose who/where to audit."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        incoming = request.headers.get("X-Request-ID", "")
+        request_id = incoming if incoming and len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+        request.request_id = request_id  # type: ignore[attr-defined]
+        token = set_context(
+            request_id=request_id,
+            ip=request.META.get("REMOTE_ADDR", ""),
+            user_agent=request.headers.get("User-Agent", ""),
+            token_id=None,
+        )
+        try:
+            response = self.get_response(request)
+        finally:
+            reset_context(token)
+        response["X-Request-ID"] = request_id
+        return response
+
+
 class AuditMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        from audit.signals import flush_admin_log, flush_permission_changes
-
         admin_post = is_admin_post(request)
         state: dict = {"audited": False, "perm_changes": [], "admin_perm": is_admin_permission_post(request),
                        "admin_post": admin_post, "started_at": timezone.now(), "user": getattr(request, "user", None)}
@@ -70,9 +96,6 @@ class AuditMiddleware:
 
 
 def record_refusal(request: HttpRequest, response: HttpResponse) -> None:
-    from audit.actions import record
-    from audit.models import AuditEntry
-
     payload: dict = {"status": response.status_code, "method": request.method, "path": request.path[:300]}
     # The JSON error code/detail says why (bad token, missing permission, throttled); query strings
     # are left out because they may carry secrets.

@@ -14,7 +14,6 @@ Run by the controller (a background thread, so a slow reconcile does not delay s
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from django.db import connection, transaction
@@ -100,16 +99,3 @@ def seal_pending(*, batch_size: int = 2000, max_entries: int | None = None) -> i
 
 def pending_count() -> int:
     return AuditEntry.objects.filter(seq__isnull=True).count()
-
-
-# --- in the controller (the "sealer" loop of core.loops, registered in audit/apps.py) ----------
-def tick() -> None:
-    """One sealing pass plus a due checkpoint: the controller's one sealer, on a loop of its own so
-    sealing lag stays bounded even while a reconcile pass waits on a slow engine."""
-    from audit.checkpoints import maybe_checkpoint
-
-    started = time.monotonic()
-    n = seal_pending()
-    maybe_checkpoint()
-    if n:
-        log.debug("sealed %d audit entries in %.3fs", n, time.monotonic() - started)

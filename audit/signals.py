@@ -12,6 +12,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from audit import events
+from audit.actions import record
 from audit.context import request_state
 
 
@@ -25,8 +26,6 @@ def _real_request(request: Any) -> bool:
 def on_login(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     if not _real_request(request):
         return
-    from audit.actions import record
-
     with transaction.atomic():
         record(events.AUTH_LOGIN, actor=user, target=user, payload={"username": user.get_username()})
 
@@ -35,8 +34,6 @@ def on_login(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
 def on_logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     if user is None or not _real_request(request):
         return  # signing out without a session is not an action
-    from audit.actions import record
-
     with transaction.atomic():
         record(events.AUTH_LOGOUT, actor=user, target=user, payload={"username": user.get_username()})
 
@@ -65,8 +62,6 @@ def flush_permission_changes(state: dict[str, Any]) -> None:
     changes = state.get("perm_changes") or []
     if not changes:
         return
-    from audit.actions import record
-
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for c in changes:
         groups.setdefault((c["kind"], c["holder_id"], tuple(c["content_type"]), c["object_pk"]), []).append(c)
@@ -100,8 +95,6 @@ def flush_admin_log(state: dict[str, Any]) -> None:
     if user is None or not getattr(user, "is_authenticated", False):
         return
     from django.contrib.admin.models import LogEntry
-
-    from audit.actions import record
 
     verbs = {1: "add", 2: "change", 3: "delete"}
     logged = (LogEntry.objects.filter(user_id=user.pk, action_time__gte=state["started_at"])

@@ -20,7 +20,7 @@ from audit.actions import request_verification
 from audit.chain import entry_hash, hashed_values
 from audit.models import AuditCheckpoint, AuditEntry, AuditVerification
 from audit.selectors import can_view_audit
-from audit.verify import oldest_pending_age
+from audit.verify import oldest_pending_age, run_verification
 from core.http import htmx_partial
 
 
@@ -133,8 +133,6 @@ def verify_chain(request: HttpRequest) -> HttpResponse:
     """Start a verification: inline when the log is small, else as a django-q2 task (the page
     polls the result)."""
     _require_auditor(request)
-    from audit.verify import run_verification
-
     verification = request_verification(actor=request.user)
     sealed = AuditEntry.objects.filter(seq__isnull=False).count()
     if sealed <= settings.HMS_AUDIT_VERIFY_INLINE_MAX:

@@ -6,9 +6,10 @@ from typing import Any
 
 from django.conf import settings
 
-from audit import events
 from fleet import actions as service_actions
 from fleet.models import Service
+from fleet.sample.image import build_sample_image, image_exists
+from policies import actions as policy_actions
 from policies.models import Policy
 from workflows import actions as workflow_actions
 from workflows.models import WorkflowDefinition
@@ -95,27 +96,20 @@ def load_demo(driver: str = "process") -> list[str]:
             workflow_actions.save_flow(WorkflowDefinition(**flow), actor=ACTOR, created=True)
             done.append(f"flow {flow['slug']}")
     if not Policy.objects.filter(name="analytics jobs per user ≤ 5").exists():
-        from django.db import transaction
-
-        from audit.actions import record
-
-        with transaction.atomic():
-            policy = Policy.objects.create(
-                name="analytics jobs per user ≤ 5",
-                kind=Policy.Kind.CONCURRENT_RUNS,
-                scope_tag="analytics",
-                per_user=True,
-                limit=5,
-                description="No more than 5 concurrent analytics jobs per user (the chapter's rule).",
-            )
-            record(events.POLICY_CREATE, actor=ACTOR, target=policy, payload={"name": policy.name, "limit": 5})
+        policy_actions.save_policy(Policy(
+            name="analytics jobs per user ≤ 5",
+            kind=Policy.Kind.CONCURRENT_RUNS,
+            scope_tag="analytics",
+            per_user=True,
+            limit=5,
+            description="No more than 5 concurrent analytics jobs per user (the chapter's rule).",
+        ), actor=ACTOR)
         done.append("policy 'analytics jobs per user ≤ 5'")
     return done
 
 
 def _ensure_sample_image() -> list[str]:
     """docker/swarm demos run the sample image; nothing can be pulled, so build it when missing."""
-    from fleet.sample.image import build_sample_image, image_exists
 
     if image_exists(settings.HMS_SAMPLE_IMAGE):
         return []

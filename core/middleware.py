@@ -1,41 +1,15 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 
-from audit.context import reset_context, set_context
 from core.http import json_error
 from core.safejson import text_problem
 
 error_response = json_error  # the one envelope (core.http)
-
-
-class RequestIdMiddleware:
-    """Give each request an id (or keep the caller's X-Request-ID) and expose who/where to audit."""
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        incoming = request.headers.get("X-Request-ID", "")
-        request_id = incoming if incoming and len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
-        request.request_id = request_id  # type: ignore[attr-defined]
-        token = set_context(
-            request_id=request_id,
-            ip=request.META.get("REMOTE_ADDR", ""),
-            user_agent=request.headers.get("User-Agent", ""),
-            token_id=None,
-        )
-        try:
-            response = self.get_response(request)
-        finally:
-            reset_context(token)
-        response["X-Request-ID"] = request_id
-        return response
 
 
 class BodySizeLimitMiddleware:

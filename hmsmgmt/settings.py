@@ -110,7 +110,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "core.middleware.RequestIdMiddleware",
+    "audit.middleware.RequestIdMiddleware",
     "core.middleware.BodySizeLimitMiddleware",
     "core.middleware.UnstorableInputMiddleware",
     "django.middleware.security.SecurityMiddleware",

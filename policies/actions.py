@@ -33,7 +33,7 @@ def save_policy(policy: Policy, *, actor: Any) -> Policy:
         else:
             changes = {k: [before.get(k), v] for k, v in after.items() if before.get(k) != v}
             payload = {"name": policy.name, "kind": policy.kind, "changes": changes}
-        record(events.POLICY_CREATE if created else "policy.update", actor=actor, target=policy, payload=payload)
+        record(events.POLICY_CREATE if created else events.POLICY_UPDATE, actor=actor, target=policy, payload=payload)
     return policy
 
 

@@ -7,6 +7,7 @@ class SloConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Here, not at the top: these import models, which exist only once the registry is ready.
         from core.loops import register
         from slo import sla
 

@@ -6,12 +6,14 @@ class WorkflowsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Here, not at the top: these import models, which exist only once the registry is ready.
         from autoscaling.autoscaler import register_demand_provider
         from core.loops import register
         from policies.enforce import register_provider
-        from workflows import engine
+        from workflows import callables, engine
         from workflows.models import StepRun
 
+        del callables  # imported for its @callable_step registrations (the built-in python steps)
         # Policies sit below workflows: hand them the count they need for run quotas.
         register_provider("active_runs", engine.active_runs)
         # The autoscaler scales on workflow demand: steps queued or running per service.

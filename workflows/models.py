@@ -26,7 +26,7 @@ class WorkflowDefinition(models.Model):
         return self.slug
 
     def clean(self) -> None:
-        from workflows.dag import validate_definition
+        from workflows.dag import validate_definition  # dag → steps → fleet: loaded after this module
 
         validate_definition(self.steps, self.tags)
 

@@ -17,9 +17,19 @@ from __future__ import annotations
 import random
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import requests
+
+from core.permissions import can
+from fleet import reconcile
+from fleet.actions import count_error, scale_service
+from fleet.drivers import EngineUnavailable
+from fleet.locks import LockTimeout
+from fleet.models import Instance, Service
 
 # --- registry ---------------------------------------------------------------------------------
 
@@ -222,10 +232,6 @@ def sleep(ctx: StepContext) -> dict[str, Any]:
 @action("http", validate=_validate_http)
 def http(ctx: StepContext) -> dict[str, Any]:
     """Call an endpoint of a managed service on one of its healthy instances."""
-    import requests
-
-    from fleet.models import Instance
-
     service = ctx.params.get("service")
     path = render(ctx.params.get("path", "/work"), ctx)
     method = str(ctx.params.get("method", "POST")).upper()
@@ -264,14 +270,6 @@ def http(ctx: StepContext) -> dict[str, Any]:
 @action("scale", validate=_validate_scale)
 def scale(ctx: StepContext) -> dict[str, Any]:
     """Scale a service as the run's actor: the same action (policies, audit) as POST /mgmt/scale."""
-    import time
-
-    from fleet import reconcile
-    from fleet.actions import count_error, scale_service
-    from fleet.drivers import EngineUnavailable
-    from fleet.locks import LockTimeout
-    from fleet.models import Service
-
     name = ctx.params["service"]
     instances = _param(ctx, "instances", None)
     if count_error(instances) is not None:
@@ -282,8 +280,6 @@ def scale(ctx: StepContext) -> dict[str, Any]:
         raise StepError(f"no service named {name!r}")
     if ctx.actor is None:
         raise StepError("the run has no actor to scale as")
-    from core.permissions import can
-
     # A flow must not lend its runner rights they lack: the same check as POST /mgmt/scale.
     if not can(ctx.actor, "scale", svc):
         raise StepError(f"{ctx.actor.get_username()} may not scale {name}")
@@ -319,6 +315,3 @@ def python(ctx: StepContext) -> Any:
 def approval(ctx: StepContext) -> Any:
     raise AwaitApproval(str(_param(ctx, "prompt", "Approve this run?")))
 
-
-# The built-in callables register themselves on import.
-from workflows import callables  # noqa: E402,F401

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.core.management.base import BaseCommand, CommandError
 
+from audit.archive import ArchiveError, verify_archives
+from audit.checkpoints import CheckpointError, check_log, load
 from audit.verify import oldest_pending_age, verify_database
 
 STALE_PENDING_SECONDS = 60
@@ -19,8 +23,6 @@ class Command(BaseCommand):
                             help="an audit_archive directory: check its files and the boundary with the database")
 
     def handle(self, *args, **options) -> None:
-        from audit.checkpoints import CheckpointError, check_log, load
-
         result = verify_database()
         if not result.ok:
             raise CommandError(f"audit chain {result.summary()}")
@@ -36,10 +38,6 @@ class Command(BaseCommand):
                 self.stdout.write(f"checkpoint {doc['_path']} ({doc['alg']}): signature valid, log covers "
                                   f"seq {doc['last_seq']} with the same hash")
         for directory in options["archive"]:
-            from pathlib import Path
-
-            from audit.archive import ArchiveError, verify_archives
-
             try:
                 found = verify_archives(Path(directory))
             except ArchiveError as exc:
