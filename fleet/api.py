@@ -11,7 +11,6 @@ from ninja import Field, Router, Schema
 from pydantic import StrictBool, StrictInt, StrictStr
 
 from core.errors import PolicyViolation
-from core.permissions import restrict
 from fleet import actions, reconcile
 from fleet.models import Instance, Service
 from fleet.reconcile import converge_now
@@ -129,7 +128,7 @@ def scale(request: HttpRequest, payload: ScaleIn, dry_run: bool = False) -> Any:
 
 @router.get("/services", response=list[ServiceOut], summary="Services you may see, with counts")
 def list_services(request: HttpRequest) -> Any:
-    return [service_out(s, with_instances=False) for s in restrict(Service.objects.all(), request.user)]
+    return [service_out(s, with_instances=False) for s in Service.objects.restrict(request.user)]
 
 
 @router.get("/services/{name}", response=ServiceOut, summary="One service with its instances")

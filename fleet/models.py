@@ -4,6 +4,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
+from core.permissions import RestrictedQuerySet
 from fleet.drivers.base import ServiceSpec
 
 NAME_VALIDATOR = RegexValidator(r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$", "Letters, digits, '-', '_' and '.' only.")
@@ -56,6 +57,8 @@ class Service(models.Model):
     scale_up_stabilization_seconds = models.PositiveIntegerField(default=0)
     scale_down_stabilization_seconds = models.PositiveIntegerField(default=300)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = RestrictedQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]

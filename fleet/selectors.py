@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import Count, Q
 from django.http import Http404
 
-from core.permissions import can, get_for_user, restrict
+from core.permissions import can, get_for_user
 from fleet import reconcile
 from fleet.models import Instance, Service
 
@@ -30,7 +30,7 @@ def service_for(user: Any, name: str, action: str = "view", *, with_counts: bool
 
 def service_rows(user: Any) -> list[dict[str, Any]]:
     """The overview's rows: each service the user may see with its status and scale right."""
-    return [service_row(user, svc) for svc in restrict(Service.objects.all(), user)]
+    return [service_row(user, svc) for svc in Service.objects.restrict(user)]
 
 
 def service_row(user: Any, svc: Service, message: str = "", error: str = "") -> dict[str, Any]:

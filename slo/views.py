@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from core.http import redirect_back
-from core.permissions import can, restrict
+from core.permissions import can
 from fleet.forms import form_problem
 from fleet.models import Service
 from fleet.selectors import service_for
@@ -46,7 +46,7 @@ def sla_overview(request: HttpRequest) -> HttpResponse:
 
 def _overview_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
     now = timezone.now()
-    services = list(restrict(Service.objects.all(), request.user))
+    services = list(Service.objects.restrict(request.user))
     return {
         "cards": [service_card(svc, now) for svc in services],
         "incidents": list(Incident.objects.filter(service__in=services).select_related("service")[:30]),
@@ -81,7 +81,7 @@ def channel_create(request: HttpRequest) -> HttpResponse:
         return render(request, "slo/sla.html", _overview_context(request, error=form_problem(form)), status=400)
     channel = form.save(commit=False)
     if request.POST.get("service"):
-        channel.service = restrict(Service.objects.all(), request.user).filter(name=request.POST["service"]).first()
+        channel.service = Service.objects.restrict(request.user).filter(name=request.POST["service"]).first()
     actions.save_alert_channel(channel, actor=request.user)
     messages.success(request, f"Alert channel {channel.name} added.")
     return redirect("sla-overview")

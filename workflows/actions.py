@@ -14,7 +14,7 @@ from audit import events
 from audit.actions import record
 from audit.models import AuditEntry
 from policies.enforce import Decision, enforce
-from workflows import engine
+from workflows import dispatch
 from workflows.models import StepRun, WorkflowDefinition, WorkflowRun
 
 DEFAULT_STEP_TIMEOUT = 60
@@ -75,7 +75,7 @@ def start_run(definition: WorkflowDefinition, data: dict[str, Any], *, actor: An
         )
         record(events.WORKFLOW_START, actor=actor, target=run, payload={"flowId": definition.slug, "runId": run.pk})
         roots = [step.pk for step in steps if step.status == StepRun.Status.QUEUED]
-        transaction.on_commit(lambda: [engine.enqueue(pk) for pk in roots])
+        transaction.on_commit(lambda: [dispatch.enqueue(pk) for pk in roots])
     return StartOutcome(decision, run)
 
 
@@ -90,7 +90,7 @@ def cancel_run(run: WorkflowRun, *, actor: Any) -> bool:
         )
         if not won:
             return False
-        stopped = StepRun.objects.filter(run=run, status__in=engine.UNFINISHED).update(
+        stopped = StepRun.objects.filter(run=run, status__in=dispatch.UNFINISHED).update(
             status=StepRun.Status.CANCELLED, finished_at=now, lease_until=None, not_before=None)
         record(events.WORKFLOW_CANCEL, actor=actor, target=run,
                payload={"runId": run.pk, "flowId": run.flow_slug, "stepsStopped": stopped})
@@ -136,7 +136,7 @@ def retry_run(run: WorkflowRun, *, actor: Any) -> RetryOutcome:
         names = [s.name for s in redo]
         record(events.WORKFLOW_RETRY, actor=actor, target=locked,
                payload={"runId": run.pk, "flowId": run.flow_slug, "steps": names, "from": locked.status})
-        transaction.on_commit(lambda: engine.dispatch_ready(run.pk))
+        transaction.on_commit(lambda: dispatch.dispatch_ready(run.pk))
     return RetryOutcome(decision, names)
 
 
@@ -166,7 +166,7 @@ def decide_approval(run: WorkflowRun, step_name: str, *, approve: bool, actor: A
         record(events.WORKFLOW_APPROVE if approve else "workflow.reject", actor=actor, target=run,
                payload={"runId": run.pk, "flowId": run.flow_slug, "step": step_name, "approved": approve,
                         "comment": comment[:500]})
-        transaction.on_commit(lambda: engine.dispatch_ready(run.pk))
+        transaction.on_commit(lambda: dispatch.dispatch_ready(run.pk))
     step.refresh_from_db()
     return step
 

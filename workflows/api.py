@@ -11,7 +11,7 @@ from pydantic import StrictBool, StrictStr
 
 from core.errors import ApiError, PolicyViolation
 from core.permissions import restrict
-from workflows import actions, engine
+from workflows import actions, serializers
 from workflows.models import StepRun, WorkflowRun
 from workflows.selectors import flow_for, run_for
 
@@ -68,7 +68,7 @@ def list_runs(request: HttpRequest, status: str = "", flowId: str = "", page: in
 
 @router.get("/workflows/{run_id}", summary="A run's status with its steps")
 def get_run(request: HttpRequest, run_id: int) -> Any:
-    return engine.run_summary(run_for(request.user, run_id))
+    return serializers.run_summary(run_for(request.user, run_id))
 
 
 @router.post("/workflows/{run_id}/cancel", summary="Cancel a run: pending steps never start")
@@ -77,7 +77,7 @@ def cancel(request: HttpRequest, run_id: int) -> Any:
     if not actions.cancel_run(run, actor=request.user):
         raise ApiError(409, "not_active", f"Run {run_id} has already finished ({run.status}).")
     run.refresh_from_db()
-    return engine.run_summary(run)
+    return serializers.run_summary(run)
 
 
 @router.post("/workflows/{run_id}/retry", summary="Retry a failed or cancelled run from the failed step")
@@ -90,7 +90,7 @@ def retry(request: HttpRequest, run_id: int) -> Any:
     if not outcome.decision.allowed:
         raise PolicyViolation(outcome.decision)
     run.refresh_from_db()
-    return engine.run_summary(run)
+    return serializers.run_summary(run)
 
 
 class ApproveIn(Schema):
@@ -108,4 +108,4 @@ def approve(request: HttpRequest, run_id: int, name: str, payload: ApproveIn) ->
     except actions.DecisionRefused as exc:
         raise ApiError(409, "not_waiting", str(exc)) from None
     run.refresh_from_db()
-    return engine.run_summary(run)
+    return serializers.run_summary(run)

@@ -10,15 +10,15 @@ class WorkflowsConfig(AppConfig):
         from autoscaling.autoscaler import register_demand_provider
         from core.loops import register
         from policies.enforce import register_provider
-        from workflows import callables, engine
+        from workflows import callables, selectors, sweeps
         from workflows.models import StepRun
 
         del callables  # imported for its @callable_step registrations (the built-in python steps)
         # Policies sit below workflows: hand them the count they need for run quotas.
-        register_provider("active_runs", engine.active_runs)
+        register_provider("active_runs", selectors.active_runs)
         # The autoscaler scales on workflow demand: steps queued or running per service.
         register_demand_provider(lambda name: StepRun.objects.filter(
             status__in=(StepRun.Status.QUEUED, StepRun.Status.RUNNING), params__service=name).count())
         # Expired leases, approval deadlines, retries whose backoff passed: every tick.
-        register("tick", "workflows.sweep", 0, engine.sweep_due)
-        register("tick", "workflows.requeue_stranded", 10, engine.requeue_stranded)
+        register("tick", "workflows.sweep", 0, sweeps.sweep_due)
+        register("tick", "workflows.requeue_stranded", 10, sweeps.requeue_stranded)

@@ -4,6 +4,8 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 
+from core.permissions import RestrictedQuerySet
+
 FLOW_ID_VALIDATOR = RegexValidator(r"^[A-Za-z][A-Za-z0-9_-]{0,99}$", "A flow id is a slug like exportPatientData.")
 
 
@@ -17,6 +19,8 @@ class WorkflowDefinition(models.Model):
     steps = models.JSONField(default=list)
     enabled = models.BooleanField(default=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = RestrictedQuerySet.as_manager()
 
     class Meta:
         ordering = ["slug"]
@@ -53,6 +57,8 @@ class WorkflowRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RestrictedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-id"]

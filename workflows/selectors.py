@@ -22,3 +22,16 @@ def run_for(user: Any, run_id: int, action: str = "view") -> WorkflowRun:
         return get_for_user(WorkflowRun.objects.select_related("actor"), user, action, pk=run_id)
     except Http404:
         raise Http404(f"No run {run_id}.") from None
+
+
+def active_runs(*, user_id: int | None, flow: str | None, tag: str | None) -> int:
+    """Runs holding a quota slot: pending or running (a dead worker's run stays active until its
+    lease is swept, then it fails and frees the slot)."""
+    qs = WorkflowRun.objects.filter(status__in=WorkflowRun.ACTIVE)
+    if user_id is not None:
+        qs = qs.filter(actor_id=user_id)
+    if flow:
+        qs = qs.filter(flow_slug=flow)
+    if tag:
+        qs = qs.filter(tag_list__contains=f",{tag},")
+    return qs.count()

@@ -8,15 +8,7 @@ import django.utils.timezone
 from django.conf import settings
 from django.db import migrations, models
 
-
-MODELS = ['apitoken', 'loginfailure']
-
-
-def move_content_types(apps, schema_editor):
-    """On a database from before the split: the content types (and with them every permission
-    and object grant) follow their models. A new database has none under the old label."""
-    ContentType = apps.get_model("contenttypes", "ContentType")
-    ContentType.objects.filter(app_label="hmsmgmt", model__in=MODELS).update(app_label="accounts")
+from core.migration_ops import move_content_types
 
 
 class Migration(migrations.Migration):
@@ -65,5 +57,5 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.SeparateDatabaseAndState(state_operations=state_operations, database_operations=[]),
-        migrations.RunPython(move_content_types, migrations.RunPython.noop),
+        move_content_types("hmsmgmt", "accounts", ['apitoken', 'loginfailure']),
     ]

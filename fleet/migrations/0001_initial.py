@@ -7,15 +7,7 @@ import django.core.validators
 import django.db.models.deletion
 from django.db import migrations, models
 
-
-MODELS = ['service', 'instance']
-
-
-def move_content_types(apps, schema_editor):
-    """On a database from before the split: the content types (and with them every permission
-    and object grant) follow their models. A new database has none under the old label."""
-    ContentType = apps.get_model("contenttypes", "ContentType")
-    ContentType.objects.filter(app_label="services", model__in=MODELS).update(app_label="fleet")
+from core.migration_ops import move_content_types
 
 
 class Migration(migrations.Migration):
@@ -104,5 +96,5 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.SeparateDatabaseAndState(state_operations=state_operations, database_operations=[]),
-        migrations.RunPython(move_content_types, migrations.RunPython.noop),
+        move_content_types("services", "fleet", ['service', 'instance']),
     ]

@@ -6,15 +6,7 @@ and django-guardian object grants keep pointing at them. The tables are renamed 
 import django.db.models.deletion
 from django.db import migrations, models
 
-
-MODELS = ['proberesult', 'proberollup', 'maintenancewindow']
-
-
-def move_content_types(apps, schema_editor):
-    """On a database from before the split: the content types (and with them every permission
-    and object grant) follow their models. A new database has none under the old label."""
-    ContentType = apps.get_model("contenttypes", "ContentType")
-    ContentType.objects.filter(app_label="services", model__in=MODELS).update(app_label="health")
+from core.migration_ops import move_content_types
 
 
 class Migration(migrations.Migration):
@@ -89,5 +81,5 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.SeparateDatabaseAndState(state_operations=state_operations, database_operations=[]),
-        migrations.RunPython(move_content_types, migrations.RunPython.noop),
+        move_content_types("services", "health", ['proberesult', 'proberollup', 'maintenancewindow']),
     ]

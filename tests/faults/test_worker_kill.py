@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 
 from tests.conftest import wait_for
 from tests.workflows.helpers import make_flow, py, statuses
-from workflows import actions, engine
+from workflows import actions, sweeps
 from workflows.models import StepRun, WorkflowRun
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
@@ -39,7 +39,7 @@ def test_sigkill_mid_step_the_run_still_completes_once(spawn, tmp_path: Path) ->
 
     spawn("qcluster", **env)
     # The controller's job, done here directly: once the dead worker's lease lapses, re-queue.
-    wait_for(lambda: engine.sweep_expired_leases() or StepRun.objects.filter(pk=middle.pk).exclude(
+    wait_for(lambda: sweeps.sweep_expired_leases() or StepRun.objects.filter(pk=middle.pk).exclude(
         status="running", attempts=1).exists(), timeout=30, interval=0.2, message="the lease sweep")
 
     def done() -> bool:

@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from audit.models import AuditEntry
 from policies.enforce import enforce
 from tests.conftest import ROOT, Proc, api, subprocess_env, wait_for
-from workflows import actions, engine
+from workflows import actions, dispatch, sweeps
 from workflows.models import StepRun, WorkflowDefinition, WorkflowRun
 
 FLOW = "analyticsReport"
@@ -162,7 +162,7 @@ def test_a_cancelled_or_finished_run_frees_its_slot(personas, demo, tokens, clie
     assert api(clients["anon"], "post", "/mgmt/workflows", {"flowId": FLOW}, tokens["carol"]).status_code == 429
     # A run that finishes (every step done) is settled by the engine and frees its slot too.
     StepRun.objects.filter(run_id=started[1]).update(status=StepRun.Status.SUCCEEDED)
-    engine.settle_run(started[1])
+    dispatch.settle_run(started[1])
     assert WorkflowRun.objects.get(pk=started[1]).status == WorkflowRun.Status.SUCCEEDED
     assert api(clients["anon"], "post", "/mgmt/workflows", {"flowId": FLOW}, tokens["carol"]).status_code == 200
 
@@ -186,7 +186,7 @@ def test_a_dead_workers_run_frees_its_slot_when_the_lease_expires(personas, demo
     assert not enforce(carol, "run", flow, flow=FLOW, tags=flow.tags).allowed
     # The controller's sweep, called directly: once the dead worker's lease lapses, the step fails
     # (analyticsReport has no retries), the run fails, and the slot is free.
-    wait_for(lambda: engine.sweep_expired_leases() or StepRun.objects.filter(
+    wait_for(lambda: sweeps.sweep_expired_leases() or StepRun.objects.filter(
         pk=step.pk, status=StepRun.Status.FAILED).exists(), timeout=60, interval=0.3, message="the lease sweep")
     wait_for(lambda: WorkflowRun.objects.get(pk=step.run_id).status == WorkflowRun.Status.FAILED, timeout=30,
              message="the run to fail")

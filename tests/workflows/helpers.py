@@ -6,7 +6,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from workflows import actions, engine
+from workflows import actions, execute, sweeps
 from workflows.models import StepRun, WorkflowDefinition, WorkflowRun
 
 
@@ -32,11 +32,11 @@ def drain(run: WorkflowRun, rounds: int = 20) -> WorkflowRun:
     if their backoff had passed."""
     for _ in range(rounds):
         StepRun.objects.filter(run=run, status=StepRun.Status.RETRYING).update(not_before=timezone.now())
-        engine.promote_due_retries()
+        sweeps.promote_due_retries()
         ids = list(StepRun.objects.filter(run=run, status=StepRun.Status.QUEUED).values_list("id", flat=True))
         if not ids:
             break
         for step_id in ids:
-            engine.execute_step(step_id)
+            execute.execute_step(step_id)
     run.refresh_from_db()
     return run

@@ -9,7 +9,7 @@ from django.contrib.auth.models import User
 
 from audit.models import AuditEntry
 from tests.workflows.helpers import drain, make_flow, py, statuses, step
-from workflows import actions, engine
+from workflows import actions, execute, sweeps
 from workflows.models import StepRun, WorkflowRun
 
 pytestmark = pytest.mark.django_db
@@ -39,7 +39,7 @@ def test_a_chain_runs_inline_in_one_task(alice, django_capture_on_commit_callbac
     flow = make_flow("chain", [step("a"), step("b", "a"), step("c", "b")])
     run = start(alice, flow, capture=django_capture_on_commit_callbacks)
     first = StepRun.objects.get(run=run, name="a")
-    assert engine.execute_step(first.pk) == "succeeded"
+    assert execute.execute_step(first.pk) == "succeeded"
     run.refresh_from_db()
     assert run.status == "succeeded"
     assert set(statuses(run).values()) == {"succeeded"}
@@ -49,7 +49,7 @@ def test_a_chain_runs_inline_in_one_task(alice, django_capture_on_commit_callbac
 def test_fan_out_runs_one_branch_inline_and_queues_the_other(alice, django_capture_on_commit_callbacks) -> None:
     flow = make_flow("fan", [step("a"), step("b", "a"), step("c", "a"), step("d", "b", "c")])
     run = start(alice, flow, capture=django_capture_on_commit_callbacks)
-    engine.execute_step(StepRun.objects.get(run=run, name="a").pk)
+    execute.execute_step(StepRun.objects.get(run=run, name="a").pk)
     st = statuses(run)
     assert sorted([st["b"], st["c"]]) == ["queued", "succeeded"]
     assert st["d"] == "pending"  # fan-in waits for both branches
@@ -69,11 +69,11 @@ def test_retries_with_backoff_then_success(alice, django_capture_on_commit_callb
     flow = make_flow("flaky", [py("a", "flaky", kwargs={"fail_attempts": 2}, retries=3, backoff=2), step("b", "a")])
     run = start(alice, flow, capture=django_capture_on_commit_callbacks)
     a = StepRun.objects.get(run=run, name="a")
-    engine.execute_step(a.pk)
+    execute.execute_step(a.pk)
     a.refresh_from_db()
     assert a.status == "retrying" and a.attempts == 1 and "fails on purpose" in a.error
     assert 1.5 < (a.not_before - a.started_at).total_seconds() < 3  # first delay = backoff
-    assert engine.sweep_due() == {"swept": 0, "retried": 0}  # not due yet
+    assert sweeps.sweep_due() == {"swept": 0, "retried": 0}  # not due yet
     run = drain(run)
     a.refresh_from_db()
     assert run.status == "succeeded" and a.attempts == 3 and a.output == {"attempt": 3}
@@ -111,7 +111,7 @@ def test_cancel_stops_pending_steps_and_is_audited(alice, django_capture_on_comm
     run = start(alice, flow, capture=django_capture_on_commit_callbacks)
     assert actions.cancel_run(run, actor=alice)
     assert not actions.cancel_run(run, actor=alice)  # already finished: refused, not audited twice
-    assert engine.execute_step(StepRun.objects.get(run=run, name="a").pk) == "not claimed"
+    assert execute.execute_step(StepRun.objects.get(run=run, name="a").pk) == "not claimed"
     run.refresh_from_db()
     assert run.status == "cancelled"
     assert statuses(run) == {"a": "cancelled", "b": "cancelled"}
@@ -171,7 +171,7 @@ def test_an_expired_lease_is_swept_and_the_step_runs_once_more(alice, django_cap
     a = StepRun.objects.get(run=run, name="a")
     # A worker claimed it and died: RUNNING with a lease in the past.
     StepRun.objects.filter(pk=a.pk).update(status="running", attempts=1, lease_until=timezone.now() - timedelta(1))
-    assert engine.sweep_due() == {"swept": 1, "retried": 0}
+    assert sweeps.sweep_due() == {"swept": 1, "retried": 0}
     assert drain(run).status == "succeeded"
     a.refresh_from_db()
     assert a.attempts == 2
@@ -186,7 +186,7 @@ def test_a_lease_expiring_on_the_last_attempt_fails_the_run(alice, django_captur
     run = start(alice, make_flow("lease2", [step("a"), step("b", "a")]), capture=django_capture_on_commit_callbacks)
     StepRun.objects.filter(run=run, name="a").update(status="running", attempts=1,
                                                      lease_until=timezone.now() - timedelta(1))
-    engine.sweep_expired_leases()
+    sweeps.sweep_expired_leases()
     run.refresh_from_db()
     assert run.status == "failed" and statuses(run) == {"a": "failed", "b": "skipped"}
 
