@@ -49,7 +49,7 @@ def test_crash_loop_backs_off_exponentially_capped_and_shows_it(clients, tokens,
     for n in range(1, 6):
         wait_for(streak_reaches(n), timeout=15, interval=0.05, message=f"crash number {n}")
         assert svc.failure_streak == n
-        entry = AuditEntry.objects.filter(action="failover", target_id=str(svc.pk)).latest("seq")
+        entry = AuditEntry.objects.filter(action="failover", target_id=str(svc.pk)).latest("id")
         assert entry.actor == "system:test" and entry.payload["failure_streak"] == n
         assert "exited" in entry.payload["cause"] or "disappeared" in entry.payload["cause"]
         if n == 1:
@@ -73,7 +73,7 @@ def test_crash_loop_backs_off_exponentially_capped_and_shows_it(clients, tokens,
     # Capped: a long streak never waits more than MAX_BACKOFF_SECONDS.
     Service.objects.filter(pk=svc.pk).update(failure_streak=12, backoff_until=None)
     wait_for(streak_reaches(13), timeout=15, interval=0.05, message="one more crash")
-    entry = AuditEntry.objects.filter(action="failover", target_id=str(svc.pk)).latest("seq")
+    entry = AuditEntry.objects.filter(action="failover", target_id=str(svc.pk)).latest("id")
     assert round((svc.backoff_until - entry.created_at).total_seconds()) == actions.MAX_BACKOFF_SECONDS
 
 

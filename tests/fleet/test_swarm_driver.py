@@ -66,7 +66,7 @@ def test_scale_to_three_runs_three_tasks_then_a_killed_task_is_restarted_by_swar
         return Instance.objects.get(pk=victim.pk).state == Instance.State.EXITED
 
     wait_for(victim_failed, timeout=15, interval=0.2, message="the killed task seen as failed")
-    entry = AuditEntry.objects.filter(action="failover", target_id=str(svc.pk)).latest("seq")
+    entry = AuditEntry.objects.filter(action="failover", target_id=str(svc.pk)).latest("id")
     assert entry.payload["ref"] == victim.ref and "failed" in entry.payload["cause"]
     wait_for(lambda: reconcile.converge(svc.pk, component="test").running == 3, timeout=40, interval=0.3,
              message="Swarm's replacement task running and healthy")

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from audit.models import AuditEntry
 from core import stats
+from core.loops import Loop
 from fleet import actions, reconcile
 from fleet.models import Instance, Service
 from health import actions as health_actions
@@ -175,11 +176,11 @@ def test_the_controller_loop_probes_inline_when_told_and_fails_over(transactiona
     settings.HMS_SLA_EVAL_SECONDS = 1
     svc = make_service("looped")
     (inst,) = running_instance(svc)
-    monitor = monitoring.Monitor()
+    monitor = Loop("monitor", 0.1)  # the controller's monitor loop: fan-out, roll-ups, SLOs, autoscaler
 
     def step_until(predicate, message: str):
         def once():
-            monitor.step()
+            monitor.run_once()
             return predicate()
         return wait_for(once, timeout=20, interval=0.1, message=message)
 
