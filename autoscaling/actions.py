@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from audit import events
 from audit.actions import actor_label, record
-from autoscaling.models import ScaleOverride
+from autoscaling.models import AutoscaleSettings, ScaleOverride
 from fleet.models import Service
 
 ACTOR = "system:autoscaler"
@@ -60,8 +60,32 @@ def override_manual_scale(service: Service, *, previous: int, instances: int, ac
     runs, pauses the autoscaler at that count for HMS_AUTOSCALE_OVERRIDE_TTL_SECONDS (0 = until
     cleared). Runs inside the scale's transaction, so the override exists exactly when the scale
     does. System actors other than the autoscaler (none scales today) would be overrides too."""
-    if not service.autoscale_enabled or actor_label(actor)[0] == ACTOR or reason == HOLD_REASON:
+    enabled = AutoscaleSettings.objects.filter(pk=service.pk, autoscale_enabled=True).exists()  # fresh, not cached
+    if not enabled or actor_label(actor)[0] == ACTOR or reason == HOLD_REASON:
         return
     ttl = settings.HMS_AUTOSCALE_OVERRIDE_TTL_SECONDS or None
     create_scale_override(service, owner=actor_label(actor)[0], instances=instances, ttl_seconds=ttl, actor=ACTOR,
                           reason=f"manual scale {previous} → {instances}")
+
+
+def apply_settings(service: Service, changes: dict[str, Any]) -> dict[str, list[Any]]:
+    """Set these AutoscaleSettingss fields of the service (validated like admin; a ValidationError changes
+    nothing) and return what changed as {field: [before, after]}. Inside the caller's transaction,
+    which writes the one audit entry for the whole change (console.actions)."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("apply_settings() must run inside the caller's transaction")
+    row = AutoscaleSettings.objects.select_for_update().get(pk=service.pk)
+    diff = {k: [getattr(row, k), v] for k, v in changes.items() if getattr(row, k) != v}
+    for name, value in changes.items():
+        setattr(row, name, value)
+    row.full_clean(exclude=["service"])
+    row.save()
+    return diff
+
+
+def update_settings(service: Service, changes: dict[str, Any], *, actor: Any) -> dict[str, list[Any]]:
+    """apply_settings() as its own audited change (admin edits one part)."""
+    with transaction.atomic():
+        diff = apply_settings(service, changes)
+        record(events.SERVICE_UPDATE, actor=actor, target=service, payload={"changes": diff})
+    return diff

@@ -1,7 +1,9 @@
 from django.contrib import admin
 
-from autoscaling.models import AutoscaleDecision, ScaleOverride
-from core.admin import ReadOnlyAdmin
+from autoscaling import actions
+from autoscaling.models import AutoscaleDecision, AutoscaleSettings, ScaleOverride
+from core.admin import ReadOnlyAdmin, SettingsInline
+from fleet.admin import register_settings_inline
 
 # Written by the controller and the pages (through the actions, audited); here to look up.
 
@@ -16,3 +18,11 @@ class AutoscaleDecisionAdmin(ReadOnlyAdmin):
 class ScaleOverrideAdmin(ReadOnlyAdmin):
     list_display = ("id", "service", "owner", "instances", "created_at", "expires_at", "cleared_at")
     list_filter = ("service",)
+
+
+class AutoscaleSettingsInline(SettingsInline):
+    model = AutoscaleSettings
+    update = staticmethod(actions.update_settings)
+
+
+register_settings_inline(AutoscaleSettingsInline)

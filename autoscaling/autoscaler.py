@@ -62,20 +62,23 @@ def demand_for(name: str) -> int | None:
 
 # --- gathering inputs and applying -----------------------------------------------------------------------
 def policy_for(svc: Service) -> Policy:
-    return Policy(svc.min_instances, max(svc.min_instances, svc.max_instances), svc.scale_up_max_step,
-                  svc.scale_down_max_step, svc.scale_up_stabilization_seconds, svc.scale_down_stabilization_seconds)
+    a = svc.autoscale_settings
+    return Policy(a.min_instances, max(a.min_instances, a.max_instances), a.scale_up_max_step, a.scale_down_max_step,
+                  a.scale_up_stabilization_seconds, a.scale_down_stabilization_seconds)
 
 
 def metrics_for(svc: Service, now: datetime) -> list[MetricInput]:
+    a = svc.autoscale_settings
     running = svc.instances.filter(state=Instance.State.RUNNING)
     cpus = [c for c in running.values_list("cpu_percent", flat=True) if c is not None]
     window = timedelta(seconds=settings.HMS_AUTOSCALE_LATENCY_WINDOW_SECONDS)
     latencies = sorted(ProbeResult.objects.filter(service=svc, ok=True, in_maintenance=False,
                                                   at__gte=now - window).values_list("latency_ms", flat=True))
     return [
-        MetricInput("cpu", round(sum(cpus) / len(cpus), 1) if cpus else None, svc.target_cpu_percent),
-        MetricInput("latency_p95", percentile(latencies, 0.95), svc.target_latency_ms or svc.latency_objective_ms),
-        MetricInput("demand", demand_for(svc.name), svc.target_demand_per_instance, per_instance=False),
+        MetricInput("cpu", round(sum(cpus) / len(cpus), 1) if cpus else None, a.target_cpu_percent),
+        MetricInput("latency_p95", percentile(latencies, 0.95),
+                    a.target_latency_ms or svc.objectives.latency_objective_ms),
+        MetricInput("demand", demand_for(svc.name), a.target_demand_per_instance, per_instance=False),
     ]
 
 
@@ -89,7 +92,8 @@ def active_override(svc: Service, now: datetime) -> ScaleOverride | None:
 
 
 def evaluate_all() -> None:
-    for svc in Service.objects.filter(autoscale_enabled=True):
+    for svc in Service.objects.filter(autoscale_settings__autoscale_enabled=True).select_related(
+            "autoscale_settings", "objectives"):
         try:
             evaluate(svc)
         except Exception:

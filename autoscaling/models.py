@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 
 from fleet.models import Service
@@ -44,3 +46,34 @@ class ScaleOverride(models.Model):
 
     def __str__(self) -> str:
         return f"{self.owner}: {self.instances} instances"
+
+
+class AutoscaleSettings(models.Model):
+    """The autoscaler's knobs for one service (off by default): bounds, metric targets (an empty
+    target is not used), rate limits and stabilization windows, as the Kubernetes HPA has them.
+    One row per service, created with it (autoscaling/apps.py)."""
+
+    service = models.OneToOneField(Service, on_delete=models.CASCADE, primary_key=True,
+                                   related_name="autoscale_settings")
+    autoscale_enabled = models.BooleanField(default=False)
+    min_instances = models.PositiveIntegerField(default=1)
+    max_instances = models.PositiveIntegerField(default=10)
+    target_cpu_percent = models.PositiveIntegerField(null=True, blank=True, default=70)
+    target_latency_ms = models.PositiveIntegerField(null=True, blank=True, help_text="p95; empty = the objective")
+    target_demand_per_instance = models.PositiveIntegerField(
+        null=True, blank=True, default=4, help_text="workflow steps queued or running per instance"
+    )
+    scale_up_max_step = models.PositiveIntegerField(default=4, validators=[MinValueValidator(1)])
+    scale_down_max_step = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
+    scale_up_stabilization_seconds = models.PositiveIntegerField(default=0)
+    scale_down_stabilization_seconds = models.PositiveIntegerField(default=300)
+
+    class Meta:
+        verbose_name_plural = "autoscale settings"
+
+    def __str__(self) -> str:
+        return f"autoscaler of {self.service_id}: {'on' if self.autoscale_enabled else 'off'}"
+
+    def clean(self) -> None:
+        if self.min_instances > self.max_instances:
+            raise ValidationError({"max_instances": "Max instances must be at least min instances."})

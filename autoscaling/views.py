@@ -42,7 +42,8 @@ def timeline(svc: Service, *, hours: float = 1.0, now: datetime | None = None, w
     steps: list[tuple[datetime, int, str]] = [(start, int(level), "")]
     for e in scales:
         steps.append((e.created_at, int(e.payload.get("to", level)), e.actor))
-    top = max([s[1] for s in steps] + [svc.max_instances if svc.autoscale_enabled else 1, 1])
+    auto = svc.autoscale_settings
+    top = max([s[1] for s in steps] + [auto.max_instances if auto.autoscale_enabled else 1, 1])
     lane_h = 46
 
     def y(count: int) -> float:

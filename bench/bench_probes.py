@@ -128,13 +128,13 @@ def main() -> None:
     from audit.models import AuditEntry
     from fleet import actions
     from fleet.models import Instance, Service
-    from health.models import ProbeResult
+    from health.models import ProbeResult, ProbeSettings
 
     print(f"probe benchmark on {'SQLite' if not db_url else 'PostgreSQL'}, {os.cpu_count()} CPUs on this machine; "
           f"CPU counted: the controller's monitor loop + qcluster (all their processes), as a share of {CORES} cores")
-    bench = Service(name="bench", command="{python} -m fleet.sample --port {port}", probe_interval_seconds=INTERVAL,
-                    probe_timeout_seconds=1.0)
+    bench = Service(name="bench", command="{python} -m fleet.sample --port {port}")
     actions.save_service(bench, actor="system:bench", created=True)
+    ProbeSettings.objects.filter(pk=bench.pk).update(probe_interval_seconds=INTERVAL, probe_timeout_seconds=1.0)
 
     # Capacity runs the controller's monitoring loop alone (the fan-out, roll-ups and SLA
     # evaluation the controller runs on its monitor thread): the reconciler would treat the bench
@@ -195,9 +195,10 @@ def main() -> None:
         Instance.objects.filter(service=bench).update(state=Instance.State.STOPPED)
         stop(procs[0])
         procs[0] = start(env, "controller")  # detection needs the real controller: reconciler + monitor
-        victim = Service(name="victim", command="{python} -m fleet.sample --port {port}",
-                         probe_interval_seconds=1.0, probe_timeout_seconds=0.5, failure_threshold=2)
+        victim = Service(name="victim", command="{python} -m fleet.sample --port {port}")
         actions.save_service(victim, actor="system:bench", created=True)
+        ProbeSettings.objects.filter(pk=victim.pk).update(probe_interval_seconds=1.0, probe_timeout_seconds=0.5,
+                                                          failure_threshold=2)
         actions.scale_service(victim, 1, actor="system:bench")
         results: dict[str, list[tuple[float, float]]] = {"kill -9": [], "health 503": []}
         import requests

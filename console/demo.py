@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 
+from console import actions as console_actions
 from fleet import actions as service_actions
 from fleet.models import Service
 from fleet.sample.image import build_sample_image, image_exists
@@ -78,9 +79,11 @@ def load_demo(driver: str = "process") -> list[str]:
         if svc is None:
             # Probes every 2 s with SLA objectives and autoscaler bounds ready; autoscaling itself
             # stays off so the demo's counts do not move until someone turns it on (SLA page).
-            svc = Service(name=name, probe_interval_seconds=2.0, uptime_objective=99.9, latency_objective_ms=300,
-                          min_instances=1, max_instances=5, **wanted)
+            svc = Service(name=name, **wanted)
             service_actions.save_service(svc, actor=ACTOR, created=True)
+            console_actions.update_service_settings(svc, {
+                "probe_interval_seconds": 2.0, "uptime_objective": 99.9, "latency_objective_ms": 300,
+                "min_instances": 1, "max_instances": 5}, actor=ACTOR)
             service_actions.scale_service(svc, desired, actor=ACTOR, reason="demo default")
             done.append(f"service {name} ({driver}, {desired} instances)")
         else:

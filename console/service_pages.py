@@ -22,11 +22,12 @@ from autoscaling import actions as autoscaling_actions
 from autoscaling.forms import OverrideForm
 from autoscaling.models import ScaleOverride
 from autoscaling.views import explanation
+from console import actions
+from console.forms import ServiceSettings
 from core.http import htmx_partial, redirect_back
 from core.permissions import can
 from fleet import actions as fleet_actions
 from fleet import reconcile
-from fleet.forms import SETTINGS_FIELDS, ServiceSettingsForm, form_problem
 from fleet.models import Instance, Service
 from fleet.selectors import service_for
 from health import actions as health_actions
@@ -67,7 +68,7 @@ def _sla_context(request: HttpRequest, svc: Service, **extra: Any) -> dict[str, 
         "all_incidents": list(svc.incidents.all()[:20]),
         "windows": list(MaintenanceWindow.objects.filter(service=svc, ends_at__gt=now - timedelta(days=7))),
         "can_change": can(request.user, "change", svc),
-        "fields": [(f, getattr(svc, f)) for f in SETTINGS_FIELDS],
+        "fields": ServiceSettings(svc).fields,
         "now": now,
         **extra,
     }
@@ -84,12 +85,12 @@ def settings_update(request: HttpRequest, name: str) -> HttpResponse:
     svc = service_for(request.user, name)
     if not can(request.user, "change", svc):
         raise PermissionDenied("You may not change this service.")
-    form = ServiceSettingsForm(request.POST, instance=Service.objects.get(pk=svc.pk))
+    form = ServiceSettings(svc, request.POST)
     if not form.is_valid():
-        return _bad(request, svc, form_problem(form))
+        return _bad(request, svc, form.problem())
+    changes = {k: v for attr in form.forms for k, v in form.cleaned(attr).items()}
     try:
-        fleet_actions.update_service_settings(svc, {f: form.cleaned_data[f] for f in SETTINGS_FIELDS},
-                                              actor=request.user)
+        actions.update_service_settings(svc, changes, actor=request.user)
     except ValidationError as exc:  # a concurrent edit made the combination invalid
         return _bad(request, svc, "; ".join(f"{k.replace('_', ' ')}: {' '.join(v)}"
                                             for k, v in exc.message_dict.items()))

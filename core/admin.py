@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 
 
@@ -17,3 +19,14 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[override]
         return False
+
+
+class SettingsInline(admin.StackedInline):
+    """An app's per-service settings row, edited on its parent's admin page (the row is created
+    with the parent and deleted with it: never added or removed here). The parent's admin saves it
+    through the owning app's `update_settings` action (`update`), which validates and audits it."""
+
+    update: Any = None  # the owning app's update_settings(service, changes, *, actor)
+    can_delete = False
+    extra = 0
+    max_num = 1

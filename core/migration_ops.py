@@ -23,3 +23,21 @@ def move_content_types(old_label: str, new_label: str, models: Iterable[str]) ->
         ContentType.objects.filter(app_label=new_label, model__in=names).update(app_label=old_label)
 
     return migrations.RunPython(forward, backward)
+
+
+def copy_to_child(parent: tuple[str, str], child: tuple[str, str], fields: list[str]) -> migrations.RunPython:
+    """A RunPython copying `fields` of every parent row into a new child row (child primary key =
+    parent's), for settings that move from one model to a one-to-one model of another app; and
+    back again when migrating backwards."""
+
+    def forward(apps: Any, schema_editor: Any) -> None:
+        Parent, Child = apps.get_model(*parent), apps.get_model(*child)
+        rows = Parent.objects.values("pk", *fields).iterator(chunk_size=2000)
+        Child.objects.bulk_create([Child(pk=row.pop("pk"), **row) for row in rows], batch_size=2000)
+
+    def backward(apps: Any, schema_editor: Any) -> None:
+        Parent, Child = apps.get_model(*parent), apps.get_model(*child)
+        for row in Child.objects.values("pk", *fields).iterator(chunk_size=2000):
+            Parent.objects.filter(pk=row.pop("pk")).update(**row)
+
+    return migrations.RunPython(forward, backward)

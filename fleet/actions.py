@@ -276,17 +276,3 @@ def fail_over_unhealthy(instance: Instance, *, evidence: dict[str, Any], compone
         except Exception:  # the reconciler stops leftovers as orphans on its next tick
             pass
     return True
-
-
-def update_service_settings(service: Service, changes: dict[str, Any], *, actor: Any) -> Service:
-    """Probe/SLO/autoscaler settings of a service (the SLA page's form): validated like the admin
-    form (a ValidationError leaves everything unchanged)."""
-    with transaction.atomic():
-        svc = Service.objects.select_for_update().get(pk=service.pk)
-        diff = {k: [getattr(svc, k), v] for k, v in changes.items() if getattr(svc, k) != v}
-        for name, value in changes.items():
-            setattr(svc, name, value)
-        svc.full_clean(exclude=["name"])
-        svc.save()
-        record(events.SERVICE_UPDATE, actor=actor, target=svc, payload={"changes": diff})
-    return svc

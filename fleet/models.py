@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.core.validators import RegexValidator
 from django.db import models
 
 from core.permissions import RestrictedQuerySet
@@ -11,6 +11,11 @@ NAME_VALIDATOR = RegexValidator(r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$", "Letters, dig
 
 
 class Service(models.Model):
+    """A service: what to run (the spec), how many (the desired count) and its crash-loop state.
+    Its probe settings, SLO targets and autoscaler settings are rows of the apps that own them
+    (health.ProbeSettings, slo.Objectives, autoscaling.AutoscaleSettings), one each, created with
+    the service."""
+
     class Driver(models.TextChoices):
         PROCESS = "process", "Local processes"
         DOCKER = "docker", "Docker engine"
@@ -34,28 +39,6 @@ class Service(models.Model):
     # Crash-loop protection: consecutive early deaths and when starting may resume.
     failure_streak = models.PositiveIntegerField(default=0)
     backoff_until = models.DateTimeField(null=True, blank=True)
-    # Probes (health.probes): interval down to 1 s; an instance failing `failure_threshold`
-    # probes in a row is replaced.
-    probe_interval_seconds = models.FloatField(default=5.0, validators=[MinValueValidator(1.0)])
-    probe_timeout_seconds = models.FloatField(default=1.0, validators=[MinValueValidator(0.1)])
-    failure_threshold = models.PositiveIntegerField(default=2, validators=[MinValueValidator(1)])
-    success_threshold = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
-    # SLA (slo.sla): percent of good probes, and a p95 latency objective.
-    uptime_objective = models.FloatField(default=99.9, validators=[MinValueValidator(50), MaxValueValidator(99.999)])
-    latency_objective_ms = models.PositiveIntegerField(default=300, validators=[MinValueValidator(1)])
-    # Autoscaler (autoscaling.autoscaler): a metric with an empty target is not used.
-    autoscale_enabled = models.BooleanField(default=False)
-    min_instances = models.PositiveIntegerField(default=1)
-    max_instances = models.PositiveIntegerField(default=10)
-    target_cpu_percent = models.PositiveIntegerField(null=True, blank=True, default=70)
-    target_latency_ms = models.PositiveIntegerField(null=True, blank=True, help_text="p95; empty = the objective")
-    target_demand_per_instance = models.PositiveIntegerField(
-        null=True, blank=True, default=4, help_text="workflow steps queued or running per instance"
-    )
-    scale_up_max_step = models.PositiveIntegerField(default=4, validators=[MinValueValidator(1)])
-    scale_down_max_step = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
-    scale_up_stabilization_seconds = models.PositiveIntegerField(default=0)
-    scale_down_stabilization_seconds = models.PositiveIntegerField(default=300)
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = RestrictedQuerySet.as_manager()
@@ -72,10 +55,6 @@ class Service(models.Model):
             raise ValidationError({"command": "The process driver needs a command."})
         if self.driver in (self.Driver.DOCKER, self.Driver.SWARM) and not self.image:
             raise ValidationError({"image": "Docker and Swarm drivers need an image."})
-        if self.min_instances > self.max_instances:
-            raise ValidationError({"max_instances": "Max instances must be at least min instances."})
-        if self.probe_timeout_seconds > self.probe_interval_seconds:
-            raise ValidationError({"probe_timeout_seconds": "The timeout must not exceed the interval."})
 
     def spec(self) -> ServiceSpec:
         return ServiceSpec(

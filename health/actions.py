@@ -12,7 +12,7 @@ from audit import events
 from audit.actions import actor_label, record
 from fleet import actions as fleet_actions
 from fleet.models import Instance, Service
-from health.models import MaintenanceWindow
+from health.models import MaintenanceWindow, ProbeSettings
 from health.selectors import maintenance_window
 
 
@@ -46,3 +46,24 @@ def end_maintenance_window(window: Any, *, actor: Any) -> None:
                payload={"window": window.pk, "ended_at": window.ends_at.isoformat()})
 
 
+def apply_settings(service: Service, changes: dict[str, Any]) -> dict[str, list[Any]]:
+    """Set these ProbeSettingss fields of the service (validated like admin; a ValidationError changes
+    nothing) and return what changed as {field: [before, after]}. Inside the caller's transaction,
+    which writes the one audit entry for the whole change (console.actions)."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("apply_settings() must run inside the caller's transaction")
+    row = ProbeSettings.objects.select_for_update().get(pk=service.pk)
+    diff = {k: [getattr(row, k), v] for k, v in changes.items() if getattr(row, k) != v}
+    for name, value in changes.items():
+        setattr(row, name, value)
+    row.full_clean(exclude=["service"])
+    row.save()
+    return diff
+
+
+def update_settings(service: Service, changes: dict[str, Any], *, actor: Any) -> dict[str, list[Any]]:
+    """apply_settings() as its own audited change (admin edits one part)."""
+    with transaction.atomic():
+        diff = apply_settings(service, changes)
+        record(events.SERVICE_UPDATE, actor=actor, target=service, payload={"changes": diff})
+    return diff

@@ -1,7 +1,9 @@
 from django.contrib import admin
 
-from core.admin import ReadOnlyAdmin
-from health.models import MaintenanceWindow, ProbeResult, ProbeRollup
+from core.admin import ReadOnlyAdmin, SettingsInline
+from fleet.admin import register_settings_inline
+from health import actions
+from health.models import MaintenanceWindow, ProbeResult, ProbeRollup, ProbeSettings
 
 # Written by the controller and the pages (through the actions, audited); here to look up.
 
@@ -23,3 +25,11 @@ class ProbeRollupAdmin(ReadOnlyAdmin):
     list_display = ("id", "service", "minute", "total", "up", "down", "slow", "excluded")
     list_filter = ("service",)
     show_full_result_count = False
+
+
+class ProbeSettingsInline(SettingsInline):
+    model = ProbeSettings
+    update = staticmethod(actions.update_settings)
+
+
+register_settings_inline(ProbeSettingsInline)

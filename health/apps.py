@@ -9,8 +9,12 @@ class HealthConfig(AppConfig):
     def ready(self) -> None:
         # Here, not at the top: these import models, which exist only once the registry is ready.
         from core.loops import register
+        from core.rows import create_with
+        from fleet.models import Service
         from health import probes
+        from health.models import ProbeSettings
 
+        create_with(Service, ProbeSettings, "service")
         register("monitor", "health.fanout", 0, make=probes.FanOut)
         # Before slo's evaluation in the same pass (apps register in INSTALLED_APPS order).
         register("monitor", "health.rollup", lambda: settings.HMS_SLA_EVAL_SECONDS, make=probes.Rollup)

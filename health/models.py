@@ -4,6 +4,7 @@ that leave probes out of every figure and pause fail-over and autoscaling."""
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 
 from core.stats import LATENCY_BUCKETS_MS  # noqa: F401  (re-exported: the roll-ups' bucket bounds)
@@ -72,3 +73,25 @@ class MaintenanceWindow(models.Model):
     def clean(self) -> None:
         if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
             raise ValidationError({"ends_at": "The window must end after it starts."})
+
+
+class ProbeSettings(models.Model):
+    """How a service's instances are probed: interval down to 1 s; an instance failing
+    `failure_threshold` probes in a row is replaced, `success_threshold` in a row make it healthy.
+    One row per service, created with it (health/apps.py)."""
+
+    service = models.OneToOneField(Service, on_delete=models.CASCADE, primary_key=True, related_name="probe_settings")
+    probe_interval_seconds = models.FloatField(default=5.0, validators=[MinValueValidator(1.0)])
+    probe_timeout_seconds = models.FloatField(default=1.0, validators=[MinValueValidator(0.1)])
+    failure_threshold = models.PositiveIntegerField(default=2, validators=[MinValueValidator(1)])
+    success_threshold = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
+
+    class Meta:
+        verbose_name_plural = "probe settings"
+
+    def __str__(self) -> str:
+        return f"probes of {self.service_id}: every {self.probe_interval_seconds:g} s"
+
+    def clean(self) -> None:
+        if self.probe_timeout_seconds > self.probe_interval_seconds:
+            raise ValidationError({"probe_timeout_seconds": "The timeout must not exceed the interval."})

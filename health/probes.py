@@ -23,6 +23,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,9 +35,9 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from core.stats import LATENCY_BUCKETS_MS, bucket_of, minute_floor, percentile
-from fleet.models import Instance, Service
+from fleet.models import Instance
 from health import actions
-from health.models import ProbeResult, ProbeRollup
+from health.models import ProbeResult, ProbeRollup, ProbeSettings
 from health.selectors import in_maintenance
 
 log = logging.getLogger(__name__)
@@ -105,11 +106,12 @@ def probe_batch(instance_ids: list[int]) -> int:
     Takes ids and re-fetches (an instance stopped since the fan-out is skipped); running it twice
     only adds observations, and fail-over is idempotent."""
     insts = list(Instance.objects.filter(pk__in=instance_ids, state=Instance.State.RUNNING)
-                 .exclude(port=None).select_related("service"))
+                 .exclude(port=None).select_related("service__probe_settings"))
     if not insts:
         return 0
     results = list(pool().map(
-        lambda i: probe_http(i.host, i.port, i.service.health_path, i.service.probe_timeout_seconds), insts))
+        lambda i: probe_http(i.host, i.port, i.service.health_path, i.service.probe_settings.probe_timeout_seconds),
+        insts))
     now = timezone.now()
     maint = in_maintenance({i.service_id for i in insts}, now)
     store_results([(i.service_id, i.pk, r, i.service_id in maint) for i, r in zip(insts, results, strict=True)], now)
@@ -141,12 +143,12 @@ def account(inst: Instance, res: Probe, now: datetime, *, paused: bool = False) 
     svc = inst.service
     if res.ok:
         healthy = inst.health == Instance.Health.UP and inst.probe_failures == 0
-        if healthy and inst.probe_successes >= svc.success_threshold:
+        if healthy and inst.probe_successes >= svc.probe_settings.success_threshold:
             return False  # steady state: no write at all
         successes = inst.probe_successes + 1
         fields = {"probe_failures": 0, "probe_successes": F("probe_successes") + 1, "last_probe_at": now,
                   "last_probe_ms": res.latency_ms}
-        if successes >= svc.success_threshold:
+        if successes >= svc.probe_settings.success_threshold:
             fields["health"] = Instance.Health.UP
         Instance.objects.filter(pk=inst.pk, state=Instance.State.RUNNING).update(**fields)
         return False
@@ -155,16 +157,16 @@ def account(inst: Instance, res: Probe, now: datetime, *, paused: bool = False) 
         probe_failures=F("probe_failures") + 1, probe_successes=0, health=Instance.Health.DOWN,
         last_probe_at=now, last_probe_ms=res.latency_ms)
     failures = Instance.objects.filter(pk=inst.pk).values_list("probe_failures", flat=True).first() or 0
-    if failures < svc.failure_threshold or paused:
+    if failures < svc.probe_settings.failure_threshold or paused:
         return False
     recent = list(ProbeResult.objects.filter(instance_id=inst.pk).order_by("-at")[: max(failures, 3)]
                   .values("at", "ok", "status_code", "error", "latency_ms"))
     first_fail = next((p["at"] for p in reversed(recent) if not p["ok"]), now)
     evidence = {
         "consecutive_failures": failures,
-        "threshold": svc.failure_threshold,
-        "interval_seconds": svc.probe_interval_seconds,
-        "timeout_seconds": svc.probe_timeout_seconds,
+        "threshold": svc.probe_settings.failure_threshold,
+        "interval_seconds": svc.probe_settings.probe_interval_seconds,
+        "timeout_seconds": svc.probe_settings.probe_timeout_seconds,
         "health_url": f"http://{inst.host}:{inst.port}{svc.health_path}",
         "first_failure_at": first_fail.isoformat(),
         "detected_after_seconds": round((now - first_fail).total_seconds(), 2),
@@ -190,7 +192,7 @@ class Scheduler:
         # The fleet is re-read once a second, not on every 100 ms pass: at 500 instances the
         # re-read was most of the controller's probing cost. A new instance waits ≤ 1 s.
         if now - self.loaded_at >= self.refresh_seconds:
-            self.intervals = dict(Service.objects.values_list("id", "probe_interval_seconds"))
+            self.intervals = dict(ProbeSettings.objects.values_list("service_id", "probe_interval_seconds"))
             self.running = list(Instance.objects.filter(state=Instance.State.RUNNING).exclude(port=None)
                                 .values_list("id", "service_id"))
             self.loaded_at = now
@@ -237,13 +239,27 @@ def chunks(ids: list[int], size: int) -> list[list[int]]:
     return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
+# --- the latency objectives (slo registers the provider; health never imports slo) -----------------
+_objectives_provider: Callable[[], dict[int, float]] | None = None
+
+
+def register_latency_objectives(fn: Callable[[], dict[int, float]]) -> None:
+    """fn() -> {service id: p95 objective in ms}: a roll-up counts the good probes slower than it."""
+    global _objectives_provider
+    _objectives_provider = fn
+
+
+def latency_objectives() -> dict[int, float]:
+    return _objectives_provider() if _objectives_provider is not None else {}
+
+
 # --- roll-ups and retention ------------------------------------------------------------------------
 def rollup_recent(now: datetime | None = None, minutes: int = 2) -> int:
     """Recompute the roll-ups of the last `minutes` minutes (the current one included, so pages
     and the SLA see fresh data) from the raw results."""
     now = now or timezone.now()
     start = minute_floor(now) - timedelta(minutes=minutes - 1)
-    objectives = dict(Service.objects.values_list("id", "latency_objective_ms"))
+    objectives = latency_objectives()
     groups: dict[tuple[int, datetime], list[tuple[bool, float, bool]]] = {}
     rows = ProbeResult.objects.filter(at__gte=start).values_list("service_id", "at", "ok", "latency_ms",
                                                                  "in_maintenance")

@@ -15,7 +15,7 @@ from audit import events
 from audit.actions import actor_label, record
 from audit.models import AuditEntry
 from fleet.models import Service
-from slo.models import AlertChannel, AlertDelivery, Incident
+from slo.models import AlertChannel, AlertDelivery, Incident, Objectives
 
 
 def open_incident(service: Service, *, kind: str, severity: str, title: str, evidence: dict[str, Any],
@@ -145,3 +145,26 @@ def escalate_incident(incident: Any, *, severity: str, evidence: dict[str, Any],
                payload={"incident": inc.pk, "from": before, "to": severity, "evidence": evidence,
                         "alerts": len(deliveries)})
     return True
+
+
+def apply_settings(service: Service, changes: dict[str, Any]) -> dict[str, list[Any]]:
+    """Set these Objectivess fields of the service (validated like admin; a ValidationError changes
+    nothing) and return what changed as {field: [before, after]}. Inside the caller's transaction,
+    which writes the one audit entry for the whole change (console.actions)."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("apply_settings() must run inside the caller's transaction")
+    row = Objectives.objects.select_for_update().get(pk=service.pk)
+    diff = {k: [getattr(row, k), v] for k, v in changes.items() if getattr(row, k) != v}
+    for name, value in changes.items():
+        setattr(row, name, value)
+    row.full_clean(exclude=["service"])
+    row.save()
+    return diff
+
+
+def update_settings(service: Service, changes: dict[str, Any], *, actor: Any) -> dict[str, list[Any]]:
+    """apply_settings() as its own audited change (admin edits one part)."""
+    with transaction.atomic():
+        diff = apply_settings(service, changes)
+        record(events.SERVICE_UPDATE, actor=actor, target=service, payload={"changes": diff})
+    return diff

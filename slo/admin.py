@@ -1,7 +1,9 @@
 from django.contrib import admin
 
-from core.admin import ReadOnlyAdmin
-from slo.models import AlertChannel, AlertDelivery, Incident
+from core.admin import ReadOnlyAdmin, SettingsInline
+from fleet.admin import register_settings_inline
+from slo import actions
+from slo.models import AlertChannel, AlertDelivery, Incident, Objectives
 
 # Written by the controller and the pages (through the actions, audited); here to look up.
 
@@ -22,3 +24,11 @@ class AlertChannelAdmin(ReadOnlyAdmin):
 class AlertDeliveryAdmin(ReadOnlyAdmin):
     list_display = ("id", "incident", "channel", "event", "status", "attempts", "response_status", "sent_at")
     list_filter = ("status", "event", "channel")
+
+
+class ObjectivesInline(SettingsInline):
+    model = Objectives
+    update = staticmethod(actions.update_settings)
+
+
+register_settings_inline(ObjectivesInline)

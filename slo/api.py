@@ -64,8 +64,8 @@ def get_service_sla(request: HttpRequest, name: str) -> Any:
     recent = svc.incidents.filter(Q(status__in=Incident.ACTIVE) | Q(opened_at__gte=since)).order_by("-opened_at")
     return {
         "service": svc.name,
-        "uptimeObjectivePercent": svc.uptime_objective,
-        "latencyObjectiveMs": svc.latency_objective_ms,
+        "uptimeObjectivePercent": svc.objectives.uptime_objective,
+        "latencyObjectiveMs": svc.objectives.latency_objective_ms,
         "windows": {
             label: {"probes": w.total, "uptimePercent": w.uptime, "down": w.down, "slow": w.slow,
                     "p50Ms": w.p50_ms, "p95Ms": w.p95_ms}

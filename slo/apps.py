@@ -9,7 +9,15 @@ class SloConfig(AppConfig):
     def ready(self) -> None:
         # Here, not at the top: these import models, which exist only once the registry is ready.
         from core.loops import register
+        from core.rows import create_with
+        from fleet.models import Service
+        from health.probes import register_latency_objectives
         from slo import sla
+        from slo.models import Objectives
 
+        create_with(Service, Objectives, "service")
+        # health's roll-ups count probes slower than each service's latency objective.
+        register_latency_objectives(
+            lambda: dict(Objectives.objects.values_list("service_id", "latency_objective_ms")))
         register("monitor", "slo.evaluate", lambda: settings.HMS_SLA_EVAL_SECONDS, sla.evaluate_all)
         register("monitor", "slo.prune", 300, sla.prune)

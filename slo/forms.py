@@ -4,7 +4,7 @@ from typing import Any
 
 from django import forms
 
-from slo.models import AlertChannel
+from slo.models import AlertChannel, Objectives
 
 
 class AlertChannelForm(forms.ModelForm):
@@ -22,3 +22,9 @@ class AlertChannelForm(forms.ModelForm):
         if kind == AlertChannel.Kind.EMAIL and "@" not in target:
             self.add_error("target", "An email target must be an address.")
         return data
+
+
+class ObjectivesForm(forms.ModelForm):
+    class Meta:
+        model = Objectives
+        fields = ("uptime_objective", "latency_objective_ms")

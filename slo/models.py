@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from fleet.models import Service
@@ -86,3 +87,18 @@ class AlertDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} → {self.channel_id}: {self.status}"
+
+
+class Objectives(models.Model):
+    """A service's two SLOs, both measured on probes: percent of good probes, and p95 latency.
+    One row per service, created with it (slo/apps.py)."""
+
+    service = models.OneToOneField(Service, on_delete=models.CASCADE, primary_key=True, related_name="objectives")
+    uptime_objective = models.FloatField(default=99.9, validators=[MinValueValidator(50), MaxValueValidator(99.999)])
+    latency_objective_ms = models.PositiveIntegerField(default=300, validators=[MinValueValidator(1)])
+
+    class Meta:
+        verbose_name_plural = "objectives"
+
+    def __str__(self) -> str:
+        return f"{self.service_id}: uptime ≥ {self.uptime_objective:g} %, p95 ≤ {self.latency_objective_ms} ms"

@@ -80,7 +80,7 @@ def window_stats(service: Service, seconds: int, *, now: datetime | None = None,
 
 def budget_fraction(service: Service, kind: str) -> float:
     if kind == Incident.Kind.AVAILABILITY:
-        return max(1e-6, 1 - service.uptime_objective / 100)
+        return max(1e-6, 1 - service.objectives.uptime_objective / 100)
     return LATENCY_BUDGET
 
 
@@ -182,8 +182,8 @@ def fast_burning(service: Service) -> bool:
 
 def _objective_text(service: Service, kind: str) -> str:
     if kind == Incident.Kind.AVAILABILITY:
-        return f"uptime ≥ {service.uptime_objective:g} %"
-    return f"p95 ≤ {service.latency_objective_ms} ms"
+        return f"uptime ≥ {service.objectives.uptime_objective:g} %"
+    return f"p95 ≤ {service.objectives.latency_objective_ms} ms"
 
 
 # --- what the pages read ----------------------------------------------------------------------------

@@ -31,9 +31,9 @@ def service_card(svc: Service, now: datetime) -> dict[str, Any]:
     return {
         "service": svc,
         "summary": summary,
-        "days": uptime_bars(sla.daily_uptime(svc, 90, now=now), svc.uptime_objective),
-        "hours": uptime_bars(sla.hourly_uptime(svc, 24, now=now), svc.uptime_objective),
-        "latency": latency_chart(sla.latency_series(svc, 60, now=now), svc.latency_objective_ms, now=now),
+        "days": uptime_bars(sla.daily_uptime(svc, 90, now=now), svc.objectives.uptime_objective),
+        "hours": uptime_bars(sla.hourly_uptime(svc, 24, now=now), svc.objectives.uptime_objective),
+        "latency": latency_chart(sla.latency_series(svc, 60, now=now), svc.objectives.latency_objective_ms, now=now),
         "budget": {k: budget_view(v) for k, v in summary["budget"].items()},
         "incidents": list(svc.incidents.filter(status__in=Incident.ACTIVE)),
     }

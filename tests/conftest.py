@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -283,3 +284,23 @@ def page(browser) -> Iterator:
     context.close()
 
 
+
+
+# --- services with settings ---------------------------------------------------------------------------
+def service_with(name: str, *, command: str = "{python} -m fleet.sample --port {port}", **fields: Any) -> Any:
+    """A service created through fleet's action, with any of its probe, SLO and autoscaler settings
+    set in the rows of the apps that own them (test set-up: no audit entry for the settings)."""
+    from autoscaling.models import AutoscaleSettings
+    from fleet import actions
+    from fleet.models import Service
+    from health.models import ProbeSettings
+    from slo.models import Objectives
+
+    parts = {model: {k: fields.pop(k) for k in list(fields) if k in {f.name for f in model._meta.fields}}
+             for model in (ProbeSettings, Objectives, AutoscaleSettings)}
+    svc = Service(name=name, command=command, **fields)
+    actions.save_service(svc, actor="system:test", created=True)
+    for model, values in parts.items():
+        if values:
+            model.objects.filter(pk=svc.pk).update(**values)
+    return Service.objects.get(pk=svc.pk)

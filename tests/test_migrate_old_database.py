@@ -289,7 +289,10 @@ def test_pre_split_database_migrates_forward_keeping_rows_grants_and_audit_chain
     for old, new, name in MOVED:
         model = current_apps.get_model(new, name)
         assert model._meta.db_table == f"{new}_{name.lower()}" and model._meta.db_table in tables
-        assert rows(model) == before_rows[(old, name)], f"{new}.{name} rows differ from {old}.{name}"
+        now_rows = rows(model)
+        kept = {f.attname for f in model._meta.concrete_fields}  # Service's settings moved on (below)
+        expected = [{k: v for k, v in row.items() if k in kept} for row in before_rows[(old, name)]]
+        assert now_rows == expected, f"{new}.{name} rows differ from {old}.{name}"
         assert count_rows(model._meta.db_table) == len(before_rows[(old, name)])
     for app, name in UNMOVED:
         assert rows(current_apps.get_model(app, name)) == before_rows[(app, name)], f"{app}.{name} rows differ"
@@ -297,6 +300,15 @@ def test_pre_split_database_migrates_forward_keeping_rows_grants_and_audit_chain
         names = index_names(NEW_TABLE[short])
         assert new_idx in names and old_idx not in names, (NEW_TABLE[short], sorted(names))
     assert "unique_rollup_minute" in index_names("health_proberollup")
+
+    # The probe, SLO and autoscaler settings of each service moved to their apps with their values.
+    for app, name in (("health", "ProbeSettings"), ("slo", "Objectives"), ("autoscaling", "AutoscaleSettings")):
+        model = current_apps.get_model(app, name)
+        fields = [f.attname for f in model._meta.concrete_fields if f.attname != "service_id"]
+        got = {r["service_id"]: {k: r[k] for k in fields} for r in model.objects.values("service_id", *fields)}
+        want = {r["id"]: {k: r[k] for k in fields} for r in before_rows[("services", "Service")]}
+        assert got == want, f"{app}.{name} does not carry the services' settings"
+    assert current_apps.get_model("autoscaling", "AutoscaleSettings").objects.get(pk=ids["api"]).max_instances == 6
 
     # New rows take fresh ids (sequences/identity came along with the renamed tables).
     with transaction.atomic():

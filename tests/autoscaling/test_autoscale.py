@@ -17,6 +17,7 @@ from autoscaling.models import AutoscaleDecision, ScaleOverride
 from fleet import actions
 from fleet.models import Service
 from health import actions as health_actions
+from tests.conftest import service_with
 
 # --- the formula ----------------------------------------------------------------------------------
 
@@ -131,9 +132,7 @@ def test_respects_windows_and_rates(current, metrics, policy, history) -> None:
 # --- evaluate() against the database ------------------------------------------------------------------
 @pytest.fixture
 def svc(db: None) -> Service:
-    s = Service(name="api", command="{python} -m fleet.sample --port {port}", autoscale_enabled=True,
-                min_instances=1, max_instances=4, target_cpu_percent=70)
-    actions.save_service(s, actor="system:test", created=True)
+    s = service_with("api", autoscale_enabled=True, min_instances=1, max_instances=4, target_cpu_percent=70)
     actions.scale_service(s, 2, actor="system:autoscaler")
     s.refresh_from_db()
     return s

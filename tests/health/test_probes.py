@@ -17,16 +17,14 @@ from fleet import actions, reconcile
 from fleet.models import Instance, Service
 from health import actions as health_actions
 from health import probes as monitoring
-from health.models import MaintenanceWindow, ProbeResult, ProbeRollup
-from tests.conftest import wait_for
+from health.models import MaintenanceWindow, ProbeResult, ProbeRollup, ProbeSettings
+from tests.conftest import service_with, wait_for
 
 SAMPLE = "{python} -m fleet.sample --port {port}"
 
 
 def make_service(name: str = "probed", **fields) -> Service:
-    svc = Service(name=name, command=SAMPLE, probe_interval_seconds=1.0, failure_threshold=2, **fields)
-    actions.save_service(svc, actor="system:test", created=True)
-    return svc
+    return service_with(name, command=SAMPLE, **{"probe_interval_seconds": 1.0, "failure_threshold": 2, **fields})
 
 
 def running_instance(svc: Service, count: int = 1) -> list[Instance]:
@@ -76,7 +74,7 @@ def test_probe_http_reports_a_refused_connection_as_down() -> None:
 def test_the_scheduler_keeps_each_service_cadence(db: None) -> None:
     fast = make_service("fast")
     slow = make_service("slow")
-    Service.objects.filter(pk=slow.pk).update(probe_interval_seconds=5.0)
+    ProbeSettings.objects.filter(pk=slow.pk).update(probe_interval_seconds=5.0)
     a = Instance.objects.create(service=fast, driver="process", state="running", host="127.0.0.1", port=1)
     b = Instance.objects.create(service=slow, driver="process", state="running", host="127.0.0.1", port=2)
     Instance.objects.create(service=fast, driver="process", state="stopped", host="127.0.0.1", port=3)

@@ -364,7 +364,11 @@ def test_every_model_of_ours_is_in_admin() -> None:
     from django.apps import apps
 
     ours = {"accounts", "fleet", "health", "slo", "autoscaling", "workflows", "policies", "audit"}
+    from fleet.admin import ServiceAdmin
+
     shown_inline = {"workflows.steprun"}  # on its run's page
+    shown_inline |= {i.model._meta.label_lower for i in ServiceAdmin.inlines}  # settings, on the service's page
+    assert shown_inline >= {"health.probesettings", "slo.objectives", "autoscaling.autoscalesettings"}
     missing = [m._meta.label_lower for m in apps.get_models()
                if m._meta.app_label in ours and m not in admin.site._registry
                and m._meta.label_lower not in shown_inline]
@@ -375,3 +379,33 @@ def test_every_model_of_ours_is_in_admin() -> None:
                                    "accounts_loginfailure"])
 def test_recorded_state_is_read_only_in_admin(model: str, clients) -> None:
     assert clients["alice"].get(reverse(f"admin:{model}_add")).status_code == 403
+
+
+def test_service_settings_are_edited_on_the_service_admin_page_and_audited(clients, demo) -> None:
+    """The inline rows save through their apps' actions: validated, audited, the service intact."""
+    from audit.models import AuditEntry
+    from fleet.models import Service
+
+    svc = Service.objects.get(name="HMS-SVC")
+    page = clients["alice"].get(f"/admin/fleet/service/{svc.pk}/change/")
+    assert page.status_code == 200 and b"probe_settings-0-probe_interval_seconds" in page.content
+    form = page.context["adminform"].form
+    data = {k: v for k, v in form.initial.items() if v is not None and k in form.fields}
+    for formset in page.context["inline_admin_formsets"]:
+        fs = formset.formset
+        data |= {f"{fs.prefix}-TOTAL_FORMS": "1", f"{fs.prefix}-INITIAL_FORMS": "1",
+                 f"{fs.prefix}-MIN_NUM_FORMS": "0", f"{fs.prefix}-MAX_NUM_FORMS": "1"}
+        sub = fs.forms[0]
+        data |= {f"{sub.prefix}-{k}": v for k, v in sub.initial.items() if v is not None and k in sub.fields}
+        data[f"{sub.prefix}-service"] = svc.pk
+    data["probe_settings-0-probe_interval_seconds"] = "3"
+    data["autoscale_settings-0-autoscale_enabled"] = "on"
+    data = {k: v for k, v in data.items() if v is not False}
+    before = AuditEntry.objects.count()
+    r = clients["alice"].post(f"/admin/fleet/service/{svc.pk}/change/", data)
+    assert r.status_code == 302, r.content[:3000]
+    svc = Service.objects.get(pk=svc.pk)
+    assert svc.probe_settings.probe_interval_seconds == 3 and svc.autoscale_settings.autoscale_enabled
+    changes = [e.payload["changes"] for e in AuditEntry.objects.order_by("id")[before:]
+               if e.action == "service.update"]
+    assert {"probe_interval_seconds": [2.0, 3.0]} in changes and {"autoscale_enabled": [False, True]} in changes

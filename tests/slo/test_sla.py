@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from audit.models import AuditEntry
 from autoscaling.models import AutoscaleDecision
+from console.forms import ServiceSettings
 from fleet import actions
 from fleet.models import Instance, Service
 from health import actions as health_actions
@@ -25,7 +26,7 @@ from health.models import ProbeResult
 from slo import actions as slo_actions
 from slo import alerts, sla
 from slo.models import AlertChannel, AlertDelivery, Incident
-from tests.conftest import wait_for
+from tests.conftest import service_with, wait_for
 
 
 class Hook:
@@ -66,14 +67,12 @@ def hook() -> Iterator[Hook]:
 
 
 def make_service(name: str = "svc", **fields) -> Service:
-    svc = Service(name=name, command="{python} -m fleet.sample --port {port}", **fields)
-    actions.save_service(svc, actor="system:test", created=True)
-    return svc
+    return service_with(name, **fields)
 
 
 def probes(svc: Service, at: datetime, *, good: int = 0, bad: int = 0, slow: int = 0, maint: bool = False) -> None:
     inst = svc.instances.first() or Instance.objects.create(service=svc, driver="process", state="running")
-    rows = [(True, 10.0)] * good + [(False, 1.0)] * bad + [(True, svc.latency_objective_ms * 2.0)] * slow
+    rows = [(True, 10.0)] * good + [(False, 1.0)] * bad + [(True, svc.objectives.latency_objective_ms * 2.0)] * slow
     ProbeResult.objects.bulk_create([ProbeResult(service=svc, instance=inst, at=at, ok=ok, latency_ms=ms,
                                                  in_maintenance=maint) for ok, ms in rows])
     monitoring.rollup_recent(at, minutes=1)
@@ -387,11 +386,11 @@ def test_a_manual_override_from_the_page_pauses_the_autoscaler(fleet: Service, c
 ])
 def test_bad_input_is_a_400_that_changes_nothing(fleet: Service, clients, url: str, data: dict) -> None:
     before = AuditEntry.objects.count()
-    full = {f: getattr(fleet, f) for f in ("probe_interval_seconds", "probe_timeout_seconds", "failure_threshold",
-                                           "success_threshold", "uptime_objective", "latency_objective_ms",
-                                           "min_instances", "max_instances", "scale_up_max_step",
-                                           "scale_down_max_step", "scale_up_stabilization_seconds",
-                                           "scale_down_stabilization_seconds")}
+    current = ServiceSettings(fleet).fields_dict()
+    full = {f: current[f] for f in ("probe_interval_seconds", "probe_timeout_seconds", "failure_threshold",
+                                    "success_threshold", "uptime_objective", "latency_objective_ms", "min_instances",
+                                    "max_instances", "scale_up_max_step", "scale_down_max_step",
+                                    "scale_up_stabilization_seconds", "scale_down_stabilization_seconds")}
     resp = clients["alice"].post(url, {**full, **data} if "settings" in url else data)
     assert resp.status_code == 400
     assert AuditEntry.objects.count() == before
@@ -406,7 +405,8 @@ def test_settings_saved_from_the_page_are_audited(fleet: Service, clients) -> No
             "scale_down_stabilization_seconds": "120"}
     assert clients["alice"].post("/services/web/sla/settings/", data).status_code == 302
     fleet.refresh_from_db()
-    assert fleet.max_instances == 6 and fleet.target_cpu_percent is None and fleet.uptime_objective == 99.5
+    auto = fleet.autoscale_settings
+    assert auto.max_instances == 6 and auto.target_cpu_percent is None and fleet.objectives.uptime_objective == 99.5
     entry = AuditEntry.objects.filter(action="service.update").order_by("-id").first()
     assert entry.payload["changes"]["max_instances"] == [4, 6]
 
