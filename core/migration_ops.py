@@ -16,6 +16,16 @@ def move_content_types(old_label: str, new_label: str, models: Iterable[str]) ->
 
     def forward(apps: Any, schema_editor: Any) -> None:
         ContentType = apps.get_model("contenttypes", "ContentType")
+        Permission = apps.get_model("auth", "Permission")
+        moving = set(ContentType.objects.filter(app_label=old_label, model__in=names).values_list("model", flat=True))
+        # A process of the new code that ran before this migration may have created an empty twin
+        # under the new label (ContentType.objects.get_for_model does): drop it, the old row with
+        # its permissions and grants is the one that counts.
+        twins = ContentType.objects.filter(app_label=new_label, model__in=moving)
+        if Permission.objects.filter(content_type__in=twins).exists():
+            raise RuntimeError(f"content types {new_label}.{sorted(moving)} exist twice, both with permissions: "
+                               "merge them by hand, then migrate again")
+        twins.delete()
         ContentType.objects.filter(app_label=old_label, model__in=names).update(app_label=new_label)
 
     def backward(apps: Any, schema_editor: Any) -> None:
