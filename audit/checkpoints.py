@@ -47,7 +47,7 @@ def _read(path: str) -> bytes:
 
 
 def _private_key() -> Any:
-    path = getattr(settings, "HMS_AUDIT_SIGNING_KEY_FILE", "")
+    path = settings.HMS_AUDIT_SIGNING_KEY_FILE
     if not path:
         return None
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -63,7 +63,7 @@ def _public_key() -> Any:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-    path = getattr(settings, "HMS_AUDIT_VERIFY_KEY_FILE", "")
+    path = settings.HMS_AUDIT_VERIFY_KEY_FILE
     if path:
         key = load_pem_public_key(_read(path))
         if not isinstance(key, Ed25519PublicKey):
@@ -182,7 +182,7 @@ def _write_file(doc: dict[str, Any]) -> str:
 
 
 def _post_webhook(doc: dict[str, Any]) -> str:
-    url = getattr(settings, "HMS_AUDIT_CHECKPOINT_WEBHOOK", "")
+    url = settings.HMS_AUDIT_CHECKPOINT_WEBHOOK
     if not url:
         return ""
     import requests

@@ -9,8 +9,6 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonR
 from core.http import json_error
 from core.safejson import text_problem
 
-error_response = json_error  # the one envelope (core.http)
-
 
 class BodySizeLimitMiddleware:
     """Refuse oversize API bodies with 413 before anything parses them."""
@@ -24,9 +22,9 @@ class BodySizeLimitMiddleware:
             try:
                 length = int(request.META.get("CONTENT_LENGTH") or 0)
             except ValueError:
-                return error_response(400, "bad_request", "Content-Length is not a number.")
+                return json_error(400, "bad_request", "Content-Length is not a number.")
             if length > limit:
-                return error_response(413, "payload_too_large",
+                return json_error(413, "payload_too_large",
                                       f"Request body is {length} bytes; the limit is {limit} bytes.")
         return self.get_response(request)
 
@@ -46,7 +44,7 @@ class UnstorableInputMiddleware:
             return self.get_response(request)
         detail = f"The {where}; it cannot be stored or looked up."
         if request.path.startswith("/mgmt/"):
-            return error_response(400, "invalid_request", detail)
+            return json_error(400, "invalid_request", detail)
         return HttpResponseBadRequest(detail, content_type="text/plain; charset=utf-8")
 
     @staticmethod
@@ -75,7 +73,7 @@ def json_body_or_error(request: HttpRequest) -> tuple[dict | None, JsonResponse 
     try:
         body = json.loads(request.body or b"{}")
     except (ValueError, UnicodeDecodeError):
-        return None, error_response(400, "malformed_json", "The request body is not valid JSON.")
+        return None, json_error(400, "malformed_json", "The request body is not valid JSON.")
     if not isinstance(body, dict):
-        return None, error_response(400, "invalid_request", "The request body must be a JSON object.")
+        return None, json_error(400, "invalid_request", "The request body must be a JSON object.")
     return body, None

@@ -13,10 +13,10 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from core import safejson
 from core.http import htmx_partial
 from core.permissions import can, restrict
 from workflows import actions, dag
+from workflows.forms import ApprovalForm, LaunchForm
 from workflows.models import StepRun, WorkflowDefinition, WorkflowRun
 from workflows.selectors import flow_for, run_for
 
@@ -59,17 +59,12 @@ def run_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def launch_run(request: HttpRequest) -> HttpResponse:
-    flow = flow_for(request.user, request.POST.get("flowId", ""), "run")
-    try:
-        data = safejson.loads(request.POST.get("data") or "{}")
-        if not isinstance(data, dict):
-            raise ValueError
-    except safejson.UnstorableJSON as exc:
-        messages.error(request, f"Run data: {exc}")
+    flow = flow_for(request.user, request.POST.get("flowId", ""), "run")  # 404/403 before the data is judged
+    form = LaunchForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, " ".join(e for errs in form.errors.values() for e in errs))
         return redirect("run-list")
-    except ValueError:
-        messages.error(request, 'Run data must be a JSON object, e.g. {"user": 123}.')
-        return redirect("run-list")
+    data = form.cleaned_data["data"]
     outcome = actions.start_run(flow, data, actor=request.user)
     if not outcome.decision.allowed:
         messages.error(request, outcome.decision.detail)
@@ -139,14 +134,14 @@ def retry_run(request: HttpRequest, run_id: int) -> HttpResponse:
 @require_POST
 def approve_step(request: HttpRequest, run_id: int, name: str) -> HttpResponse:
     run = run_for(request.user, run_id, "approve")
-    decision = request.POST.get("approve")
-    if decision not in ("true", "false"):
+    form = ApprovalForm(request.POST)
+    if not form.is_valid():
         messages.error(request, "Choose approve or reject.")
         return redirect("run-detail", run_id=run_id)
+    approve = form.cleaned_data["approve"]
     try:
-        actions.decide_approval(run, name, approve=decision == "true", actor=request.user,
-                                comment=request.POST.get("comment", "")[:500])
-        messages.success(request, f"Step {name} {'approved' if decision == 'true' else 'rejected'}.")
+        actions.decide_approval(run, name, approve=approve, actor=request.user, comment=form.cleaned_data["comment"])
+        messages.success(request, f"Step {name} {'approved' if approve else 'rejected'}.")
     except StepRun.DoesNotExist:
         raise Http404(f"Run {run_id} has no step '{name}'.") from None
     except actions.DecisionRefused as exc:
