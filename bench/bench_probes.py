@@ -59,13 +59,6 @@ asyncio.run(main(int(sys.argv[1])))
 """
 
 
-MONITOR_ONLY = """
-import signal, threading
-from health import probes as monitoring
-stop = threading.Event()
-signal.signal(signal.SIGTERM, lambda *a: stop.set())
-monitoring.start_in_background(stop).join()
-"""
 
 
 def session_cpu(leader: int) -> float:
@@ -139,7 +132,7 @@ def main() -> None:
     # Capacity runs the controller's monitoring loop alone (the fan-out, roll-ups and SLA
     # evaluation the controller runs on its monitor thread): the reconciler would treat the bench
     # rows, which have no process behind them, as instances that never started and replace them.
-    procs = [start(env, "shell", "-c", MONITOR_ONLY), start(env, "qcluster")]
+    procs = [start(env, "controller", "--loops", "monitor"), start(env, "qcluster")]
     fleet = None
     try:
         time.sleep(8)  # both up and settled

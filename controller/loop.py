@@ -43,10 +43,12 @@ class Controller:
                 loop.run_once()
 
     def run_forever(self, *, max_ticks: int | None = None) -> None:
-        """Run every loop until stopped; with max_ticks, until the tick loop made that many passes."""
-        threads = [loop.start() for name, loop in self.loops.items() if name != "tick"]
+        """Run the loops until stopped; with max_ticks, until the tick loop (or the first one, when
+        the tick is not among them) made that many passes."""
+        main = "tick" if "tick" in self.loops else next(iter(self.loops))
+        threads = [loop.start() for name, loop in self.loops.items() if name != main]
         try:
-            self.loops["tick"].run(max_passes=max_ticks)
+            self.loops[main].run(max_passes=max_ticks)
         finally:
             self.stopping.set()
             for thread in threads:

@@ -100,3 +100,14 @@ def test_the_tick_steps_aside_while_a_fail_over_runs_but_not_for_long() -> None:
         assert 0.15 < time.monotonic() - started < 1.0  # and never past the bound
     finally:
         jobs.failing_over.clear()
+
+
+def test_the_command_refuses_an_unknown_loop_and_runs_a_chosen_one(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="unknown loop.*bogus"):
+        call_command("controller", loops="bogus")
+    ran: list[tuple[str, ...]] = []
+    monkeypatch.setattr(Controller, "run_forever", lambda self, max_ticks=None: ran.append(tuple(self.loops)))
+    call_command("controller", loops="monitor,sealer", ticks=1)
+    assert ran == [("monitor", "sealer")]
