@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import models
+from django.db import models, transaction
 from django.db.models.signals import post_save
 
 
@@ -18,3 +18,18 @@ def create_with(parent: type[models.Model], child: type[models.Model], field: st
             child._default_manager.get_or_create(**{field: instance})
 
     post_save.connect(receiver, sender=parent, weak=False, dispatch_uid=f"{child._meta.label}.create_with")
+
+
+def apply_fields(model: type[models.Model], pk: Any, changes: dict[str, Any]) -> dict[str, list[Any]]:
+    """Set `changes` on the row (locked), validated like admin (a ValidationError changes nothing),
+    and return what changed as {field: [before, after]}. Only inside the caller's transaction: the
+    caller writes the audit entry for the change in it."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("apply_fields() must run inside the caller's transaction")
+    row = model._default_manager.select_for_update().get(pk=pk)
+    diff = {k: [getattr(row, k), v] for k, v in changes.items() if getattr(row, k) != v}
+    for name, value in changes.items():
+        setattr(row, name, value)
+    row.full_clean(exclude=[f.name for f in model._meta.fields if f.primary_key])
+    row.save()
+    return diff

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from audit import events
 from audit.actions import actor_label, record
+from core.rows import apply_fields
 from fleet import actions as fleet_actions
 from fleet.models import Instance, Service
 from health.models import MaintenanceWindow, ProbeSettings
@@ -47,18 +48,9 @@ def end_maintenance_window(window: Any, *, actor: Any) -> None:
 
 
 def apply_settings(service: Service, changes: dict[str, Any]) -> dict[str, list[Any]]:
-    """Set these ProbeSettingss fields of the service (validated like admin; a ValidationError changes
-    nothing) and return what changed as {field: [before, after]}. Inside the caller's transaction,
-    which writes the one audit entry for the whole change (console.actions)."""
-    if not transaction.get_connection().in_atomic_block:
-        raise RuntimeError("apply_settings() must run inside the caller's transaction")
-    row = ProbeSettings.objects.select_for_update().get(pk=service.pk)
-    diff = {k: [getattr(row, k), v] for k, v in changes.items() if getattr(row, k) != v}
-    for name, value in changes.items():
-        setattr(row, name, value)
-    row.full_clean(exclude=["service"])
-    row.save()
-    return diff
+    """The service's ProbeSettings fields, changed inside the caller's transaction (console.actions
+    audits a whole settings form as one change)."""
+    return apply_fields(ProbeSettings, service.pk, changes)
 
 
 def update_settings(service: Service, changes: dict[str, Any], *, actor: Any) -> dict[str, list[Any]]:

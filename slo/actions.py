@@ -14,6 +14,7 @@ from django_q.tasks import async_task
 from audit import events
 from audit.actions import actor_label, record
 from audit.models import AuditEntry
+from core.rows import apply_fields
 from fleet.models import Service
 from slo.models import AlertChannel, AlertDelivery, Incident, Objectives
 
@@ -148,18 +149,9 @@ def escalate_incident(incident: Any, *, severity: str, evidence: dict[str, Any],
 
 
 def apply_settings(service: Service, changes: dict[str, Any]) -> dict[str, list[Any]]:
-    """Set these Objectivess fields of the service (validated like admin; a ValidationError changes
-    nothing) and return what changed as {field: [before, after]}. Inside the caller's transaction,
-    which writes the one audit entry for the whole change (console.actions)."""
-    if not transaction.get_connection().in_atomic_block:
-        raise RuntimeError("apply_settings() must run inside the caller's transaction")
-    row = Objectives.objects.select_for_update().get(pk=service.pk)
-    diff = {k: [getattr(row, k), v] for k, v in changes.items() if getattr(row, k) != v}
-    for name, value in changes.items():
-        setattr(row, name, value)
-    row.full_clean(exclude=["service"])
-    row.save()
-    return diff
+    """The service's Objectives fields, changed inside the caller's transaction (console.actions
+    audits a whole settings form as one change)."""
+    return apply_fields(Objectives, service.pk, changes)
 
 
 def update_settings(service: Service, changes: dict[str, Any], *, actor: Any) -> dict[str, list[Any]]:
