@@ -59,9 +59,8 @@ TO = "to"
 INSTANCE = "instance"
 CAUSE = "cause"
 
-# The target type of a service's entries. Entries written before the layout split name the model
-# by its old app label; readers of a service's history ask for both.
-SERVICE_TARGET_TYPES = ("fleet.service", "services.service")
+# Entries written before the layout split name a moved model by its old app label; readers of a
+# target's history ask for every name it has had.
 LEGACY_TARGET_TYPES = {"fleet.service": ("services.service",), "accounts.apitoken": ("hmsmgmt.apitoken",),
                        "slo.alertchannel": ("services.alertchannel",)}
 
@@ -72,3 +71,6 @@ def target_types(target_type: str) -> tuple[str, ...]:
         if target_type == current or target_type in old:
             return (current, *old)
     return (target_type,)
+
+
+SERVICE_TARGET_TYPES = target_types("fleet.service")  # a service's entries, old and new

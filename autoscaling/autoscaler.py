@@ -102,7 +102,8 @@ def evaluate_all() -> None:
 
 def evaluate(svc: Service, *, now: datetime | None = None) -> AutoscaleDecision:
     now = now or timezone.now()
-    svc.refresh_from_db()
+    # Fresh, with the settings the decision reads, in one query (a plain refresh drops them).
+    svc.refresh_from_db(from_queryset=Service.objects.select_related("autoscale_settings", "objectives"))
     current = svc.desired_instances
     inputs: dict[str, Any] = {"tolerance": TOLERANCE}
     window = sla.in_maintenance(svc, now)

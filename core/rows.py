@@ -15,7 +15,7 @@ def create_with(parent: type[models.Model], child: type[models.Model], field: st
 
     def receiver(sender: Any, instance: models.Model, created: bool, raw: bool = False, **kwargs: Any) -> None:
         if created and not raw:  # raw: loaddata brings the child rows itself
-            child._default_manager.get_or_create(**{field: instance})
+            child._default_manager.create(**{field: instance})  # a new parent has no child yet
 
     post_save.connect(receiver, sender=parent, weak=False, dispatch_uid=f"{child._meta.label}.create_with")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from health.models import MaintenanceWindow
@@ -14,7 +14,7 @@ from health.models import MaintenanceWindow
 
 def _active(at: datetime | None) -> QuerySet[MaintenanceWindow]:
     at = at or timezone.now()
-    return MaintenanceWindow.objects.filter(Q(starts_at__lte=at) & Q(ends_at__gt=at))
+    return MaintenanceWindow.objects.filter(starts_at__lte=at, ends_at__gt=at)
 
 
 def maintenance_window(service_id: int, at: datetime | None = None) -> MaintenanceWindow | None:

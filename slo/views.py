@@ -46,7 +46,7 @@ def sla_overview(request: HttpRequest) -> HttpResponse:
 
 def _overview_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
     now = timezone.now()
-    services = list(Service.objects.restrict(request.user))
+    services = list(Service.objects.restrict(request.user).select_related("objectives"))
     return {
         "cards": [service_card(svc, now) for svc in services],
         "incidents": list(Incident.objects.filter(service__in=services).select_related("service")[:30]),
