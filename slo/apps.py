@@ -11,7 +11,7 @@ class SloConfig(AppConfig):
         from core.loops import register
         from core.rows import create_with
         from fleet.models import Service
-        from health.probes import register_latency_objectives
+        from health.rollups import register_latency_objectives
         from slo import sla
         from slo.models import Objectives
 

@@ -17,6 +17,7 @@ from fleet import actions, reconcile
 from fleet.models import Instance, Service
 from health import actions as health_actions
 from health import probes as monitoring
+from health import rollups
 from health.models import MaintenanceWindow, ProbeResult, ProbeRollup, ProbeSettings
 from tests.conftest import service_with, wait_for
 
@@ -95,12 +96,12 @@ def test_rollups_count_up_down_slow_and_leave_maintenance_out(db: None) -> None:
     rows = [(True, 20.0, False)] * 6 + [(True, 250.0, False)] * 2 + [(False, 1.0, False)] * 2 + [(False, 1.0, True)] * 5
     ProbeResult.objects.bulk_create([ProbeResult(service=svc, instance=inst, at=now, ok=ok, latency_ms=ms,
                                                  in_maintenance=m) for ok, ms, m in rows])
-    assert monitoring.rollup_recent(now) == 1
+    assert rollups.rollup_recent(now) == 1
     r = ProbeRollup.objects.get(service=svc)
     assert (r.total, r.up, r.down, r.slow, r.excluded) == (10, 8, 2, 2, 5)
     assert r.p50_ms == 20.0 and r.p95_ms == 250.0 and sum(r.hist) == 8
     # Recomputing is idempotent (the controller re-rolls the current minute as probes arrive).
-    monitoring.rollup_recent(now)
+    rollups.rollup_recent(now)
     assert ProbeRollup.objects.count() == 1
 
 
@@ -110,7 +111,7 @@ def test_raw_results_are_pruned_after_the_window(db: None) -> None:
     old = timezone.now() - timedelta(hours=3)
     ProbeResult.objects.create(service=svc, instance=inst, at=old, ok=True, latency_ms=1)
     ProbeResult.objects.create(service=svc, instance=inst, at=timezone.now(), ok=True, latency_ms=1)
-    assert monitoring.prune()["raw"] == 1 and ProbeResult.objects.count() == 1
+    assert rollups.prune()["raw"] == 1 and ProbeResult.objects.count() == 1
 
 
 def test_a_batch_skips_instances_that_are_no_longer_running(db: None) -> None:

@@ -21,7 +21,7 @@ from console.forms import ServiceSettings
 from fleet import actions
 from fleet.models import Instance, Service
 from health import actions as health_actions
-from health import probes as monitoring
+from health import rollups
 from health.models import ProbeResult
 from slo import actions as slo_actions
 from slo import alerts, sla
@@ -75,7 +75,7 @@ def probes(svc: Service, at: datetime, *, good: int = 0, bad: int = 0, slow: int
     rows = [(True, 10.0)] * good + [(False, 1.0)] * bad + [(True, svc.objectives.latency_objective_ms * 2.0)] * slow
     ProbeResult.objects.bulk_create([ProbeResult(service=svc, instance=inst, at=at, ok=ok, latency_ms=ms,
                                                  in_maintenance=maint) for ok, ms in rows])
-    monitoring.rollup_recent(at, minutes=1)
+    rollups.rollup_recent(at, minutes=1)
 
 
 # --- figures ---------------------------------------------------------------------------------------
