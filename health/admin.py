@@ -22,8 +22,8 @@ class ProbeResultAdmin(ReadOnlyAdmin):
 
 @admin.register(ProbeRollup)
 class ProbeRollupAdmin(ReadOnlyAdmin):
-    list_display = ("id", "service", "minute", "total", "up", "down", "slow", "excluded")
-    list_filter = ("service",)
+    list_display = ("id", "service", "span", "start", "total", "up", "down", "slow", "excluded")
+    list_filter = ("span", "service")
     show_full_result_count = False
 
 

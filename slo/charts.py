@@ -27,6 +27,11 @@ def uptime_bars(points: list[dict[str, Any]], objective: float, *, width: int = 
     return {"width": width, "height": height, "bars": bars}
 
 
+def sparkline(points: list[dict[str, Any]], objective: float) -> dict:
+    """The SLA table's small chart: the uptime bars, 4 px per period."""
+    return uptime_bars(points, objective, width=4 * max(1, len(points)), height=16)
+
+
 def latency_chart(series: list[dict[str, Any]], objective: int, *, minutes: int = 60, now: datetime | None = None,
                   width: int = 540, height: int = 140) -> dict:
     now = now or timezone.now()

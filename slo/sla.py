@@ -1,7 +1,8 @@
 """SLA: uptime and latency over rolling windows, error budgets, burn-rate alerts and the incidents
 they open and resolve (alert delivery: slo.alerts).
 
-Two objectives per service, both measured on probes (from the per-minute roll-ups):
+Two objectives per service, both measured on probes (from the roll-ups: health.rollups reads a
+window from the coarsest minute, hour and day rows that cover it):
 - availability: a probe is bad when it failed; budget = 1 − uptime_objective (99.9 % → 0.1 %).
 - latency: "p95 ≤ N ms" means at most 5 % of good probes may be slower than N; budget = 5 %.
 Burn rate = bad fraction / budget (1× spends exactly the budget over the SLO period). Alerts follow
@@ -23,7 +24,9 @@ from django.utils import timezone
 
 from core.stats import LATENCY_BUCKETS_MS, hist_percentile, minute_floor
 from fleet.models import Service
+from health import rollups
 from health.models import MaintenanceWindow, ProbeRollup
+from health.selectors import in_maintenance as services_in_maintenance
 from health.selectors import maintenance_window
 from slo import actions
 from slo.models import AlertDelivery, Incident
@@ -63,19 +66,31 @@ class WindowStats:
 
 def window_stats(service: Service, seconds: int, *, now: datetime | None = None,
                  percentiles: bool = True) -> WindowStats:
-    """Sum the roll-ups whose minute falls in the window (minute granularity; the current,
-    partial minute included)."""
+    """Sum the roll-ups that make up the window (minute granularity, the current partial minute
+    included; windows reaching back past the kept minutes start on the hour)."""
+    return fleet_window_stats([service.pk], seconds, now=now, percentiles=percentiles)[service.pk]
+
+
+def fleet_window_stats(service_ids: list[int], seconds: int, *, now: datetime | None = None,
+                       percentiles: bool = False) -> dict[int, WindowStats]:
+    """window_stats for many services in one query (two with percentiles), from the coarsest
+    roll-ups that cover the window (health.rollups.segments)."""
     now = now or timezone.now()
-    qs = ProbeRollup.objects.filter(service=service, minute__gte=minute_floor(now - timedelta(seconds=seconds)))
-    agg = qs.aggregate(total=Sum("total"), up=Sum("up"), down=Sum("down"), slow=Sum("slow"))
-    stats = WindowStats(seconds, **{k: v or 0 for k, v in agg.items()})
-    if percentiles and stats.up and seconds <= 86400:
-        merged = [0] * (len(LATENCY_BUCKETS_MS) + 1)
-        for hist in qs.values_list("hist", flat=True):
+    qs = ProbeRollup.objects.filter(rollups.window_filter(rollups.window_start(now, seconds), now),
+                                    service_id__in=service_ids).order_by()
+    out = {svc_id: WindowStats(seconds) for svc_id in service_ids}
+    for row in qs.values("service_id").annotate(t=Sum("total"), u=Sum("up"), d=Sum("down"), s=Sum("slow")):
+        stats = out[row["service_id"]]
+        stats.total, stats.up, stats.down, stats.slow = row["t"] or 0, row["u"] or 0, row["d"] or 0, row["s"] or 0
+    wanted = {i for i, st in out.items() if st.up} if percentiles and seconds <= 86400 else set()
+    if wanted:
+        merged = {i: [0] * (len(LATENCY_BUCKETS_MS) + 1) for i in wanted}
+        for svc_id, hist in qs.filter(service_id__in=wanted).values_list("service_id", "hist"):
             for i, count in enumerate(hist or []):
-                merged[i] += count
-        stats.p50_ms, stats.p95_ms = hist_percentile(merged, 0.50), hist_percentile(merged, 0.95)
-    return stats
+                merged[svc_id][i] += count
+        for svc_id, hist in merged.items():
+            out[svc_id].p50_ms, out[svc_id].p95_ms = hist_percentile(hist, 0.50), hist_percentile(hist, 0.95)
+    return out
 
 
 def budget_fraction(service: Service, kind: str) -> float:
@@ -141,37 +156,54 @@ def _label(seconds: int) -> str:
 
 
 # --- incidents --------------------------------------------------------------------------------------
-def evaluate_all() -> None:
-    # The objectives come with each service: one query for the fleet, not one per service.
-    for svc in Service.objects.select_related("objectives"):
+def evaluate_all(now: datetime | None = None) -> None:
+    """Evaluate every service in a constant number of queries: each burn window is one grouped
+    query for the fleet, the active incidents and maintenance windows one each; only an incident
+    that opens, escalates or resolves costs more."""
+    now = now or timezone.now()
+    services = list(Service.objects.select_related("objectives"))
+    ids = [svc.pk for svc in services]
+    caches: dict[int, dict[int, WindowStats]] = {i: {} for i in ids}
+    for secs in sorted({rule[which] for rule in (FAST, SLOW) for which in ("long", "short")}):
+        for svc_id, stats in fleet_window_stats(ids, secs, now=now).items():
+            caches[svc_id][secs] = stats
+    active: dict[int, dict[str, Incident]] = {i: {} for i in ids}
+    for inc in Incident.objects.filter(service_id__in=ids, status__in=Incident.ACTIVE).order_by("opened_at"):
+        active[inc.service_id].setdefault(inc.kind, inc)
+    paused = services_in_maintenance(ids, now)
+    for svc in services:
         try:
-            evaluate(svc)
+            evaluate(svc, now=now, cache=caches[svc.pk], active=active[svc.pk], maintenance=svc.pk in paused)
         except Exception:
             log.exception("SLA evaluation of %s failed", svc.name)
 
 
-def evaluate(service: Service, *, now: datetime | None = None) -> dict[str, Burn]:
+def evaluate(service: Service, *, now: datetime | None = None, cache: dict[int, WindowStats] | None = None,
+             active: dict[str, Incident] | None = None, maintenance: bool | None = None) -> dict[str, Burn]:
     """Open an incident per objective that burns fast or slow; resolve it once neither window
-    pair burns. During maintenance nothing opens (those probes are excluded anyway)."""
+    pair burns. During maintenance nothing opens (those probes are excluded anyway). cache,
+    active and maintenance: what evaluate_all read for the whole fleet (else read here)."""
     now = now or timezone.now()
-    cache: dict[int, WindowStats] = {}
+    cache = {} if cache is None else cache
+    if maintenance is None:
+        maintenance = in_maintenance(service, now) is not None
     out: dict[str, Burn] = {}
-    maintenance = in_maintenance(service, now)
     for kind in (Incident.Kind.AVAILABILITY, Incident.Kind.LATENCY):
         burn = burn_state(service, kind, now=now, cache=cache)
         out[kind] = burn
-        active = Incident.objects.filter(service=service, kind=kind, status__in=Incident.ACTIVE).first()
+        current = active.get(kind) if active is not None else \
+            Incident.objects.filter(service=service, kind=kind, status__in=Incident.ACTIVE).first()
         evidence = {"burn_rates": burn.rates, "probes": burn.probes, "alert": burn.alert,
                     "objective": _objective_text(service, kind)}
-        if burn.alert and active is None and maintenance is None:
+        if burn.alert and current is None and not maintenance:
             title = (f"{service.name}: {'fast' if burn.alert == 'fast' else 'slow'} burn of the "
                      f"{kind} budget ({_objective_text(service, kind)})")
             actions.open_incident(service, kind=kind, severity=burn.severity or Incident.Severity.PAGE,
                                   title=title, evidence=evidence)
-        elif active is not None and burn.alert is None:
-            actions.resolve_incident(active, evidence=evidence)
-        elif active is not None and burn.alert == "fast" and active.severity != Incident.Severity.PAGE:
-            actions.escalate_incident(active, severity=Incident.Severity.PAGE, evidence=evidence)
+        elif current is not None and burn.alert is None:
+            actions.resolve_incident(current, evidence=evidence)
+        elif current is not None and burn.alert == "fast" and current.severity != Incident.Severity.PAGE:
+            actions.escalate_incident(current, severity=Incident.Severity.PAGE, evidence=evidence)
     return out
 
 
@@ -203,43 +235,38 @@ def summary(service: Service, *, now: datetime | None = None) -> dict[str, Any]:
 def daily_uptime(service: Service, days: int = 90, *, now: datetime | None = None) -> list[dict[str, Any]]:
     """One entry per day (oldest first): uptime percent or None when there were no probes."""
     now = now or timezone.now()
-    start = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    buckets: dict[Any, list[int]] = {}
-    for minute, total, up in ProbeRollup.objects.filter(service=service, minute__gte=start).values_list(
-            "minute", "total", "up"):
-        b = buckets.setdefault(minute.date(), [0, 0])
-        b[0] += total
-        b[1] += up
-    out = []
-    for i in range(days):
-        day = (start + timedelta(days=i)).date()
-        total, up = buckets.get(day, (0, 0))
-        out.append({"label": day.isoformat(), "uptime": 100.0 * up / total if total else None, "probes": total})
-    return out
+    start = rollups.floor_to(now - timedelta(days=days - 1), rollups.DAY)
+    totals = rollups.period_totals([service.pk], rollups.DAY, start, now)[service.pk]
+    return [_point(day.date().isoformat(), totals.get(day))
+            for day in (start + timedelta(days=i) for i in range(days))]
 
 
 def hourly_uptime(service: Service, hours: int = 24, *, now: datetime | None = None) -> list[dict[str, Any]]:
     now = now or timezone.now()
-    start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours - 1)
-    buckets: dict[datetime, list[int]] = {}
-    for minute, total, up in ProbeRollup.objects.filter(service=service, minute__gte=start).values_list(
-            "minute", "total", "up"):
-        b = buckets.setdefault(minute.replace(minute=0), [0, 0])
-        b[0] += total
-        b[1] += up
-    out = []
-    for i in range(hours):
-        hour = start + timedelta(hours=i)
-        total, up = buckets.get(hour, (0, 0))
-        out.append({"label": f"{hour:%H}:00", "uptime": 100.0 * up / total if total else None, "probes": total})
-    return out
+    return fleet_hourly_uptime([service.pk], hours, now=now)[service.pk]
+
+
+def fleet_hourly_uptime(service_ids: list[int], hours: int = 24, *,
+                        now: datetime | None = None) -> dict[int, list[dict[str, Any]]]:
+    """hourly_uptime for many services in two queries (the sparklines of the SLA table)."""
+    now = now or timezone.now()
+    start = rollups.floor_to(now, rollups.HOUR) - timedelta(hours=hours - 1)
+    totals = rollups.period_totals(service_ids, rollups.HOUR, start, now)
+    slots = [start + timedelta(hours=i) for i in range(hours)]
+    return {svc_id: [_point(f"{hour:%H}:00", totals[svc_id].get(hour)) for hour in slots] for svc_id in service_ids}
+
+
+def _point(label: str, cell: list[int] | None) -> dict[str, Any]:
+    total, up = cell or (0, 0)
+    return {"label": label, "uptime": 100.0 * up / total if total else None, "probes": total}
 
 
 def latency_series(service: Service, minutes: int = 60, *, now: datetime | None = None) -> list[dict[str, Any]]:
     now = now or timezone.now()
-    rows = ProbeRollup.objects.filter(service=service, minute__gte=minute_floor(now - timedelta(minutes=minutes)))
+    rows = ProbeRollup.objects.filter(service=service, span=rollups.MINUTE,
+                                      start__gte=minute_floor(now - timedelta(minutes=minutes)))
     return [{"at": m, "p50": p50, "p95": p95}
-            for m, p50, p95 in rows.order_by("minute").values_list("minute", "p50_ms", "p95_ms")]
+            for m, p50, p95 in rows.order_by("start").values_list("start", "p50_ms", "p95_ms")]
 
 
 def prune(now: datetime | None = None) -> int:
@@ -247,3 +274,47 @@ def prune(now: datetime | None = None) -> int:
     now = now or timezone.now()
     return AlertDelivery.objects.filter(created_at__lt=now - timedelta(days=30)).exclude(
         status=AlertDelivery.Status.PENDING).delete()[0]
+
+
+# --- the SLA table (one line per service) -------------------------------------------------------------
+STATUS_ORDER = {"burning fast": 0, "burning": 1, "down": 2, "maintenance": 3, "no data": 4, "ok": 5}
+
+
+def table_rows(services: list[Service], *, now: datetime | None = None) -> list[dict[str, Any]]:
+    """One line per service for the SLA overview: status, uptime 24 h / 30 d, availability budget
+    left, its burn rate over the last hour, the active incidents. Seven queries whatever the fleet
+    size (a grouped aggregate per window, incidents, maintenance). `services` carry their
+    objectives and, when annotated, live_running (a desired service with none running is down)."""
+    now = now or timezone.now()
+    ids = [svc.pk for svc in services]
+    hour = fleet_window_stats(ids, WINDOWS["1h"], now=now)
+    day = fleet_window_stats(ids, WINDOWS["24h"], now=now)
+    month = fleet_window_stats(ids, WINDOWS["30d"], now=now)
+    incidents: dict[int, list[Incident]] = {i: [] for i in ids}
+    for inc in Incident.objects.filter(service_id__in=ids, status__in=Incident.ACTIVE).order_by("opened_at"):
+        incidents[inc.service_id].append(inc)
+    paused = services_in_maintenance(ids, now)
+    rows = []
+    for svc in services:
+        kind = Incident.Kind.AVAILABILITY
+        active = incidents[svc.pk]
+        if any(i.severity == Incident.Severity.PAGE for i in active):
+            status = "burning fast"
+        elif active:
+            status = "burning"
+        elif svc.pk in paused:
+            status = "maintenance"
+        elif svc.desired_instances and getattr(svc, "live_running", None) == 0:
+            status = "down"
+        elif not day[svc.pk].total:
+            status = "no data"
+        else:
+            status = "ok"
+        rows.append({
+            "service": svc, "status": status, "incidents": active,
+            "uptime_24h": day[svc.pk].uptime, "uptime_30d": month[svc.pk].uptime,
+            "budget": budget_remaining(svc, kind, stats=month[svc.pk]),
+            "burn": round(burn_rate(svc, hour[svc.pk], kind), 2) if hour[svc.pk].total else None,
+            "probes_24h": day[svc.pk].total,
+        })
+    return rows

@@ -1,5 +1,6 @@
-"""SLA pages of slo: the overview (one card per service: uptime bars, latency, budgets, open
-incidents; alert channels), acknowledging an incident, alert channels. A service's own SLA page
+"""SLA pages of slo: the overview (a table, one line per service: status, uptime 24 h / 30 d,
+budget left, burn, a sparkline; paged, sorted, filtered; open incidents; alert channels),
+acknowledging an incident, alert channels. A service's own SLA page (the full charts, service_card)
 joins slo, health and autoscaling and lives in console."""
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -18,10 +21,10 @@ from django.views.decorators.http import require_POST
 from core.http import redirect_back
 from core.permissions import can
 from fleet.forms import form_problem
-from fleet.models import Service
+from fleet.models import Instance, Service
 from fleet.selectors import service_for
 from slo import actions, sla
-from slo.charts import budget_view, latency_chart, uptime_bars
+from slo.charts import budget_view, latency_chart, sparkline, uptime_bars
 from slo.forms import AlertChannelForm
 from slo.models import AlertChannel, Incident
 
@@ -39,21 +42,72 @@ def service_card(svc: Service, now: datetime) -> dict[str, Any]:
     }
 
 
+PAGE_SIZE = 50
+SORTS = ("name", "status", "uptime_24h", "uptime_30d", "budget", "burn")
+
+
 @login_required
 def sla_overview(request: HttpRequest) -> HttpResponse:
     return render(request, "slo/sla.html", _overview_context(request))
 
 
+def _sort_key(key: str) -> Any:
+    def value(row: dict[str, Any]) -> Any:
+        if key == "name":
+            return row["service"].name.lower()
+        if key == "status":
+            return sla.STATUS_ORDER[row["status"]]
+        return row[key]
+    return value
+
+
+def _ordered(rows: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
+    """Sorted by one column (a leading "-": descending); lines without a figure go last either way."""
+    key = sort.lstrip("-")
+    value = _sort_key(key)
+    known = [r for r in rows if value(r) is not None]
+    known.sort(key=value, reverse=sort.startswith("-"))
+    return known + [r for r in rows if value(r) is None]
+
+
 def _overview_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
     now = timezone.now()
-    services = list(Service.objects.restrict(request.user).select_related("objectives"))
+    visible = Service.objects.restrict(request.user).select_related("objectives").annotate(
+        live_running=Count("instances", filter=Q(instances__state=Instance.State.RUNNING))).order_by("name")
+    q = request.GET.get("q", "").strip()[:63]
+    services = list(visible.filter(name__icontains=q) if q else visible)
+    rows = sla.table_rows(services, now=now)
+    status = request.GET.get("status", "")
+    if status in sla.STATUS_ORDER:
+        rows = [r for r in rows if r["status"] == status]
+    sort = request.GET.get("sort", "status")
+    if sort.lstrip("-") not in SORTS:
+        sort = "status"
+    page = Paginator(_ordered(rows, sort), PAGE_SIZE).get_page(request.GET.get("page"))
+    lines = list(page.object_list)
+    # Sparklines for this page only: two queries for its services, whatever the fleet size.
+    hourly = sla.fleet_hourly_uptime([r["service"].pk for r in lines], 24, now=now)
+    for row in lines:
+        row["spark"] = sparkline(hourly[row["service"].pk], row["service"].objectives.uptime_objective)
+        row["budget_view"] = budget_view(row["budget"])
+    ids = [svc.pk for svc in services]
+    incidents = list(Incident.objects.filter(service_id__in=ids).select_related("service")[:30])
     return {
-        "cards": [service_card(svc, now) for svc in services],
-        "incidents": list(Incident.objects.filter(service__in=services).select_related("service")[:30]),
+        "rows": lines,
+        "page": page,
+        "sort": sort,
+        "q": q,
+        "status": status if status in sla.STATUS_ORDER else "",
+        "statuses": list(sla.STATUS_ORDER),
+        "sort_columns": [("name", "Service"), ("status", "Status"), ("uptime_24h", "Uptime 24 h"),
+                         ("uptime_30d", "30 d"), ("budget", "Budget left (30 d)"), ("burn", "Burn 1 h")],
+        "shown": len(rows),
+        "incidents": incidents,
         "channels": list(AlertChannel.objects.select_related("service")) if can(request.user, "view", AlertChannel())
         else [],
         "can_channels": can(request.user, "add", AlertChannel()),
-        "scalable": {svc.pk for svc in services if can(request.user, "scale", svc)},
+        # Who may acknowledge: asked for the (at most 30) incidents' services, not the whole fleet.
+        "scalable": {i.service_id for i in incidents if can(request.user, "scale", i.service)},
         "services": services,
         **extra,
     }

@@ -76,6 +76,8 @@ def probes(svc: Service, at: datetime, *, good: int = 0, bad: int = 0, slow: int
     ProbeResult.objects.bulk_create([ProbeResult(service=svc, instance=inst, at=at, ok=ok, latency_ms=ms,
                                                  in_maintenance=maint) for ok, ms in rows])
     rollups.rollup_recent(at, minutes=1)
+    # As the controller does when that minute closes: its hour and day rows are rebuilt.
+    rollups.settle(at, at + timedelta(minutes=1))
 
 
 # --- figures ---------------------------------------------------------------------------------------
@@ -335,8 +337,11 @@ def test_object_page_permissions(fleet: Service, clients, method: str, url: str,
     assert added == (1 if status == 302 and who != "anon" else 0)
 
 
-def test_the_overview_draws_uptime_bars_latency_and_budget(fleet: Service, clients) -> None:
+def test_the_overview_is_a_table_and_the_charts_are_on_the_service_page(fleet: Service, clients) -> None:
     body = clients["bob"].get("/sla/").content.decode()
+    assert body.count('<tr data-service="web">') == 1 and body.count('class="spark"') == 1
+    assert "Budget left (30 d)" in body and 'aria-label="daily uptime, last 90 days"' not in body
+    body = clients["bob"].get("/services/web/sla/").content.decode()
     assert body.count('aria-label="daily uptime, last 90 days"') == 1
     assert body.count("<rect") > 90 + 24  # one bar per day and per hour, plus budget bars
     assert 'aria-label="latency p50 and p95"' in body and "<polyline" in body
@@ -427,12 +432,17 @@ def test_an_operator_sees_the_charts_and_acknowledges_from_the_page(live_server,
     autoscale.evaluate(svc)
     login(page, live_server, "bob", "pw-bob-123")
     page.goto(f"{live_server.url}/sla/")
-    bars = page.locator("svg[aria-label='daily uptime, last 90 days'] rect")
-    assert bars.count() == 90 and page.locator("svg[aria-label='latency p50 and p95'] polyline").count() == 2
-    assert page.locator("svg[aria-label='hourly uptime, last 24 hours'] rect").last.get_attribute("fill") == "#cf222e"
+    line = page.locator("tr[data-service='web']")
+    assert line.locator(".badge").inner_text() == "burning fast"
+    assert line.locator("svg.spark rect").count() == 24
+    assert line.locator("svg.spark rect").last.get_attribute("fill") == "#cf222e"
     page.get_by_role("button", name="Acknowledge").click()
     page.get_by_text("acknowledged.").wait_for()
     assert Incident.objects.get(service=svc).acknowledged_by == "bob"
+    page.get_by_role("link", name="web").first.click()
+    page.wait_for_url("**/services/web/sla/")
+    bars = page.locator("svg[aria-label='daily uptime, last 90 days'] rect")
+    assert bars.count() == 90 and page.locator("svg[aria-label='latency p50 and p95'] polyline").count() == 2
     page.goto(f"{live_server.url}/services/web/")
     panel = page.locator("#autoscale-panel").inner_text()
     # No CPU or latency data, but the SLA burns fast: one more instance, and the page says why.
