@@ -113,9 +113,13 @@ def test_daily_and_hourly_series_equal_the_minutes(history: list) -> None:
 
 
 def test_the_settled_tier_is_rebuilt_not_added_to(history: list) -> None:
-    before = list(ProbeRollup.objects.filter(span=rollups.DAY).order_by("service", "start").values_list("total", flat=True))
+    def days() -> list[int]:
+        return list(ProbeRollup.objects.filter(span=rollups.DAY).order_by("service", "start")
+                    .values_list("total", flat=True))
+
+    before = days()
     rollups.settle(NOW - timedelta(days=3, hours=1), NOW)  # run twice: same rows
-    after = list(ProbeRollup.objects.filter(span=rollups.DAY).order_by("service", "start").values_list("total", flat=True))
+    after = days()
     assert before == after and len(after) == 3 * 4
 
 
