@@ -38,6 +38,7 @@ from datetime import datetime, timedelta
 import requests
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Prefetch
 from django.utils import timezone
 
 from core.errors import ApiError
@@ -101,10 +102,12 @@ def status(service: Service, *, live: tuple[int, int] | None = None) -> Status:
 
 
 def converge(
-    service_id: int, *, component: str = "controller", lock_timeout: float = 30.0, name: str | None = None
+    service_id: int, *, component: str = "controller", lock_timeout: float = 30.0, name: str | None = None,
+    listed: list[Observed] | None = None,
 ) -> Status:
     """One reconcile pass over a service, under its lock. name (when the caller has it) spares a
-    query before the lock: the fail-over path counts every millisecond."""
+    query before the lock: the fail-over path counts every millisecond. listed: what the tick's
+    fleet-wide engine listing showed for this service (see `_observed`)."""
     if name is None:
         name = Service.objects.values_list("name", flat=True).get(pk=service_id)
     with service_lock(name, timeout=lock_timeout):
@@ -114,13 +117,96 @@ def converge(
         if driver.declarative:
             _converge_declarative(svc, driver, spec, component)
         else:
-            _converge_imperative(svc, driver, spec, component)
+            _converge_imperative(svc, driver, spec, component, listed)
         svc.refresh_from_db()
         return status(svc)
 
 
+# --- the tick: one engine listing for the fleet, and only the services with something to do ----------
+@dataclass
+class FleetView:
+    """What the tick read once for the whole fleet: every service with its live instance rows (two
+    queries) and, per driver that can list everything at once, the engine's instances by service
+    name (one /proc scan, one Docker list by label). A driver whose engine is away maps to the
+    exception."""
+
+    services: list[Service]
+    listings: dict[str, dict[str, list[Observed]] | EngineUnavailable]
+
+    def listed(self, svc: Service) -> list[Observed] | None:
+        listing = self.listings.get(svc.driver)
+        return listing.get(svc.name) if isinstance(listing, dict) else None
+
+
+def fleet_view() -> FleetView:
+    live = Instance.objects.filter(state__in=Instance.LIVE_STATES).order_by("id")
+    services = list(Service.objects.prefetch_related(Prefetch("instances", queryset=live, to_attr="live")))
+    listings: dict[str, dict[str, list[Observed]] | EngineUnavailable] = {}
+    for name in sorted({svc.driver for svc in services}):
+        driver = get_driver(name)
+        list_all = getattr(driver, "list_all", None)
+        if list_all is None:
+            continue  # declarative (swarm): converged service by service
+        try:
+            listings[name] = list_all({svc.name: svc.spec() for svc in services if svc.driver == name})
+        except EngineUnavailable as exc:
+            listings[name] = exc
+    return FleetView(services, listings)
+
+
+def at_rest(svc: Service, live: list[Instance], listed: list[Observed] | None, *, spares: bool = False) -> bool:
+    """Nothing for a reconcile pass to do (pure): as many instances as desired, all running, of the
+    current spec and driver, each shown alive by the engine, and nothing else of the service on the
+    engine (no orphan, no carcass). Such a service is skipped by the tick; anything else, or no
+    listing to judge by, gets a full pass under its lock."""
+    if listed is None or spares or len(live) != svc.desired_instances or len(listed) != len(live):
+        return False
+    alive = {o.ref for o in listed if o.alive}
+    return all(i.state == Instance.State.RUNNING and i.driver == svc.driver and i.spec_version == svc.spec_version
+               and i.ref in alive for i in live)
+
+
+def record_observations(view: FleetView, services: list[Service]) -> int:
+    """CPU, memory and address of the running instances of services at rest, as the listing showed
+    them: only changed rows, in one bulk update (observed state, not audited)."""
+    changed: list[Instance] = []
+    fields = ("cpu_percent", "memory_bytes", "node", "host", "port")
+    for svc in services:
+        by_ref = {o.ref: o for o in view.listed(svc) or []}
+        for inst in svc.live:
+            obs = by_ref.get(inst.ref)
+            if obs is None:
+                continue
+            dirty = False
+            for name in fields:
+                value = getattr(obs, name)
+                if value not in (None, "") and value != getattr(inst, name):
+                    setattr(inst, name, value)
+                    dirty = True
+            if dirty:
+                changed.append(inst)
+    if changed:
+        with _observed_state_write():
+            Instance.objects.bulk_update(changed, fields, batch_size=500)
+    return len(changed)
+
+
 # --- imperative drivers (process, docker) ------------------------------------------------------
-def _converge_imperative(svc: Service, driver: Driver, spec: ServiceSpec, component: str) -> None:
+def _observed(driver: Driver, spec: ServiceSpec, live: list[Instance], listed: list[Observed] | None,
+              driver_name: str) -> dict[str, Observed]:
+    """The engine's view of the service. The tick's fleet-wide listing was taken before this pass
+    took the lock: an instance started since (by a web request, say) is missing from it, so a live
+    row it does not show is confirmed by a fresh listing before anything counts as dead. What it
+    does show existed then, and what ran then but is unclaimed now is an orphan either way."""
+    if listed is not None:
+        observed = {o.ref: o for o in listed}
+        if all(i.ref in observed for i in live if i.ref and i.driver == driver_name):
+            return observed
+    return {o.ref: o for o in driver.list_instances(spec)}
+
+
+def _converge_imperative(svc: Service, driver: Driver, spec: ServiceSpec, component: str,
+                         listed: list[Observed] | None = None) -> None:
     live = list(svc.instances.filter(state__in=Instance.LIVE_STATES).order_by("id"))
     others = [i for i in live if i.driver != svc.driver]  # the service's driver was changed
     now = timezone.now()
@@ -129,7 +215,7 @@ def _converge_imperative(svc: Service, driver: Driver, spec: ServiceSpec, compon
     # container start is a few hundred ms of waiting on the engine; the bookkeeping needs none of it.
     replacing = _start_reported_replacements(svc, driver, spec, live, others, now)
     try:
-        observed = {o.ref: o for o in driver.list_instances(spec)}  # may raise EngineUnavailable
+        observed = _observed(driver, spec, live, listed, svc.driver)  # may raise EngineUnavailable
 
         # 1. Deaths. Carcasses are removed at the end of the pass: the replacement starts first.
         claimed: set[str] = set()

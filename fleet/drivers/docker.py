@@ -405,13 +405,26 @@ class DockerDriver:
                 raise DriverError(f"cannot stop container {ref}: {exc.explanation}") from exc
 
     def list_instances(self, spec: ServiceSpec) -> list[Observed]:
+        return self._list({spec.name: spec}, self._filters(spec))[spec.name]
+
+    def list_all(self, specs: dict[str, ServiceSpec]) -> dict[str, list[Observed]]:
+        """The containers of every named service from one list call by label (the controller's
+        tick lists the engine once for the whole fleet)."""
+        return self._list(specs, {"label": [f"{LABEL}.managed=true", f"{LABEL}.namespace={console_namespace()}"]})
+
+    def _list(self, specs: dict[str, ServiceSpec], filters: dict[str, Any]) -> dict[str, list[Observed]]:
         api = self.engine.api
-        found: list[Observed] = []
+        found: dict[str, list[Observed]] = {name: [] for name in specs}
         with engine_errors("container list"):
-            rows = api.containers(all=True, filters=self._filters(spec))
+            rows = api.containers(all=True, filters=filters)
             node = self._node_name()
             for row in rows:
                 labels = row.get("Labels") or {}
+                spec = specs.get(labels.get(f"{LABEL}.service", ""))
+                if spec is None or "com.docker.swarm.task.id" in labels:
+                    # A service this listing was not asked about, or a Swarm task's container (it
+                    # carries our labels too, and only the swarm driver may count or remove it).
+                    continue
                 alive = row.get("State") == "running"
                 ref = row["Id"][:12]
                 port = next(
@@ -438,7 +451,7 @@ class DockerDriver:
                     except Exception:
                         detail = row.get("Status", "exited")
                 instance = labels.get(f"{LABEL}.instance", "")
-                found.append(
+                found[spec.name].append(
                     Observed(
                         ref=ref,
                         alive=alive,

@@ -82,13 +82,15 @@ _PAGE = os.sysconf("SC_PAGE_SIZE")
 _cpu_seen: dict[int, tuple[int, float]] = {}
 
 
-def _usage(pid: int) -> tuple[float | None, int | None]:
+def _usage(pid: int, uptime: float | None = None) -> tuple[float | None, int | None]:
     """CPU % (of one core) since the previous look, or over the process's life on the first one,
-    and resident memory in bytes, from /proc (the process's own fields, as `ps` reads them)."""
+    and resident memory in bytes, from /proc (the process's own fields, as `ps` reads them).
+    uptime: /proc/uptime, when the caller read it once for a whole scan."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         resident = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        if uptime is None:
+            uptime = float(Path("/proc/uptime").read_text().split()[0])
     except (OSError, IndexError, ValueError):
         return None, None
     # After the ")": state is field 3 of stat(5), so utime (14), stime (15), starttime (22) sit at
@@ -184,15 +186,26 @@ class ProcessDriver:
         _reap()
 
     def list_instances(self, spec: ServiceSpec) -> list[Observed]:
+        return self.list_all({spec.name: spec})[spec.name]
+
+    def list_all(self, specs: dict[str, ServiceSpec]) -> dict[str, list[Observed]]:
+        """The instances of every named service, from one scan of /proc: the controller's tick
+        lists the engine once for the whole fleet, not once per service (each scan reads every
+        host process's environment)."""
         _reap()
         namespace = console_namespace()
-        found: list[Observed] = []
+        found: dict[str, list[Observed]] = {name: [] for name in specs}
+        try:
+            uptime: float | None = float(Path("/proc/uptime").read_text().split()[0])
+        except (OSError, ValueError):
+            uptime = None
+        host = socket.gethostname()
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
                 continue
             pid = int(entry.name)
             env = _read_environ(pid)
-            if not env or env.get("HMSMGMT_SERVICE") != spec.name or env.get("HMSMGMT_NAMESPACE") != namespace:
+            if not env or env.get("HMSMGMT_NAMESPACE") != namespace or env.get("HMSMGMT_SERVICE") not in found:
                 continue
             # Only the session leader is the instance; its own children inherit the marker.
             try:
@@ -201,14 +214,14 @@ class ProcessDriver:
             except ProcessLookupError:
                 continue
             zombie = exited(pid)
-            cpu, memory = (None, None) if zombie else _usage(pid)
-            found.append(
+            cpu, memory = (None, None) if zombie else _usage(pid, uptime)
+            found[env["HMSMGMT_SERVICE"]].append(
                 Observed(
                     ref=str(pid),
                     alive=not zombie,
                     host="127.0.0.1",
                     port=int(env["HMSMGMT_PORT"]) if env.get("HMSMGMT_PORT", "").isdigit() else None,
-                    node=socket.gethostname(),
+                    node=host,
                     instance_id=int(env["HMSMGMT_INSTANCE"]) if env.get("HMSMGMT_INSTANCE", "").isdigit() else None,
                     started_at=_started_at(pid),
                     detail="exited" if zombie else "",

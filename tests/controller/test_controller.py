@@ -13,6 +13,7 @@ from django.db import connection
 from controller.loop import Controller
 from core import loops
 from fleet import jobs, reconcile
+from fleet.models import Service
 from tests.conftest import wait_for
 
 
@@ -41,9 +42,10 @@ def test_a_failing_job_is_logged_and_the_next_one_still_runs(monkeypatch, caplog
 @pytest.mark.django_db(transaction=True)
 def test_a_reported_death_does_not_wait_for_the_tick_in_progress(demo, monkeypatch):  # type: ignore[no-untyped-def]
     monkeypatch.setattr(reconcile, "start_watchers", lambda: None)
+    Service.objects.update(desired_instances=1)  # every service has something to do (none at rest)
     calls: list[tuple[str, str, float]] = []
 
-    def converge(service_id: int, *, component: str, name: str | None = None) -> None:
+    def converge(service_id: int, *, component: str, name: str | None = None, listed: object = None) -> None:
         calls.append((name or "", threading.current_thread().name, time.monotonic()))
 
     monkeypatch.setattr(reconcile, "converge", converge)

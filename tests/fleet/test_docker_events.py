@@ -49,7 +49,7 @@ class FakeAPI:
                 "State": "running",
                 "Status": "Up 5 minutes",
                 "Created": 1_700_000_000,
-                "Labels": {"hmsmgmt.instance": "7", "hmsmgmt.spec_version": "1"},
+                "Labels": {"hmsmgmt.service": "HMS-SVC", "hmsmgmt.instance": "7", "hmsmgmt.spec_version": "1"},
                 "Ports": [{"PrivatePort": 8080, "PublicPort": 32768, "IP": "127.0.0.1"}],
             }
         ]
