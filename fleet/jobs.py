@@ -46,7 +46,7 @@ class Reconciler:
             if isinstance(listing, EngineUnavailable):
                 continue  # nothing can be done there until it is back (logged once above)
             spares = bool(reconcile.WARM_SPARES) and svc.driver == "docker"
-            if reconcile.at_rest(svc, svc.live, view.listed(svc), spares=spares):
+            if reconcile.at_rest(svc, svc.live, view.listed(svc), spares=spares, declarative=svc.driver == "swarm"):
                 resting.append(svc)
                 continue
             yield_to_failover(yield_until)

@@ -146,7 +146,7 @@ def fleet_view() -> FleetView:
         driver = get_driver(name)
         list_all = getattr(driver, "list_all", None)
         if list_all is None:
-            continue  # declarative (swarm): converged service by service
+            continue  # an engine that cannot list everything at once: converged service by service
         try:
             listings[name] = list_all({svc.name: svc.spec() for svc in services if svc.driver == name})
         except EngineUnavailable as exc:
@@ -154,12 +154,22 @@ def fleet_view() -> FleetView:
     return FleetView(services, listings)
 
 
-def at_rest(svc: Service, live: list[Instance], listed: list[Observed] | None, *, spares: bool = False) -> bool:
+def at_rest(svc: Service, live: list[Instance], listed: list[Observed] | None, *, spares: bool = False,
+            declarative: bool = False) -> bool:
     """Nothing for a reconcile pass to do (pure): as many instances as desired, all running, of the
     current spec and driver, each shown alive by the engine, and nothing else of the service on the
-    engine (no orphan, no carcass). Such a service is skipped by the tick; anything else, or no
-    listing to judge by, gets a full pass under its lock."""
-    if listed is None or spares or len(live) != svc.desired_instances or len(listed) != len(live):
+    engine (no orphan, no carcass; for Swarm: no task of it wanted running that is not running,
+    and its service already at the desired replicas and spec). Such a service is skipped by the
+    tick; anything else, or no listing to judge by, gets a full pass under its lock."""
+    if listed is None or spares or len(live) != svc.desired_instances:
+        return False
+    if declarative:
+        wanted = [o for o in listed if o.extra.get("desired") == "running"]
+        if any(o.extra.get("replicas") != svc.desired_instances
+               or o.extra.get("service_version") != str(svc.spec_version) for o in listed):
+            return False
+        listed = wanted
+    if len(listed) != len(live):
         return False
     alive = {o.ref for o in listed if o.alive}
     return all(i.state == Instance.State.RUNNING and i.driver == svc.driver and i.spec_version == svc.spec_version

@@ -119,42 +119,66 @@ class SwarmDriver:
         current = self._find(spec)
         if current is None:
             return []
-        api = self.engine.api
         with engine_errors("task list"):
-            tasks = api.tasks(filters={"service": current["ID"]})
+            tasks = self.engine.api.tasks(filters={"service": current["ID"]})
             nodes = self._node_map()
-        found: list[Observed] = []
+        return [self._observed(task, spec, current, nodes) for task in tasks]
+
+    def list_all(self, specs: dict[str, ServiceSpec]) -> dict[str, list[Observed]]:
+        """The tasks of every named service from two calls (our services by label, then every
+        task of the swarm), so the controller's tick lists Swarm once for the whole fleet. Each
+        task carries its service's replica count and spec version (extra), which tell a service at
+        rest from one that still converges."""
+        api = self.engine.api
+        found: dict[str, list[Observed]] = {name: [] for name in specs}
+        with engine_errors("service list"):
+            services = api.services(filters={"label": [f"{LABEL}.managed=true",
+                                                        f"{LABEL}.namespace={console_namespace()}"]})
+            ours = {svc["ID"]: svc for svc in services
+                    if (svc["Spec"].get("Labels") or {}).get(f"{LABEL}.service") in specs}
+            tasks = api.tasks() if ours else []
+            nodes = self._node_map() if ours else {}
         for task in tasks:
-            st = task.get("Status") or {}
-            state = st.get("State", "")
-            node = nodes.get(task.get("NodeID", ""), {})
-            port = next((p.get("PublishedPort") for p in (st.get("PortStatus") or {}).get("Ports") or []
-                         if p.get("TargetPort") == spec.port and p.get("PublishedPort")), None)
-            container = (st.get("ContainerStatus") or {}).get("ContainerID", "")
-            cpu = memory = None
-            if state == "running" and container and task.get("NodeID") == self._local_node:
-                cpu, memory = self.stats.sample(container)  # only where it is cheap: this node
-            detail = state
-            if st.get("Err"):
-                detail = f"{state}: {st['Err']}"
-            elif (st.get("ContainerStatus") or {}).get("ExitCode") not in (None, 0):
-                detail = f"{state}: exit code {st['ContainerStatus']['ExitCode']}"
-            labels = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Labels") or {}
-            found.append(Observed(
-                ref=task["ID"][:12],
-                alive=state == "running",
-                host=node.get("addr", ""),
-                port=port,
-                node=node.get("hostname", task.get("NodeID", "")[:12]),
-                started_at=parse_time(st.get("Timestamp")) if state == "running" else parse_time(task.get("CreatedAt")),
-                detail=detail,
-                cpu_percent=cpu,
-                memory_bytes=memory,
-                extra={"state": state, "desired": task.get("DesiredState", ""), "slot": task.get("Slot"),
-                       "since": st.get("Timestamp", ""), "container": container[:12],
-                       "spec_version": labels.get(f"{LABEL}.spec_version", "")},
-            ))
+            current = ours.get(task.get("ServiceID", ""))
+            if current is not None:
+                name = current["Spec"]["Labels"][f"{LABEL}.service"]
+                found[name].append(self._observed(task, specs[name], current, nodes))
         return found
+
+    def _observed(self, task: dict[str, Any], spec: ServiceSpec, service: dict[str, Any],
+                  nodes: dict[str, dict[str, str]]) -> Observed:
+        st = task.get("Status") or {}
+        state = st.get("State", "")
+        node = nodes.get(task.get("NodeID", ""), {})
+        port = next((p.get("PublishedPort") for p in (st.get("PortStatus") or {}).get("Ports") or []
+                     if p.get("TargetPort") == spec.port and p.get("PublishedPort")), None)
+        container = (st.get("ContainerStatus") or {}).get("ContainerID", "")
+        cpu = memory = None
+        if state == "running" and container and task.get("NodeID") == self._local_node:
+            cpu, memory = self.stats.sample(container)  # only where it is cheap: this node
+        detail = state
+        if st.get("Err"):
+            detail = f"{state}: {st['Err']}"
+        elif (st.get("ContainerStatus") or {}).get("ExitCode") not in (None, 0):
+            detail = f"{state}: exit code {st['ContainerStatus']['ExitCode']}"
+        labels = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Labels") or {}
+        service_spec = service.get("Spec") or {}
+        return Observed(
+            ref=task["ID"][:12],
+            alive=state == "running",
+            host=node.get("addr", ""),
+            port=port,
+            node=node.get("hostname", task.get("NodeID", "")[:12]),
+            started_at=parse_time(st.get("Timestamp")) if state == "running" else parse_time(task.get("CreatedAt")),
+            detail=detail,
+            cpu_percent=cpu,
+            memory_bytes=memory,
+            extra={"state": state, "desired": task.get("DesiredState", ""), "slot": task.get("Slot"),
+                   "since": st.get("Timestamp", ""), "container": container[:12],
+                   "spec_version": labels.get(f"{LABEL}.spec_version", ""),
+                   "replicas": (service_spec.get("Mode") or {}).get("Replicated", {}).get("Replicas"),
+                   "service_version": (service_spec.get("Labels") or {}).get(f"{LABEL}.spec_version", "")},
+        )
 
     def start_instance(self, spec: ServiceSpec, instance_id: int) -> Observed:
         raise DriverError("the swarm driver is declarative: set_replicas() lets Swarm start tasks")

@@ -99,3 +99,20 @@ def test_spec_change_is_rolled_by_swarm_one_task_at_a_time(swarm_demo):
     assert swarm_service["Spec"]["UpdateConfig"]["Parallelism"] == 1
     assert swarm_service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].startswith("hmsmgmt/sample:rollover")
     get_driver("swarm").remove_service(svc.spec())
+
+
+def test_the_tick_lists_swarm_once_and_skips_a_converged_service(swarm_demo):  # type: ignore[no-untyped-def]
+    from fleet import jobs
+
+    svc = Service.objects.get(name="HMS-SVC")
+    actions.scale_service(svc, 1, actor="system:test")
+    tick = jobs.Reconciler()
+    wait_for(lambda: (tick() or True) and svc.instances.filter(state=Instance.State.RUNNING).count() == 1,
+             timeout=40, interval=0.3, message="one running task mirrored")
+    tick()
+    assert tick.last_pass["converged"] == 0  # every service, the Swarm one included, is at rest
+    (task,) = running_tasks(swarm_demo, "HMS-SVC")
+    swarm_demo.api.kill(task["Status"]["ContainerStatus"]["ContainerID"])
+    wait_for(lambda: (tick() or True) and AuditEntry.objects.filter(action="failover").exists(),
+             timeout=15, interval=0.2, message="the killed task noticed by the tick")
+    assert AuditEntry.objects.filter(action="failover").latest("id").payload["ref"] == task["ID"][:12]
