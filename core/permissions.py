@@ -7,6 +7,7 @@ permission is a 403.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from django.core.exceptions import PermissionDenied
@@ -73,6 +74,33 @@ def can(user: Any, action: str, obj: Model) -> bool:
     if user.has_perm(perm):
         return True
     return obj.pk is not None and _checker(user).has_perm(perm, obj)
+
+
+def can_many(user: Any, action: str, objs: Iterable[M]) -> set[Any]:
+    """The pks of `objs` (one model) on which `user` may do `action`: can() for a whole page of
+    rows at once. The same answer as can() per object, in a constant number of queries: the
+    global permissions come from the user's cache, the per-object ones for all of `objs` in one
+    guardian prefetch (two queries: the user's grants and their groups'), instead of a round of
+    queries per object."""
+    objs = [o for o in objs if o.pk is not None]
+    if not objs or user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+        return set()
+    if user.is_superuser:
+        return {o.pk for o in objs}
+    meta = objs[0]._meta
+    perm = f"{meta.app_label}.{action}_{meta.model_name}"
+    if user.has_perm(perm):
+        return {o.pk for o in objs}
+    allowed: set[Any] = set()
+    owner_field = getattr(objs[0], "owner_field", None)
+    if owner_field:
+        allowed = {o.pk for o in objs if getattr(o, f"{owner_field}_id", None) == user.pk}
+    rest = [o for o in objs if o.pk not in allowed]
+    if rest:
+        checker = _checker(user)  # the request's checker: a later can() on these rows is cached too
+        checker.prefetch_perms(rest)
+        allowed |= {o.pk for o in rest if checker.has_perm(perm, o)}
+    return allowed
 
 
 def get_for_user(qs: QuerySet[M], user: Any, action: str = "view", **lookup: Any) -> M:

@@ -1,4 +1,8 @@
-"""REST endpoints for services: POST /mgmt/scale, GET /mgmt/services[/{name}]."""
+"""REST endpoints for services: POST /mgmt/scale, GET /mgmt/services[/{name}].
+
+The reads cost a fixed number of queries whatever the fleet size: the list is one page (limit,
+offset) with its counts annotated on the services' query, the detail derives its counts from the
+instances it lists."""
 
 from __future__ import annotations
 
@@ -6,17 +10,23 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest
-from ninja import Field, Router, Schema
+from django.http import HttpRequest, HttpResponse
+from ninja import Field, Query, Router, Schema
 from pydantic import StrictBool, StrictInt, StrictStr
 
 from core.errors import PolicyViolation
 from fleet import actions, reconcile
 from fleet.models import Instance, Service
 from fleet.reconcile import converge_now
-from fleet.selectors import service_for
+from fleet.selectors import annotate_counts, service_for, status_of, visible_services
 
 router = Router(tags=["services"])
+
+LIST_LIMIT = 100  # GET /mgmt/services without `limit`: every service of a fleet of up to 100
+LIST_MAX = 500
+# No fleet comes near it; it keeps offset + limit inside every database's integer, so a huge
+# offset is a 400 naming it rather than an overflow in the query.
+OFFSET_MAX = 1_000_000_000
 
 
 class ScaleIn(Schema):
@@ -86,9 +96,8 @@ def instance_out(inst: Instance) -> dict[str, Any]:
     }
 
 
-def service_out(svc: Service, *, with_instances: bool) -> dict[str, Any]:
-    st = reconcile.status(svc)
-    body: dict[str, Any] = {
+def service_out(svc: Service, st: reconcile.Status) -> dict[str, Any]:
+    return {
         "name": svc.name,
         "driver": svc.driver,
         "desired": svc.desired_instances,
@@ -96,10 +105,6 @@ def service_out(svc: Service, *, with_instances: bool) -> dict[str, Any]:
         "starting": st.starting,
         "backingOff": st.backing_off,
     }
-    if with_instances:
-        live = svc.instances.filter(state__in=Instance.LIVE_STATES + (Instance.State.STOPPING,))
-        body["instances"] = [instance_out(i) for i in live]
-    return body
 
 
 @router.post("/scale", response={200: ScaleOut | DecisionOut}, summary="Set a service's desired instance count")
@@ -126,13 +131,38 @@ def scale(request: HttpRequest, payload: ScaleIn, dry_run: bool = False) -> Any:
     }
 
 
-@router.get("/services", response=list[ServiceOut], summary="Services you may see, with counts")
-def list_services(request: HttpRequest) -> Any:
-    return [service_out(s, with_instances=False) for s in Service.objects.restrict(request.user)]
+@router.get(
+    "/services",
+    response=list[ServiceOut],
+    summary="Services you may see, with counts (paged by limit and offset)",
+    description=(
+        "Services you may see, by name, with their desired, running and starting counts. "
+        f"Paged: `limit` (1–{LIST_MAX}, default {LIST_LIMIT}) services from `offset` (default 0); the "
+        "`X-Total-Count` response header is how many you may see in all, so a client pages with "
+        "`offset += limit` while `offset < X-Total-Count`. A limit or offset that is not a whole "
+        f"number in range (offset ≤ {OFFSET_MAX:,}) is a 400 naming the parameter."
+    ),
+    openapi_extra={"responses": {200: {"headers": {"X-Total-Count": {
+        "description": "how many services you may see in all (every page)", "schema": {"type": "integer"}}}}}},
+)
+def list_services(
+    request: HttpRequest,
+    response: HttpResponse,
+    limit: int = Query(LIST_LIMIT, ge=1, le=LIST_MAX, description=f"services per page (1–{LIST_MAX})"),
+    offset: int = Query(0, ge=0, le=OFFSET_MAX, description="services to skip, in name order"),
+) -> Any:
+    visible = visible_services(request.user)
+    response["X-Total-Count"] = str(visible.count())
+    return [service_out(s, status_of(s)) for s in annotate_counts(visible)[offset:offset + limit]]
 
 
 @router.get("/services/{name}", response=ServiceOut, summary="One service with its instances")
 def get_service(request: HttpRequest, name: str) -> Any:
-    return service_out(service_for(request.user, name), with_instances=True)
-
-
+    svc = service_for(request.user, name)
+    live = list(svc.instances.filter(state__in=Instance.LIVE_STATES + (Instance.State.STOPPING,)))
+    # The counts from the instances just read: the same answer as reconcile.status(svc) without
+    # a second query (STOPPING ones are listed but counted in neither).
+    running = sum(1 for i in live if i.state == Instance.State.RUNNING)
+    starting = sum(1 for i in live if i.state == Instance.State.STARTING)
+    return service_out(svc, reconcile.status(svc, live=(running, starting))) | {
+        "instances": [instance_out(i) for i in live]}
