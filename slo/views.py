@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from core.http import redirect_back
-from core.permissions import can
+from core.permissions import can, can_many
 from fleet.forms import form_problem
 from fleet.models import Instance, Service
 from fleet.selectors import service_for
@@ -107,7 +107,7 @@ def _overview_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
         else [],
         "can_channels": can(request.user, "add", AlertChannel()),
         # Who may acknowledge: asked for the (at most 30) incidents' services, not the whole fleet.
-        "scalable": {i.service_id for i in incidents if can(request.user, "scale", i.service)},
+        "scalable": can_many(request.user, "scale", {i.service_id: i.service for i in incidents}.values()),
         "services": services,
         **extra,
     }
