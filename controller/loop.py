@@ -48,9 +48,11 @@ class Controller:
         self.loops = {name: Loop(name, periods[name], stop=self.stopping) for name in (loops or tuple(periods))}
 
     def tick(self) -> None:
-        """One pass of every loop but the blocking fail-over watch (tests, `--ticks`)."""
+        """One pass of every loop but the blocking fail-over watch and the probes (tests): a probe
+        loop's pass only stores what its event loop thread probed since the last one, so a single
+        pass would start that thread and store nothing."""
         for name, loop in self.loops.items():
-            if name != "failover":
+            if name not in ("failover", *PROBE_LOOPS):
                 loop.run_once()
 
     def run_forever(self, *, max_ticks: int | None = None) -> None:

@@ -110,33 +110,46 @@ def store_results(rows: list[Row]) -> None:
             insert(kept)
 
 
-def account(inst: Instance, res: Probe, now: datetime, *, paused: bool = False) -> bool:
-    """Update the instance's streaks (in the row and on `inst`, so a steady state writes nothing);
+@dataclass(slots=True)
+class Streak:
+    """An instance's probe streaks as the probe loop keeps them between writes (re-read from its row
+    every second), with its service's thresholds."""
+
+    instance_id: int
+    health: str
+    failures: int
+    successes: int
+    failure_threshold: int
+    success_threshold: int
+
+
+def account(streak: Streak, res: Probe, now: datetime, *, paused: bool = False) -> bool:
+    """Update the instance's streaks (in its row and in `streak`, so a steady state writes nothing);
     True when it reached its failure threshold outside maintenance: time to `fail_over()`."""
-    ps = inst.service.probe_settings
+    running = Instance.objects.filter(pk=streak.instance_id, state=Instance.State.RUNNING)
     if res.ok:
-        steady = inst.health == Instance.Health.UP and inst.probe_failures == 0
-        if steady and inst.probe_successes >= ps.success_threshold:
+        steady = streak.health == Instance.Health.UP and streak.failures == 0
+        if steady and streak.successes >= streak.success_threshold:
             return False  # steady state: no write at all
         fields: dict[str, object] = {"probe_failures": 0, "probe_successes": F("probe_successes") + 1,
                                      "last_probe_at": now, "last_probe_ms": res.latency_ms}
-        inst.probe_failures, inst.probe_successes = 0, inst.probe_successes + 1
-        if inst.probe_successes >= ps.success_threshold:
-            fields["health"] = inst.health = Instance.Health.UP
-        Instance.objects.filter(pk=inst.pk, state=Instance.State.RUNNING).update(**fields)
+        streak.failures, streak.successes = 0, streak.successes + 1
+        if streak.successes >= streak.success_threshold:
+            fields["health"] = streak.health = Instance.Health.UP
+        running.update(**fields)
         return False
     # A failure: counted in the row (atomically) and read back, so the threshold is the row's.
-    Instance.objects.filter(pk=inst.pk, state=Instance.State.RUNNING).update(
-        probe_failures=F("probe_failures") + 1, probe_successes=0, health=Instance.Health.DOWN,
-        last_probe_at=now, last_probe_ms=res.latency_ms)
-    failures = Instance.objects.filter(pk=inst.pk).values_list("probe_failures", flat=True).first() or 0
-    inst.probe_failures, inst.probe_successes, inst.health = failures, 0, Instance.Health.DOWN
-    return failures >= ps.failure_threshold and not paused
+    running.update(probe_failures=F("probe_failures") + 1, probe_successes=0, health=Instance.Health.DOWN,
+                   last_probe_at=now, last_probe_ms=res.latency_ms)
+    failures = Instance.objects.filter(pk=streak.instance_id).values_list("probe_failures", flat=True).first() or 0
+    streak.failures, streak.successes, streak.health = failures, 0, Instance.Health.DOWN
+    return failures >= streak.failure_threshold and not paused
 
 
-def fail_over(inst: Instance, now: datetime) -> bool:
+def fail_over(instance_id: int, now: datetime) -> bool:
     """Fail over an instance `account()` found at its threshold, with the probes as evidence.
     Safe to call twice (the second call finds it no longer live)."""
+    inst = Instance.objects.select_related("service__probe_settings").get(pk=instance_id)
     ps = inst.service.probe_settings
     failures = inst.probe_failures
     recent = list(ProbeResult.objects.filter(instance_id=inst.pk).order_by("-at")[: max(failures, 3)]

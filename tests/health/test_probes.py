@@ -24,7 +24,7 @@ from fleet.models import Instance, Service
 from health import actions as health_actions
 from health import probes, rollups
 from health.models import MaintenanceWindow, ProbeResult, ProbeRollup, ProbeSettings
-from health.prober import first_due, next_due
+from health.prober import SLOT_SECONDS, fire_at, first_due, next_due
 from tests.conftest import service_with, wait_for
 
 SAMPLE = "{python} -m fleet.sample --port {port}"
@@ -140,6 +140,10 @@ def test_the_schedule_keeps_each_instance_on_its_grid() -> None:
     per_tenth = [sum(1 for o in offsets if k / 10 <= o < (k + 1) / 10) for k in range(10)]
     assert max(per_tenth) <= 12, per_tenth  # spread evenly over the second, not one burst
     assert all(0.0 <= first_due(i, 1.0, 10.0) - 10.0 < 1.0 for i in range(50))
+    # Started on the slot grid, never early, at most one slot late: the grid itself stays exact.
+    for due in (100.0, 100.001, 100.049, 123.4567):
+        assert due <= fire_at(due) < due + SLOT_SECONDS + 1e-9
+    assert fire_at(100.01) == fire_at(100.04)  # one wake-up for both
 
 
 def test_parse_status_judges_the_status_line_only() -> None:
