@@ -9,10 +9,14 @@ process does nothing but probe and store. (`manage.py controller` with no `--loo
 every loop, this one included, so a one-process console probes too; never run both.)
 
 Why asyncio: a probe is a connect, a write and a read of one line, i.e. waiting. One event loop
-thread keeps hundreds of them in flight for ~0.18 ms of CPU each (measured: asyncio streams
-0.18 ms, a bare asyncio.Protocol 0.16 ms, against ~1.1 ms per probe for the django-q2 batch
-path it replaces, which paid for the task queue, the thread pool and per-batch re-reads). The
-few hundredths of a millisecond a Protocol saves did not pay for its extra code.
+thread keeps hundreds of them in flight at a fraction of a millisecond of CPU each, where the
+django-q2 path it replaces (fan-out, task queue, a worker's thread pool, per-batch re-reads, the
+qcluster's processes) paid for a queue round trip per batch and shared the monitor's thread.
+Measured on the 2-core bench machine at 300 probes/s (bench/bench_probes.py): the whole probe
+process, storing and accounting included, 0.44 ms CPU per probe (13 % of a core; 77 MB RSS, flat);
+probing alone ~0.27 ms. A bare asyncio.Protocol instead of streams saved ~15 % of the probing
+alone in a micro-benchmark; not worth its extra code. Threads (one per probe in flight) cost a
+stack each and GIL hand-offs; the event loop needs neither.
 
 Three threads, none waiting on another's slow call:
 - "probes-io" runs the asyncio loop. Each instance is scheduled with `loop.call_at` on its own grid
@@ -107,7 +111,6 @@ class ProbeIO:
         self.loop = asyncio.new_event_loop()
         self.targets: dict[int, Target] = {}
         self.scheduled: set[int] = set()  # instance ids with a call_at pending
-        self.in_flight: set[int] = set()
         self.tasks: set[asyncio.Task[None]] = set()  # strong references: the loop keeps only weak ones
         self.limit = asyncio.Semaphore(concurrency)  # bounds open sockets, whatever the fleet size
         self.thread = threading.Thread(target=self.loop.run_forever, name="probes-io", daemon=True)
@@ -149,21 +152,17 @@ class ProbeIO:
             return
         nxt = next_due(due, target.interval, self.loop.time())
         self.loop.call_at(fire_at(nxt), self._fire, inst_id, nxt)
-        if inst_id in self.in_flight:
-            return  # still waiting on the previous probe (timeout ≤ interval makes it rare): skip a slot
-        self.in_flight.add(inst_id)
+        # Even if its previous probe is still waiting (a timeout as long as the interval): skipping
+        # would halve the cadence of exactly the instance that hangs. The streaks count atomically.
         task = self.loop.create_task(self._probe(target))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
     async def _probe(self, target: Target) -> None:
-        try:
-            at = timezone.now()  # when it was due, give or take the loop's lateness: the cadence stored
-            async with self.limit:
-                res = await probes.probe(target.host, target.port, target.path, target.timeout)
-            self.out.put((target, res, at))
-        finally:
-            self.in_flight.discard(target.instance_id)
+        at = timezone.now()  # when it was due, give or take a slot: the cadence stored
+        async with self.limit:
+            res = await probes.probe(target.host, target.port, target.path, target.timeout)
+        self.out.put((target, res, at))
 
 
 # --- the job: fleet, storage, streaks ----------------------------------------------------------------
