@@ -9,6 +9,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -168,7 +169,9 @@ def test_probe_reports_up_down_refused_and_silent_endpoints(endpoints) -> None:
                 up.server_address[1], failing.server_address[1], refused.getsockname()[1],
                 silent.getsockname()[1])))
 
-        ok, bad, no, mute = asyncio.run(all_four())
+        # On a thread of its own: a browser test's Playwright keeps an event loop on this one.
+        with ThreadPoolExecutor(1) as pool:
+            ok, bad, no, mute = pool.submit(asyncio.run, all_four()).result(timeout=20)
     assert ok.ok and ok.status == 200 and ok.latency_ms > 0
     assert not bad.ok and bad.status == 503
     assert not no.ok and no.status is None and no.error
