@@ -1,9 +1,15 @@
 """The controller process: one thread per loop of core.loops, each running the jobs the apps
-registered (fleet: reconcile and fail-over; workflows: lease sweeps; health: probe fan-out and
+registered (fleet: reconcile and fail-over; workflows: lease sweeps; health: the probe loop and
 roll-ups; slo: SLO evaluation; autoscaling: the autoscaler; audit: the one sealer).
 
 Second-grained, so it lives here rather than in django-q2's minute schedules; the heavy work the
 jobs decide on runs as django-q2 tasks. The controller owns no domain logic: it only runs loops.
+
+How the loops are split between processes: `manage.py controller` runs every loop (a console in
+one process, probes included); `manage.py up` runs two controller processes instead, one with
+CONTROL_LOOPS and one with the probe loop alone (`--loops probes`), so the probes never share a
+process (and its GIL) with a 1.5 s reconcile pass or the monitor's roll-ups. A deployment picks
+one of the two layouts: a plain `controller` next to a `controller --loops probes` probes twice.
 """
 
 from __future__ import annotations
@@ -25,7 +31,12 @@ def loop_periods() -> dict[str, float]:
         "monitor": 0.1,
         "sealer": settings.HMS_AUDIT_SEAL_INTERVAL_MS / 1000,
         "failover": 0.0,
+        "probes": settings.HMS_PROBE_FLUSH_MS / 1000,
     }
+
+
+PROBE_LOOPS = ("probes",)
+CONTROL_LOOPS = ("tick", "monitor", "sealer", "failover")  # the controller's, when probes run apart
 
 
 class Controller:
@@ -37,9 +48,11 @@ class Controller:
         self.loops = {name: Loop(name, periods[name], stop=self.stopping) for name in (loops or tuple(periods))}
 
     def tick(self) -> None:
-        """One pass of every loop but the blocking fail-over watch (tests, `--ticks`)."""
+        """One pass of every loop but the blocking fail-over watch and the probes (tests): a probe
+        loop's pass only stores what its event loop thread probed since the last one, so a single
+        pass would start that thread and store nothing."""
         for name, loop in self.loops.items():
-            if name != "failover":
+            if name not in ("failover", *PROBE_LOOPS):
                 loop.run_once()
 
     def run_forever(self, *, max_ticks: int | None = None) -> None:

@@ -7,10 +7,13 @@ failing alone (logged), and waits on its stop event, so a stop is never a cut-of
 
 Loops (the controller starts the ones that have jobs):
 - "tick"     every HMS_CONTROLLER_TICK_MS: reconcile every service, sweep workflow leases;
-- "monitor"  every 100 ms: probe fan-out, roll-ups, SLO evaluation, the autoscaler, pruning;
+- "monitor"  every 100 ms: roll-ups, SLO evaluation, the autoscaler, pruning;
 - "sealer"   every HMS_AUDIT_SEAL_INTERVAL_MS: seal the audit chain, write due checkpoints;
-- "failover" continuously: converge services whose engine reported a death (the job blocks ≤ 0.2 s).
-Their own threads keep each cadence independent of the others' slowest pass.
+- "failover" continuously: converge services whose engine reported a death (the job blocks ≤ 0.2 s);
+- "probes"   every HMS_PROBE_FLUSH_MS: store what the probe loop (health.prober, an asyncio thread
+             of its own) probed since the last pass; usually run as a process of its own.
+Their own threads keep each cadence independent of the others' slowest pass. A job with a
+`close()` (one that started threads of its own) has it called when its loop stops.
 """
 
 from __future__ import annotations
@@ -101,6 +104,13 @@ class Loop:
                 period = float(self.period() if callable(self.period) else self.period)
                 self.stop.wait(max(0.0, period - took))
         finally:
+            for _job, call in self._calls or ():
+                close = getattr(call, "close", None)
+                if callable(close):
+                    try:
+                        close()
+                    except Exception:
+                        log.exception("%s: closing job %s failed", self.name, _job.name)
             connection.close()  # this thread's own connection
 
     def start(self) -> threading.Thread:

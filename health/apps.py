@@ -11,11 +11,12 @@ class HealthConfig(AppConfig):
         from core.loops import register
         from core.rows import create_with
         from fleet.models import Service
-        from health import probes, rollups
+        from health import prober, rollups
         from health.models import ProbeSettings
 
         create_with(Service, ProbeSettings, "service")
-        register("monitor", "health.fanout", 0, make=probes.FanOut)
+        # On a loop of its own (its own process in `up`): the monitor's slow jobs never delay a probe.
+        register("probes", "health.probes", 0, make=prober.Prober)
         # Before slo's evaluation in the same pass (apps register in INSTALLED_APPS order).
         register("monitor", "health.rollup", lambda: settings.HMS_SLA_EVAL_SECONDS, make=rollups.Rollup)
         register("monitor", "health.prune", 300, rollups.prune)

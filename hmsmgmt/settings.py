@@ -307,12 +307,11 @@ LOGGING = {
     },
 }
 
-# --- Probes, SLA, alerts, autoscaler (health.probes / sla / autoscale) --------------------
-HMS_PROBE_BATCH_SIZE = envint("HMS_PROBE_BATCH_SIZE", 50, minimum=1)
-HMS_PROBE_THREADS = envint("HMS_PROBE_THREADS", 32, minimum=1)
+# --- Probes, SLA, alerts, autoscaler (health.prober / sla / autoscale) --------------------
 HMS_PROBE_RAW_MINUTES = envint("HMS_PROBE_RAW_MINUTES", 120, minimum=10)
-HMS_PROBE_MAX_BACKLOG = envint("HMS_PROBE_MAX_BACKLOG", 20, minimum=1)  # queued tasks before probing inline
-HMS_PROBES_INLINE = envbool("HMS_PROBES_INLINE", False)
+# The probe loop stores what it probed this often (results wait at most this long to be written).
+HMS_PROBE_FLUSH_MS = envint("HMS_PROBE_FLUSH_MS", 200, minimum=10)
+HMS_PROBE_CONCURRENCY = envint("HMS_PROBE_CONCURRENCY", 512, minimum=1)  # probes in flight (open sockets) at most
 HMS_SLA_EVAL_SECONDS = envint("HMS_SLA_EVAL_SECONDS", 5, minimum=1)
 HMS_AUTOSCALE_PERIOD_SECONDS = envint("HMS_AUTOSCALE_PERIOD_SECONDS", 15, minimum=1)
 HMS_AUTOSCALE_OVERRIDE_TTL_SECONDS = envint("HMS_AUTOSCALE_OVERRIDE_TTL_SECONDS", 3600, minimum=0)

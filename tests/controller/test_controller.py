@@ -1,30 +1,45 @@
 """The control loop: a death an engine reports is converged at once on the fail-over loop, even
 while a (slow) tick is in progress; the tick keeps converging every service; every app's job runs
-on the loop it registered for, and one failing job does not stop the others."""
+on the loop it registered for, and one failing job does not stop the others; the probe loop runs
+as a process of its own (`controller --loops probes`), which `up`'s controller leaves out."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
-from controller.loop import Controller
+from controller.loop import CONTROL_LOOPS, PROBE_LOOPS, Controller, loop_periods
 from core import loops
 from fleet import jobs, reconcile
-from fleet.models import Service
-from tests.conftest import wait_for
+from fleet.models import Instance, Service
+from health.models import ProbeResult
+from tests.conftest import service_with, wait_for
 
 
 def test_each_app_registers_its_jobs_on_one_loop_each() -> None:
-    by_loop = {name: [j.name for j in loops.jobs(name)] for name in ("tick", "monitor", "sealer", "failover")}
+    by_loop = {name: [j.name for j in loops.jobs(name)] for name in loop_periods()}
     assert by_loop["tick"] == ["fleet.reconcile", "workflows.sweep", "workflows.requeue_stranded"]
     assert by_loop["sealer"] == ["audit.seal"]  # one sealer, nowhere else
     assert by_loop["failover"] == ["fleet.failover"]
+    assert by_loop["probes"] == ["health.probes"]  # alone: nothing slow shares the probes' loop
     # health rolls up before slo evaluates, in the same pass
     assert by_loop["monitor"].index("health.rollup") < by_loop["monitor"].index("slo.evaluate")
-    assert {"health.fanout", "autoscaling.evaluate", "health.prune", "slo.prune"} <= set(by_loop["monitor"])
+    assert {"autoscaling.evaluate", "health.prune", "slo.prune"} <= set(by_loop["monitor"])
+    assert {j.loop for j in loops.jobs()} == set(loop_periods())  # no job on a loop nobody runs
+
+
+def test_up_splits_the_loops_so_every_one_runs_once() -> None:
+    """`up` runs CONTROL_LOOPS in the controller and PROBE_LOOPS in the probe process: together
+    every loop, none twice (the probes above all: probing twice doubles their cost)."""
+    assert set(CONTROL_LOOPS) | set(PROBE_LOOPS) == set(loop_periods())
+    assert not set(CONTROL_LOOPS) & set(PROBE_LOOPS)
+    assert tuple(Controller().loops) == tuple(loop_periods())  # a plain `controller`: all of them
 
 
 def test_a_failing_job_is_logged_and_the_next_one_still_runs(monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
@@ -37,6 +52,22 @@ def test_a_failing_job_is_logged_and_the_next_one_still_runs(monkeypatch, caplog
     loop.run(max_passes=3)
     assert ran == ["after", "rare", "after", "after"]  # "rare" once: its period has not passed again
     assert "job boom failed" in caplog.text
+
+
+def test_a_job_that_started_threads_is_closed_when_its_loop_stops(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    closed: list[str] = []
+
+    class Threaded:
+        def __call__(self) -> None:
+            pass
+
+        def close(self) -> None:
+            closed.append("closed")
+
+    monkeypatch.setattr(loops, "_jobs", [])
+    loops.register("test", "threaded", 0, make=Threaded)
+    loops.Loop("test", 0.01).run(max_passes=2)
+    assert closed == ["closed"]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -113,3 +144,41 @@ def test_the_command_refuses_an_unknown_loop_and_runs_a_chosen_one(monkeypatch) 
     monkeypatch.setattr(Controller, "run_forever", lambda self, max_ticks=None: ran.append(tuple(self.loops)))
     call_command("controller", loops="monitor,sealer", ticks=1)
     assert ran == [("monitor", "sealer")]
+
+
+class _Health(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.django_db(transaction=True)
+def test_the_probe_loop_runs_as_a_process_of_its_own(spawn) -> None:  # type: ignore[no-untyped-def]
+    """`controller --loops probes`, a real process: it probes a real endpoint at its cadence and
+    stores the results; SIGTERM stops it cleanly."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        svc = service_with("probed", probe_interval_seconds=1.0)
+        now = timezone.now()
+        inst = Instance.objects.create(service=svc, driver="process", state=Instance.State.RUNNING,
+                                       health=Instance.Health.UP, host="127.0.0.1", port=server.server_address[1],
+                                       started_at=now, healthy_at=now)
+        proc = spawn("controller", "--loops", "probes")
+        wait_for(lambda: ProbeResult.objects.filter(instance=inst, ok=True).count() >= 3, timeout=60, interval=0.2,
+                 message=f"three probes stored by the probe process; its output: {proc.output()}")
+        ats = sorted(ProbeResult.objects.filter(instance=inst).values_list("at", flat=True))
+        assert all(0.5 < (b - a).total_seconds() < 3.0 for a, b in zip(ats, ats[1:], strict=False)), ats
+        proc.kill(signal.SIGTERM)
+        assert proc.popen.wait(timeout=20) == 0
+        assert "controller started: probes" in proc.output()
+        assert "Traceback" not in proc.output()
+    finally:
+        server.shutdown()
+        server.server_close()

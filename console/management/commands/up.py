@@ -1,4 +1,7 @@
-"""All-in-one: migrate, load the demo, ensure an admin, run web + worker + controller.
+"""All-in-one: migrate, load the demo, ensure an admin, run web + worker + controller + probes.
+
+The probe loop runs as a process of its own (`controller --loops probes`), the controller runs
+every other loop: the probes keep their cadence whatever a reconcile pass costs.
 
 Ctrl-C stops all of it, the sample service processes included (their desired counts stay)."""
 
@@ -17,6 +20,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from accounts.actions import create_api_token
+from controller.loop import CONTROL_LOOPS, PROBE_LOOPS
 from fleet.models import Service
 from fleet.reconcile import stop_local_instances
 
@@ -51,7 +55,8 @@ class Command(BaseCommand):
             "web": start(python, "-m", "gunicorn", "hmsmgmt.wsgi", "-b", bind, "-w", "2", "--threads", "4",
                          "--timeout", "60", "--graceful-timeout", "10", "--access-logfile", "-"),
             "worker": start(python, manage, "qcluster"),
-            "controller": start(python, manage, "controller"),
+            "controller": start(python, manage, "controller", "--loops", ",".join(CONTROL_LOOPS)),
+            "probes": start(python, manage, "controller", "--loops", ",".join(PROBE_LOOPS)),
         }
         self.stdout.write(self.style.SUCCESS(f"\nhmsmgmt console: http://{bind}/   (API docs: http://{bind}/mgmt/docs)"))
         self.stdout.write("Press Ctrl-C to stop the console and every sample instance it started.\n")

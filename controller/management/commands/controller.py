@@ -7,13 +7,14 @@ from controller.loop import Controller, loop_periods
 
 
 class Command(BaseCommand):
-    help = ("Run the controller's loops (reconcile and fail-over, probes, SLOs, autoscaler, sealer, lease "
-            "sweeps) until interrupted.")
+    help = ("Run the controller's loops (reconcile and fail-over, probes, roll-ups, SLOs, autoscaler, sealer, "
+            "lease sweeps) until interrupted.")
 
     def add_arguments(self, parser):  # type: ignore[no-untyped-def]
         parser.add_argument("--ticks", type=int, default=None, help="stop after N ticks (for tests)")
         parser.add_argument("--loops", default="", help="comma-separated loops to run (tick, monitor, sealer, "
-                            "failover); default all. A benchmark runs the monitor loop alone.")
+                            "failover, probes); default all. `up` runs the probes loop as a process of its "
+                            "own and the others in a second one.")
 
     def handle(self, *args, **options) -> None:
         loops = tuple(n.strip() for n in options["loops"].split(",") if n.strip()) or None
@@ -28,6 +29,6 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        logging.getLogger("controller.loop").info("controller started")
+        logging.getLogger("controller.loop").info("controller started: %s", ", ".join(controller.loops))
         controller.run_forever(max_ticks=options["ticks"])
         logging.getLogger("controller.loop").info("controller stopped")
