@@ -52,12 +52,15 @@ def free_port() -> int:
 
 
 class Gunicorn:
-    def __init__(self, env: dict[str, str], workers: int = 4) -> None:
+    def __init__(self, env: dict[str, str], workers: int = 4, log: Path | None = None) -> None:
         self.port = free_port()
+        out = open(log, "ab") if log else None  # noqa: SIM115 (the server keeps it)
         self.proc = subprocess.Popen(
             [PY, "-m", "gunicorn", "hmsmgmt.wsgi", "-b", f"127.0.0.1:{self.port}", "-w", str(workers),
              "--log-level", "warning"],
-            env=env, cwd=ROOT, start_new_session=True)
+            env=env, cwd=ROOT, start_new_session=True, stdout=out, stderr=out)
+        if out:
+            out.close()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
