@@ -52,12 +52,15 @@ def free_port() -> int:
 
 
 class Gunicorn:
-    def __init__(self, env: dict[str, str], workers: int = 4) -> None:
+    def __init__(self, env: dict[str, str], workers: int = 4, log: Path | None = None) -> None:
         self.port = free_port()
+        out = open(log, "ab") if log else None  # noqa: SIM115 (the server keeps it)
         self.proc = subprocess.Popen(
             [PY, "-m", "gunicorn", "hmsmgmt.wsgi", "-b", f"127.0.0.1:{self.port}", "-w", str(workers),
              "--log-level", "warning"],
-            env=env, cwd=ROOT, start_new_session=True)
+            env=env, cwd=ROOT, start_new_session=True, stdout=out, stderr=out)
+        if out:
+            out.close()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -118,3 +121,49 @@ def wait(predicate, timeout: float, what: str, interval: float = 0.02):  # type:
             return value
         time.sleep(interval)
     raise SystemExit(f"timed out waiting for {what}")
+
+
+# --- processes seen through /proc (CPU and memory of what a bench started) -------------------------
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (all its threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # stat(5) fields 14 and 15
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+    except (OSError, IndexError, ValueError):
+        return 0  # gone meanwhile
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid` (a gunicorn master's workers)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:  # field 4: ppid
+                    out.append(int(entry.name))
+            except OSError:
+                continue
+    return out
+
+
+def login(base_url: str, username: str, password: str):  # type: ignore[no-untyped-def]
+    """A requests.Session signed in through the real sign-in form (CSRF cookie + token)."""
+    import requests  # here: only the benches that sign in need it
+
+    session = requests.Session()
+    session.get(f"{base_url}/login/", timeout=10).raise_for_status()
+    resp = session.post(f"{base_url}/login/", timeout=10, allow_redirects=False,
+                        data={"username": username, "password": password,
+                              "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+                        headers={"Referer": f"{base_url}/login/"})
+    if resp.status_code != 302:
+        raise SystemExit(f"sign-in as {username} failed: HTTP {resp.status_code}")
+    return session
