@@ -24,8 +24,8 @@ Measured, per number of services N (ascending; services are added, never rebuilt
    against the bench database, every ProbeSettings.probe_interval_seconds = 1; over
    BENCH_PROBE_SECONDS the ProbeResult rows per instance vs expected (seconds / interval) [≥ 99 %]
    and that process's CPU as % of one core from /proc/<pid>/stat (utime+stime delta over wall
-   time) [≤ 25 % at 300]. The monitor loop probes inline (HMS_PROBES_INLINE=1: no qcluster), so
-   every probe's CPU is that process's.
+   time) [≤ 25 % at 300]. That loop probes in its own process (health/prober.py), so every
+   probe's CPU is that process's.
 6. Memory: RSS of the gunicorn workers before and after each page series, and of the probe
    process at the start and end of its window [flat: end ≤ 1.10 × start].
 
@@ -41,12 +41,6 @@ probe in the 300–400 ms bucket every 13 minutes), so a period's counts are clo
 checks this for one service) without generating minute rows for 90 days. 300 services × 90 days
 (≈1.5 M rows) load in seconds. Percentiles are plausible constants per service (coarse rows are
 for bars and budgets; the latency chart reads minute rows).
-
-Until the tiered schema lands (the column is still `minute`, no `span`), the generator writes
-into a scratch table of the new shape (bench_proberollup_next: its SQL, timing, row counts and
-consistency are still measured) and `legacy_copy` copies the minute tier (≤ 48 h) into the old
-table so the pages have recent data; the "days" columns then mean that age of history in the
-scratch table, not what the pages read. The banner says which mode ran.
 
 Run: .venv/bin/python bench/bench_scale.py  (PostgreSQL on 127.0.0.1, busybox-static). Knobs:
 BENCH_SIZES, BENCH_DAYS, BENCH_REPEAT (timed requests per figure, default 7), BENCH_TICKS (timed
@@ -93,13 +87,11 @@ SERIES_BUDGET = float(os.environ.get("BENCH_SERIES_BUDGET", "8" if QUICK else "1
 TICKS = int(os.environ.get("BENCH_TICKS", "5" if QUICK else "10"))
 TICK_BUDGET = float(os.environ.get("BENCH_TICK_BUDGET", "60"))
 PROBE_SECONDS = float(os.environ.get("BENCH_PROBE_SECONDS", "8" if QUICK else "20"))
-# The loop that runs the probe fan-out. "probes" once that loop exists on this branch (being split
-# out of "monitor" right now); until then the monitor loop (probes + roll-ups + SLO evaluation).
-PROBE_LOOPS = "monitor"
+# The probe loop, a process of its own as `manage.py up` runs it.
+PROBE_LOOPS = "probes"
 PROBE_INTERVAL = 1.0
 WORKERS = 2
 ROLLUP = "health_proberollup"
-SCRATCH = "bench_proberollup_next"  # the tiered table, while the app still has the minute-only one
 BENCH_USER, BENCH_PASSWORD = "bench", "bench-password-123"
 MB = 1024 * 1024
 
@@ -180,33 +172,6 @@ def check_history(cur: Any, table: str, service_id: int) -> str:
     if bad := cur.fetchone()[0]:
         problems.append(f"{bad} rows whose hist does not have 20 buckets summing to up")
     return "; ".join(problems) or "ok (hour = Σ minutes, day = Σ hours, Σ hist = up)"
-
-
-def legacy_copy(cur: Any) -> int:
-    """The old minute-only table: its minute rows from the tiered scratch table. Remove with the
-    scratch table once health_proberollup has `span`."""
-    cur.execute(f"TRUNCATE {ROLLUP}")
-    cur.execute(f"""INSERT INTO {ROLLUP} (service_id, minute, total, up, down, slow, excluded, hist, p50_ms, p95_ms,
-                                          max_ms)
-                    SELECT service_id, start, total, up, down, slow, excluded, hist, p50_ms, p95_ms, max_ms
-                    FROM {SCRATCH} WHERE span = 60""")
-    n = cur.rowcount
-    cur.execute(f"ANALYZE {ROLLUP}")
-    return n
-
-
-SCRATCH_DDL = f"""
-CREATE TABLE IF NOT EXISTS {SCRATCH} (
-    id bigserial PRIMARY KEY,
-    service_id bigint NOT NULL REFERENCES fleet_service (id) ON DELETE CASCADE,
-    span integer NOT NULL CHECK (span >= 0),
-    start timestamptz NOT NULL,
-    total integer NOT NULL CHECK (total >= 0), up integer NOT NULL CHECK (up >= 0),
-    down integer NOT NULL CHECK (down >= 0), slow integer NOT NULL CHECK (slow >= 0),
-    excluded integer NOT NULL CHECK (excluded >= 0),
-    hist jsonb NOT NULL, p50_ms double precision, p95_ms double precision, max_ms double precision,
-    UNIQUE (service_id, span, start))
-"""
 
 
 # --- HTTP ----------------------------------------------------------------------------------------
@@ -346,7 +311,7 @@ def probe_window(env: dict[str, str], live: int) -> dict[str, float]:
 
     log = open(Path(env["HMS_VAR_DIR"]) / "probe-loop.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen([PY, str(ROOT / "manage.py"), "controller", "--loops", PROBE_LOOPS],
-                            env={**env, "HMS_PROBES_INLINE": "1"}, cwd=ROOT, stdout=log,
+                            env=env, cwd=ROOT, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
         started = timezone.now()
@@ -500,20 +465,10 @@ def main() -> None:
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
-    with connection.cursor() as cur:
-        cur.execute("SELECT 1 FROM information_schema.columns WHERE table_name = %s AND column_name = 'span'",
-                    [ROLLUP])
-        tiered = cur.fetchone() is not None
-        if not tiered:
-            cur.execute(SCRATCH_DDL)
-    history_table = ROLLUP if tiered else SCRATCH
+    history_table = ROLLUP
     print(f"fleet-scale benchmark: services {SIZES}, history {DAYS} days, {REPEAT} timed requests after {WARMUP} "
           f"warm-ups, {TICKS} timed ticks, probes {PROBE_SECONDS:g} s at {PROBE_INTERVAL:g} s; PostgreSQL, "
           f"gunicorn -w {WORKERS}, HMS_DEBUG=0, {os.cpu_count()} CPUs; probe loop: --loops {PROBE_LOOPS}")
-    if not tiered:
-        print(f"NOTE: {ROLLUP} has no `span` column on this branch (minute-only roll-ups): the tiered history is "
-              f"built in {SCRATCH} (timed, checked) and only its minute tier (≤ 48 h) is copied into {ROLLUP}, "
-              "so the pages read at most 2 days of history whatever the 'days' column says.")
 
     client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(User.objects.get(username=BENCH_USER))
@@ -558,8 +513,6 @@ def main() -> None:
                 with connection.cursor() as cur:
                     rows = build_history(cur, history_table, days, timezone.now())
                     load_s = time.perf_counter() - t
-                    if not tiered:
-                        legacy_copy(cur)
                     if n == SIZES[0] and days == DAYS[-1]:
                         print(f"history check ({history_table}, {services[0].name}, {days} d): "
                               f"{check_history(cur, history_table, services[0].pk)}")
