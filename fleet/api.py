@@ -22,8 +22,10 @@ from fleet.selectors import annotate_counts, service_for, status_of, visible_ser
 
 router = Router(tags=["services"])
 
-LIST_LIMIT = 100  # GET /mgmt/services without `limit`: every service of a fleet of up to 100
-LIST_MAX = 500
+# GET /mgmt/services without `limit`: the whole fleet up to 500 services, so a client written
+# before paging (it expects every service) keeps working at any fleet size this console is built for.
+LIST_LIMIT = 500
+LIST_MAX = 1000
 # No fleet comes near it; it keeps offset + limit inside every database's integer, so a huge
 # offset is a 400 naming it rather than an overflow in the query.
 OFFSET_MAX = 1_000_000_000

@@ -75,18 +75,18 @@ def test_limit_and_offset_page_through_the_list_in_name_order(clients) -> None:
     assert past.status_code == 200 and past.json() == [] and past["X-Total-Count"] == "7"
 
 
-def test_the_default_limit_is_100_and_the_maximum_500(clients) -> None:
-    Service.objects.bulk_create(Service(name=f"bulk-{i:03d}", command="x") for i in range(101))
+def test_the_default_limit_is_500_and_the_maximum_1000(clients) -> None:
+    Service.objects.bulk_create(Service(name=f"bulk-{i:03d}", command="x") for i in range(501))
     c = clients["alice"]
     default = c.get("/mgmt/services")
-    assert len(default.json()) == 100 and default["X-Total-Count"] == "101"
-    assert default.json()[-1]["name"] == "bulk-099"
-    assert len(c.get("/mgmt/services?limit=500").json()) == 101
-    assert [s["name"] for s in c.get("/mgmt/services?offset=100").json()] == ["bulk-100"]
+    assert len(default.json()) == 500 and default["X-Total-Count"] == "501"
+    assert default.json()[-1]["name"] == "bulk-499"
+    assert len(c.get("/mgmt/services?limit=1000").json()) == 501
+    assert [s["name"] for s in c.get("/mgmt/services?offset=500").json()] == ["bulk-500"]
 
 
 @pytest.mark.parametrize(("query", "field"), [
-    ("limit=0", "limit"), ("limit=-1", "limit"), ("limit=501", "limit"), ("limit=abc", "limit"),
+    ("limit=0", "limit"), ("limit=-1", "limit"), ("limit=1001", "limit"), ("limit=abc", "limit"),
     ("limit=1.5", "limit"), ("limit=", "limit"), ("offset=-1", "offset"), ("offset=many", "offset"),
     ("limit=10&offset=-5", "offset"), ("limit=99999999999999999999999", "limit"),
     ("offset=99999999999999999999", "offset"), ("offset=9223372036854775807", "offset"), ("offset=1e3", "offset"),
@@ -174,7 +174,7 @@ def test_the_openapi_documents_limit_offset_and_the_total_header(clients) -> Non
     op = clients["alice"].get("/mgmt/openapi.json").json()["paths"]["/mgmt/services"]["get"]
     params = {p["name"]: p for p in op["parameters"]}
     assert params["limit"]["in"] == "query" and not params["limit"].get("required", False)
-    assert params["limit"]["schema"]["default"] == 100 and params["limit"]["schema"]["maximum"] == 500
+    assert params["limit"]["schema"]["default"] == 500 and params["limit"]["schema"]["maximum"] == 1000
     assert params["limit"]["schema"]["minimum"] == 1 and params["offset"]["schema"]["minimum"] == 0
     assert "X-Total-Count" in op["responses"]["200"]["headers"]
     assert "X-Total-Count" in op["description"] and "offset" in op["description"]
