@@ -148,3 +148,25 @@ def test_segments_tile_the_window(back: int, now: datetime) -> None:
             assert hi <= rollups.settled_before(now, rollups.HOUR)  # only settled rows
         at = hi
     assert pieces[-1][2] is None and pieces[-1][0] == rollups.MINUTE
+
+
+def test_the_monitor_job_rolls_minutes_and_settles_their_hour(db: None) -> None:
+    from django.utils import timezone
+
+    from fleet.models import Instance
+    from health.models import ProbeResult
+
+    svc = service_with("job")
+    inst = Instance.objects.create(service=svc, driver="process", state="running")
+    at = timezone.now() - timedelta(minutes=1)
+    ProbeResult.objects.bulk_create([ProbeResult(service=svc, instance=inst, at=at, ok=ok, latency_ms=7.0)
+                                     for ok in (True, True, False)])
+    job = rollups.Rollup()
+    job()  # the first pass: the last two minutes rolled, their hour (and day) settled
+    minute = ProbeRollup.objects.get(service=svc, span=rollups.MINUTE)
+    hour = ProbeRollup.objects.get(service=svc, span=rollups.HOUR)
+    day = ProbeRollup.objects.get(service=svc, span=rollups.DAY)
+    assert (minute.total, minute.down) == (hour.total, hour.down) == (day.total, day.down) == (3, 1)
+    assert hour.start == rollups.floor_to(at, rollups.HOUR) and hour.hist == minute.hist
+    job()  # the same minute again: recomputed, nothing added
+    assert ProbeRollup.objects.get(service=svc, span=rollups.MINUTE).total == 3
