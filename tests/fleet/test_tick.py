@@ -108,11 +108,12 @@ def test_queries_of_a_resting_tick_do_not_grow_with_the_fleet(stop_local_instanc
             tick()
         assert tick.last_pass["converged"] == 0
         reads = [q for q in ctx.captured_queries if q["sql"].startswith("SELECT")]
-        # The rest is the changed CPU figures, when there are any: one bulk update in a transaction.
+        # The rest is the changed CPU figures, when there are any: one bulk update in a transaction
+        # (with PostgreSQL's SET LOCAL synchronous_commit and the savepoint statements around it).
         return len(reads), len(ctx.captured_queries) - len(reads)
 
     small = queries()
     for i in range(25):
         service_with(f"more{i}")
     reads, writes = queries()
-    assert reads == small[0] == 2 and writes <= 3
+    assert reads == small[0] == 2 and writes <= 4
