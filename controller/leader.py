@@ -222,6 +222,11 @@ def leases(loops: Iterable[str], *, stop: threading.Event) -> dict[str, Lease]:
     names = list(loops)
     if connection.vendor == "postgresql":
         return {name: PgLease(name, stop=stop) for name in names}
+    return claim_files(names)
+
+
+def claim_files(names: Iterable[str]) -> dict[str, Lease]:
+    """FileLeases for these loops, all claimed, or Refused with none kept (nothing half-started)."""
     claimed: dict[str, Lease] = {}
     try:
         for name in names:
