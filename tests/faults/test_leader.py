@@ -32,6 +32,8 @@ pytestmark = [
     pytest.mark.skipif("connection.vendor != 'postgresql'", reason="standby controllers need PostgreSQL"),
 ]
 LOOPS = tuple(loop_periods())
+# Each test asks for stop_local_instances before spawn: fixtures tear down in reverse, so the
+# controllers stop first and a leader cannot restart the instances the clean-up just stopped.
 TAKEOVER_SECONDS = 3.0
 PROBE_INTERVAL = 1.0
 
@@ -89,7 +91,7 @@ def probe_rate_ok(svc: Service) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_two_controllers_one_leader_per_loop_and_kill_9_hands_over(spawn, stop_local_instances) -> None:
+def test_two_controllers_one_leader_per_loop_and_kill_9_hands_over(stop_local_instances, spawn) -> None:
     svc = service_with("ha", probe_interval_seconds=PROBE_INTERVAL)
     first, second = spawn("controller"), spawn("controller")
     sampler = Sampler()
@@ -144,7 +146,7 @@ def test_two_controllers_one_leader_per_loop_and_kill_9_hands_over(spawn, stop_l
 
 
 @pytest.mark.timeout(240)
-def test_up_split_beside_a_plain_controller_runs_each_loop_once(spawn, stop_local_instances) -> None:
+def test_up_split_beside_a_plain_controller_runs_each_loop_once(stop_local_instances, spawn) -> None:
     """`up`'s two processes and a plain `controller` next to them: the probe loop is led by one
     process only (probes not doubled); kill -9 of its leader hands it to the other."""
     svc = service_with("ha", probe_interval_seconds=PROBE_INTERVAL)
