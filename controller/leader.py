@@ -86,8 +86,8 @@ def connect_kwargs(loop: str) -> dict[str, Any]:
         "application_name": f"hmsmgmt controller lease {loop} pid {os.getpid()}",
         "connect_timeout": 5, "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
         "keepalives_count": 3,
-        "options": "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3 "
-                   "-c statement_timeout=5000",
+        "options": f"{params.get('options', '')} -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 "
+                   "-c tcp_keepalives_count=3 -c statement_timeout=5000".strip(),
     })
     return params
 
