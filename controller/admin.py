@@ -6,4 +6,4 @@ from core.admin import ReadOnlyAdmin
 
 @admin.register(LoopBeat)
 class LoopBeatAdmin(ReadOnlyAdmin):
-    list_display = ("loop", "host", "pid", "started_at", "beat_at", "last_pass_ms", "passes")
+    list_display = ("loop", "leader", "since", "host", "pid", "started_at", "beat_at", "last_pass_ms", "passes")

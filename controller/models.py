@@ -15,11 +15,18 @@ class LoopBeat(models.Model):
     started_at = models.DateTimeField()
     beat_at = models.DateTimeField()  # the end of its latest pass
     last_pass_ms = models.FloatField()  # how long that pass took
-    passes = models.PositiveBigIntegerField(default=0)
+    passes = models.PositiveBigIntegerField(default=0)  # passes it ran (as the loop's leader)
+    # Whether this process leads the loop (controller.leader: the lease PostgreSQL arbitrates) or
+    # stands by, and since when it leads. Written on each change, not with every beat, and a new
+    # leader clears the flag of the one it replaced in the same transaction: at any moment at most
+    # one row of a loop says leader (a row left by a killed leader says so until then).
+    leader = models.BooleanField(default=False)
+    since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["loop", "host", "pid"]
         constraints = [models.UniqueConstraint(fields=["host", "pid", "loop"], name="unique_loop_beat")]
 
     def __str__(self) -> str:
-        return f"{self.loop} on {self.host}:{self.pid} at {self.beat_at:%H:%M:%S} ({self.last_pass_ms:.0f} ms)"
+        role = "leader" if self.leader else "standby"
+        return f"{self.loop} ({role}) on {self.host}:{self.pid} at {self.beat_at:%H:%M:%S} ({self.last_pass_ms:.0f} ms)"

@@ -13,7 +13,10 @@ Loops (the controller starts the ones that have jobs):
 - "probes"   every HMS_PROBE_FLUSH_MS: store what the probe loop (health.prober, an asyncio thread
              of its own) probed since the last pass; usually run as a process of its own.
 Their own threads keep each cadence independent of the others' slowest pass. A job with a
-`close()` (one that started threads of its own) has it called when its loop stops.
+`close()` (one that started threads of its own) has it called when its loop stops, and when its
+loop stands by: a loop given `leads` (the controller's lease, controller.leader) asks it before
+each pass and runs none while it does not lead, its jobs closed and built afresh once it leads
+again (a standby keeps no probing threads, no state a former leadership left behind).
 """
 
 from __future__ import annotations
@@ -71,6 +74,9 @@ class Loop:
     period: Seconds
     stop: threading.Event = field(default_factory=threading.Event)
     on_pass: Callable[[float], None] | None = None  # called with each pass's duration (seconds)
+    # Asked before each pass: False → no pass (the callable waits its own retry period, so a
+    # standby does not spin). None: the loop always runs (tests, one-off passes).
+    leads: Callable[[], bool] | None = None
 
     def __post_init__(self) -> None:
         self._calls: list[tuple[Job, Callable[[], object]]] | None = None  # built on the first pass
@@ -96,6 +102,9 @@ class Loop:
     def run(self, *, max_passes: int | None = None) -> None:
         try:
             while not self.stop.is_set() and (max_passes is None or self.passes < max_passes):
+                if self.leads is not None and not self.leads():
+                    self.close_jobs()
+                    continue
                 started = time.monotonic()
                 self.run_once()
                 took = time.monotonic() - started
@@ -104,14 +113,19 @@ class Loop:
                 period = float(self.period() if callable(self.period) else self.period)
                 self.stop.wait(max(0.0, period - took))
         finally:
-            for _job, call in self._calls or ():
-                close = getattr(call, "close", None)
-                if callable(close):
-                    try:
-                        close()
-                    except Exception:
-                        log.exception("%s: closing job %s failed", self.name, _job.name)
+            self.close_jobs()
             connection.close()  # this thread's own connection
+
+    def close_jobs(self) -> None:
+        """Close the jobs that have a close() and forget them all: the next pass builds them anew."""
+        calls, self._calls = self._calls, None
+        for job, call in calls or ():
+            close = getattr(call, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception:
+                    log.exception("%s: closing job %s failed", self.name, job.name)
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run, name=self.name, daemon=True)

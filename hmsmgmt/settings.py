@@ -240,6 +240,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(HMS_MAX_BODY_BYTES, 2 * 1024 * 1024)
 HMS_MAX_INSTANCES = envint("HMS_MAX_INSTANCES", 50, minimum=1)
 HMS_SCALE_WAIT_SECONDS = envint("HMS_SCALE_WAIT_SECONDS", 20, minimum=1)
 HMS_CONTROLLER_TICK_MS = envint("HMS_CONTROLLER_TICK_MS", 500, minimum=50)
+# Controller leadership (controller/leader.py): a standby retries a loop's lease this often; a leader
+# checks its lease connection this often and a new leader waits as long before its first pass.
+HMS_LEADER_RETRY_MS = envint("HMS_LEADER_RETRY_MS", 500, minimum=50)
+HMS_LEADER_CHECK_MS = envint("HMS_LEADER_CHECK_MS", 500, minimum=50)
 HMS_STEP_LEASE_SECONDS = envint("HMS_STEP_LEASE_SECONDS", 30, minimum=1)
 HMS_DEFAULT_DRIVER = os.environ.get("HMS_DEFAULT_DRIVER", "process")
 HMS_PORT = envint("HMS_PORT", 8000, minimum=1)  # where `manage.py up` serves

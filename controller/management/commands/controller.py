@@ -3,6 +3,7 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError
 
+from controller.leader import Refused
 from controller.loop import Controller, loop_periods
 
 
@@ -14,7 +15,8 @@ class Command(BaseCommand):
         parser.add_argument("--ticks", type=int, default=None, help="stop after N ticks (for tests)")
         parser.add_argument("--loops", default="", help="comma-separated loops to run (tick, monitor, sealer, "
                             "failover, probes); default all. `up` runs the probes loop as a process of its "
-                            "own and the others in a second one.")
+                            "own and the others in a second one. Each loop is led by one controller at a "
+                            "time (PostgreSQL: the others stand by; SQLite: a second one is refused).")
 
     def handle(self, *args, **options) -> None:
         loops = tuple(n.strip() for n in options["loops"].split(",") if n.strip()) or None
@@ -23,6 +25,10 @@ class Command(BaseCommand):
             known = ", ".join(loop_periods())
             raise CommandError(f"unknown loop(s): {', '.join(sorted(unknown))}; choose from {known}")
         controller = Controller(loops)
+        try:
+            controller.claim()  # SQLite: refuses a loop another controller runs (exit 1)
+        except Refused as exc:
+            raise CommandError(str(exc)) from None
 
         def stop(signum, frame):  # type: ignore[no-untyped-def]
             controller.stopping.set()
@@ -30,5 +36,8 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         logging.getLogger("controller.loop").info("controller started: %s", ", ".join(controller.loops))
-        controller.run_forever(max_ticks=options["ticks"])
+        try:
+            controller.run_forever(max_ticks=options["ticks"])
+        finally:
+            controller.release()  # already, unless run_forever never ran (it releases on its way out)
         logging.getLogger("controller.loop").info("controller stopped")
