@@ -6,7 +6,8 @@ which then runs every other loop). A process of its own because the reconcile pa
 services) and the monitor jobs (roll-ups, SLOs, autoscaler) are CPU-bound Python: in the same
 process they hold the GIL for long stretches and a probe due meanwhile waits. Alone, the probe
 process does nothing but probe and store. (`manage.py controller` with no `--loops` still runs
-every loop, this one included, so a one-process console probes too; never run both.)
+every loop, this one included, so a one-process console probes too; each loop is led by one
+controller process at a time, controller/leader.py, so no layout probes twice.)
 
 Why asyncio: a probe is a connect, a write and a read of one line, i.e. waiting. One event loop
 thread keeps hundreds of them in flight at a fraction of a millisecond of CPU each, where the
