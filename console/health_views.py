@@ -26,6 +26,7 @@ from django_q.conf import Conf
 
 MIGRATIONS_CACHE_SECONDS = 5.0
 OK = "ok"
+DATABASE_ALIAS = DEFAULT_DB_ALIAS  # the connection /readyz judges (tests point it elsewhere)
 
 _migrations_lock = threading.Lock()
 _migrations_cache: dict[str, tuple[float, str]] = {}  # alias -> (checked at, monotonic; result)
@@ -39,10 +40,9 @@ def _reason(exc: BaseException) -> str:
 def check_database(using: str = DEFAULT_DB_ALIAS) -> str:
     """"ok", or why the database does not answer `SELECT 1`."""
     try:
-        conn = connections[using]
-        # A connection that broke since its last use (a restarted server) is replaced, not reused.
-        conn.close_if_unusable_or_obsolete()
-        with conn.cursor() as cursor:
+        # A connection that broke since its last use is replaced by Django itself at the start of
+        # the request (CONN_HEALTH_CHECKS on PostgreSQL), so this is a query, not a reconnect.
+        with connections[using].cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()
     except Exception as exc:  # any driver error means "not ready"; the reason goes to the caller
@@ -88,9 +88,11 @@ def check_broker() -> str:
 
 
 def _drop(using: str) -> None:
-    """Close a connection a check failed on, so the next request dials again."""
+    """Close a connection a check failed on, so the next request dials again (not inside a
+    transaction: that is its owner's to end)."""
     try:
-        connections[using].close()
+        if not connections[using].in_atomic_block:
+            connections[using].close()
     except Exception:
         pass  # it is broken already; the next use reconnects
 
@@ -121,7 +123,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    body = readiness()
+    body = readiness(DATABASE_ALIAS)
     return JsonResponse(body, status=200 if body["status"] == OK else 503)
 
 
