@@ -27,6 +27,7 @@ from audit.actions import record
 from audit.context import reset_context, set_context
 from audit.models import AuditEntry
 from audit.signals import flush_admin_log, flush_permission_changes
+from core.logging import bind_request, reset_request
 
 REFUSALS = (401, 403, 429)
 log = logging.getLogger("audit.middleware")
@@ -63,9 +64,12 @@ class RequestIdMiddleware:
             user_agent=request.headers.get("User-Agent", ""),
             token_id=None,
         )
+        # The same id for log lines (core.logging reads it; core cannot import audit.context).
+        log_token = bind_request(request_id=request_id)
         try:
             response = self.get_response(request)
         finally:
+            reset_request(log_token)
             reset_context(token)
         response["X-Request-ID"] = request_id
         return response

@@ -111,6 +111,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "audit.middleware.RequestIdMiddleware",
+    "core.logging.RequestLogMiddleware",  # one log line per request (route, status, duration)
     "core.middleware.BodySizeLimitMiddleware",
     "core.middleware.UnstorableInputMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -215,6 +216,9 @@ SECURE = envbool("HMS_SECURE_COOKIES", PRODUCTION)
 SESSION_COOKIE_SECURE = SECURE
 CSRF_COOKIE_SECURE = SECURE
 SECURE_SSL_REDIRECT = envbool("HMS_SSL_REDIRECT", PRODUCTION)
+# Health probes (/healthz, /readyz) come over plain HTTP from the host or the load balancer: a
+# redirect to HTTPS would read as "down".
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 SECURE_HSTS_SECONDS = envint("HMS_HSTS_SECONDS", 31536000 if PRODUCTION else 0, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("HMS_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
 SECURE_HSTS_PRELOAD = envbool("HMS_HSTS_PRELOAD", PRODUCTION)
@@ -297,17 +301,30 @@ if Q_CLUSTER["retry"] <= Q_CLUSTER["timeout"]:
         f"HMS_Q_RETRY ({Q_CLUSTER['retry']}) must be greater than HMS_Q_TIMEOUT ({Q_CLUSTER['timeout']})"
     )
 
+# HMS_LOG_FORMAT=json: one JSON object per line (core.logging.JsonFormatter: time, level, logger,
+# message, and while a request is served its request id, user and route) for every process; the
+# default "text" keeps the plain lines. django-q2 gets the same handler: left alone it installs
+# one of its own with its own format, and a JSON log would carry its lines as text.
+HMS_LOG_FORMAT = os.environ.get("HMS_LOG_FORMAT", "text").strip().lower() or "text"
+if HMS_LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"HMS_LOG_FORMAT must be text or json, got {HMS_LOG_FORMAT!r}")
+HMS_LOG_LEVEL = os.environ.get("HMS_LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("HMS_LOG_LEVEL", "INFO")},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "core.logging.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler",
+                             "formatter": "json" if HMS_LOG_FORMAT == "json" else "plain"}},
+    "root": {"handlers": ["console"], "level": HMS_LOG_LEVEL},
     "loggers": {
         # Django's own "django" handler prints a second, unformatted copy of each line under DEBUG.
-        "django": {"handlers": ["console"], "level": os.environ.get("HMS_LOG_LEVEL", "INFO"), "propagate": False},
+        "django": {"handlers": ["console"], "level": HMS_LOG_LEVEL, "propagate": False},
         # django-q2 logs every enqueue and every task at INFO (probe batches alone: one line a second).
-        "django-q": {"level": os.environ.get("HMS_Q_LOG_LEVEL", "WARNING")},
+        "django-q": {"handlers": ["console"], "level": os.environ.get("HMS_Q_LOG_LEVEL", "WARNING"),
+                     "propagate": False},
     },
 }
 

@@ -4,9 +4,13 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from accounts.views import LoginView
+from console import health_views
 from hmsmgmt.api import api
 
 urlpatterns = [
+    # Probes first: unauthenticated, cheap, exempt from the HTTPS redirect (settings).
+    path("healthz", health_views.healthz, name="healthz"),
+    path("readyz", health_views.readyz, name="readyz"),
     path("", include("console.urls")),
     path("", include("fleet.urls")),
     path("", include("slo.urls")),

@@ -175,6 +175,9 @@ PAGES: dict[str, list[Row]] = {
     ],
     "login/": [Row("GET", lambda c: "/login/", page(200, 302, 302, 302, 302), notes="signed in: sent on")],
     "logout/": [Row("POST", lambda c: "/logout/", page(302, 302, 302, 302, 302))],
+    # Probes carry no credentials: the same answer for everyone (tests/console/test_health.py).
+    "healthz": [Row("GET", lambda c: "/healthz", page(200, 200, 200, 200, 200), notes="public probe")],
+    "readyz": [Row("GET", lambda c: "/readyz", page(200, 200, 200, 200, 200), notes="public probe")],
 }
 
 # --- the REST API: keyed by OpenAPI (METHOD, path) ---------------------------------------------
