@@ -27,4 +27,5 @@ class AlertChannelForm(forms.ModelForm):
 class ObjectivesForm(forms.ModelForm):
     class Meta:
         model = Objectives
-        fields = ("uptime_objective", "latency_objective_ms")
+        fields = ("uptime_objective", "latency_objective_ms", "burn_1h_factor", "burn_1h_severity",
+                  "burn_6h_factor", "burn_6h_severity", "burn_3d_factor", "burn_3d_severity")
