@@ -71,8 +71,16 @@ def override_manual_scale(service: Service, *, previous: int, instances: int, ac
 
 def apply_settings(service: Service, changes: dict[str, Any]) -> dict[str, list[Any]]:
     """The service's AutoscaleSettings fields, changed inside the caller's transaction (console.actions
-    audits a whole settings form as one change)."""
-    return apply_fields(AutoscaleSettings, service.pk, changes)
+    audits a whole settings form as one change). Turning the autoscaler on records when
+    (autoscale_enabled_at, in the diff and so in the caller's audit entry)."""
+    diff = apply_fields(AutoscaleSettings, service.pk, changes)
+    if diff.get("autoscale_enabled") == [False, True]:
+        now = timezone.now()
+        row = AutoscaleSettings.objects.filter(pk=service.pk)  # locked by apply_fields
+        before = row.values_list("autoscale_enabled_at", flat=True).get()
+        row.update(autoscale_enabled_at=now)
+        diff["autoscale_enabled_at"] = [before.isoformat() if before else None, now.isoformat()]
+    return diff
 
 
 def update_settings(service: Service, changes: dict[str, Any], *, actor: Any) -> dict[str, list[Any]]:
