@@ -72,14 +72,11 @@ def override_manual_scale(service: Service, *, previous: int, instances: int, ac
 def apply_settings(service: Service, changes: dict[str, Any]) -> dict[str, list[Any]]:
     """The service's AutoscaleSettings fields, changed inside the caller's transaction (console.actions
     audits a whole settings form as one change). Turning the autoscaler on records when
-    (autoscale_enabled_at, in the diff and so in the caller's audit entry)."""
+    (autoscale_enabled_at; the caller's audit entry, written in the same transaction, says
+    `autoscale_enabled: [false, true]` at that time, so the diff needs no second key)."""
     diff = apply_fields(AutoscaleSettings, service.pk, changes)
     if diff.get("autoscale_enabled") == [False, True]:
-        now = timezone.now()
-        row = AutoscaleSettings.objects.filter(pk=service.pk)  # locked by apply_fields
-        before = row.values_list("autoscale_enabled_at", flat=True).get()
-        row.update(autoscale_enabled_at=now)
-        diff["autoscale_enabled_at"] = [before.isoformat() if before else None, now.isoformat()]
+        AutoscaleSettings.objects.filter(pk=service.pk).update(autoscale_enabled_at=timezone.now())
     return diff
 
 
