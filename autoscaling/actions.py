@@ -71,8 +71,13 @@ def override_manual_scale(service: Service, *, previous: int, instances: int, ac
 
 def apply_settings(service: Service, changes: dict[str, Any]) -> dict[str, list[Any]]:
     """The service's AutoscaleSettings fields, changed inside the caller's transaction (console.actions
-    audits a whole settings form as one change)."""
-    return apply_fields(AutoscaleSettings, service.pk, changes)
+    audits a whole settings form as one change). Turning the autoscaler on records when
+    (autoscale_enabled_at; the caller's audit entry, written in the same transaction, says
+    `autoscale_enabled: [false, true]` at that time, so the diff needs no second key)."""
+    diff = apply_fields(AutoscaleSettings, service.pk, changes)
+    if diff.get("autoscale_enabled") == [False, True]:
+        AutoscaleSettings.objects.filter(pk=service.pk).update(autoscale_enabled_at=timezone.now())
+    return diff
 
 
 def update_settings(service: Service, changes: dict[str, Any], *, actor: Any) -> dict[str, list[Any]]:

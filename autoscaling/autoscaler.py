@@ -8,7 +8,11 @@ does:
    last `scale_up_stabilization_seconds` (0 = immediately);
 2. rate policies — at most `scale_up_max_step` added / `scale_down_max_step` removed per decision;
 3. bounds — the service's min/max instances.
-On top: an SLA fast burn adds an instance even when CPU looks fine; little error budget left
+As the HPA also does: no scale-down while a metric in use cannot be read (no CPU figures, no
+latency probes in the window, the demand provider failing; the others may still scale up), an
+instance without a CPU figure counts at target for a scale-down and idle for a scale-up, and no
+scale-down within `scale_down_stabilization_seconds` of the autoscaler being enabled.
+On top: an SLA page-severity incident adds an instance even when CPU looks fine; little error budget left
 (< HMS_AUTOSCALE_BUDGET_HOLD) holds any scale-down; a maintenance window pauses the autoscaler;
 a manual scale is an override (owner, optional TTL) that pauses it until it expires.
 
@@ -51,6 +55,7 @@ def register_demand_provider(fn: Callable[[str], int]) -> None:
 
 
 def demand_for(name: str) -> int | None:
+    """None when the provider fails (a metric that cannot be read) or none is registered."""
     if _demand_provider is None:
         return None
     try:
@@ -71,14 +76,20 @@ def metrics_for(svc: Service, now: datetime) -> list[MetricInput]:
     a = svc.autoscale_settings
     running = svc.instances.filter(state=Instance.State.RUNNING)
     cpus = [c for c in running.values_list("cpu_percent", flat=True) if c is not None]
+    # Instances the service should have but that gave no figure (starting, or stats failing).
+    missing_cpu = max(0, svc.desired_instances - len(cpus))
     window = timedelta(seconds=settings.HMS_AUTOSCALE_LATENCY_WINDOW_SECONDS)
     latencies = sorted(ProbeResult.objects.filter(service=svc, ok=True, in_maintenance=False,
                                                   at__gte=now - window).values_list("latency_ms", flat=True))
     return [
-        MetricInput("cpu", round(sum(cpus) / len(cpus), 1) if cpus else None, a.target_cpu_percent),
+        MetricInput("cpu", round(sum(cpus) / len(cpus), 1) if cpus else None, a.target_cpu_percent,
+                    missing=missing_cpu),
         MetricInput("latency_p95", percentile(latencies, 0.95),
                     a.target_latency_ms or svc.objectives.latency_objective_ms),
-        MetricInput("demand", demand_for(svc.name), a.target_demand_per_instance, per_instance=False),
+        # Without a registered provider (a console without workflows) demand is not in use, rather
+        # than a metric that cannot be read, which would hold every scale-down.
+        MetricInput("demand", demand_for(svc.name),
+                    a.target_demand_per_instance if _demand_provider is not None else None, per_instance=False),
     ]
 
 
@@ -130,10 +141,18 @@ def evaluate(svc: Service, *, now: datetime | None = None) -> AutoscaleDecision:
     history = [((now - at).total_seconds(), rec) for at, rec in AutoscaleDecision.objects.filter(
         service=svc, at__gte=now - timedelta(seconds=horizon)).values_list("at", "inputs__recommendation")
         if rec is not None]
-    outcome = decide(current, metrics, policy, history=history, fast_burn=fast_burn, hold_scale_down=hold)
+    enabled_at = svc.autoscale_settings.autoscale_enabled_at
+    since_enabled = (now - enabled_at).total_seconds() if enabled_at else None
+    outcome = decide(current, metrics, policy, history=history, fast_burn=fast_burn, hold_scale_down=hold,
+                     enabled_seconds_ago=since_enabled)
+    rec = min(max(outcome.raw, policy.min_instances), policy.max_instances)
     inputs.update({
         "metrics": outcome.metrics,
-        "recommendation": min(max(outcome.raw, policy.min_instances), policy.max_instances),
+        # A scale-down the other metrics asked for while one could not be read recommends nothing
+        # (None): the HPA skips such a pass, so it never stabilizes a later decision.
+        "recommendation": None if outcome.unavailable and rec < current else rec,
+        "unavailable": outcome.unavailable,
+        "enabled_at": enabled_at.isoformat() if enabled_at else None,
         "fast_burn": fast_burn,
         "budget_remaining": None if budget is None else round(budget, 4),
         "policy": {"min": policy.min_instances, "max": policy.max_instances, "up_step": policy.up_step,

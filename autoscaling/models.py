@@ -67,6 +67,9 @@ class AutoscaleSettings(models.Model):
     scale_down_max_step = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
     scale_up_stabilization_seconds = models.PositiveIntegerField(default=0)
     scale_down_stabilization_seconds = models.PositiveIntegerField(default=300)
+    # When autoscale_enabled last turned on (set by actions.apply_settings): no scale-down within the
+    # scale-down stabilization window of it, as the HPA. Null: enabled before this was recorded.
+    autoscale_enabled_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name_plural = "autoscale settings"

@@ -340,6 +340,17 @@ HMS_AUTOSCALE_KEEP_DAYS = envint("HMS_AUTOSCALE_KEEP_DAYS", 7, minimum=1)
 HMS_ALERT_ATTEMPTS = envint("HMS_ALERT_ATTEMPTS", 4, minimum=1)
 HMS_ALERT_BACKOFF_SECONDS = envint("HMS_ALERT_BACKOFF_MS", 500, minimum=0) / 1000  # doubles per attempt
 HMS_ALERT_TIMEOUT_SECONDS = envint("HMS_ALERT_TIMEOUT_SECONDS", 5, minimum=1)
+# Alertmanager forgets an alert nobody repeats (resolve_timeout, 5 min by default): open incidents
+# are posted again this often to every Alertmanager channel.
+HMS_ALERTMANAGER_REPEAT_SECONDS = envint("HMS_ALERTMANAGER_REPEAT_SECONDS", 60, minimum=5)
+# Where people reach this console: the links alerts carry. Default: the first named allowed host
+# on HMS_PORT (plain http; set it behind a proxy or TLS).
+HMS_PUBLIC_URL = os.environ.get("HMS_PUBLIC_URL", "").strip().rstrip("/")
+if not HMS_PUBLIC_URL:
+    _host = next((h for h in ALLOWED_HOSTS if h not in ("*", "") and not h.startswith(".")), HMS_HOST)
+    HMS_PUBLIC_URL = f"http://{_host}:{HMS_PORT}"
+elif not HMS_PUBLIC_URL.startswith(("http://", "https://")) or " " in HMS_PUBLIC_URL:
+    raise ImproperlyConfigured(f"HMS_PUBLIC_URL must be an http(s) URL, not {HMS_PUBLIC_URL!r}")
 HMS_AUTOSCALE_BUDGET_HOLD = envint("HMS_AUTOSCALE_BUDGET_HOLD_PERCENT", 25, minimum=0) / 100
 HMS_AUTOSCALE_LATENCY_WINDOW_SECONDS = envint("HMS_AUTOSCALE_LATENCY_WINDOW_SECONDS", 60, minimum=5)
 EMAIL_BACKEND = os.environ.get("HMS_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")

@@ -74,7 +74,17 @@ def enqueue_deliveries(ids: list[int]) -> None:
 
 
 def _queue_alerts(incident: Any, event: str) -> list[int]:
-    channels = AlertChannel.objects.filter(Q(service__isnull=True) | Q(service=incident.service_id), enabled=True)
+    matching = Q(service__isnull=True) | Q(service=incident.service_id)
+    if event == "resolved":
+        # The end of an incident always reaches every channel that heard of it, even one disabled
+        # since (no one should be left with an alert that never ends), and every matching
+        # Alertmanager channel: it may hold the alert from a repeat alone, and an alert not
+        # resolved there keeps firing until Alertmanager's resolve_timeout.
+        heard = Q(pk__in=AlertDelivery.objects.filter(incident=incident).values("channel_id"))
+        channels = AlertChannel.objects.filter(
+            (matching & (Q(enabled=True) | Q(kind=AlertChannel.Kind.ALERTMANAGER))) | heard)
+    else:
+        channels = AlertChannel.objects.filter(matching, enabled=True)
     payload = {
         "event": event,
         "incident": incident.pk,

@@ -1,16 +1,29 @@
-"""Alert delivery: the django-q2 task that sends one queued delivery (webhook or e-mail), with
-retries and back-off; the outcome is recorded by slo.actions.finish_alert_delivery."""
+"""Alert delivery: the django-q2 task that sends one queued delivery (webhook, e-mail or
+Prometheus Alertmanager), with retries and back-off; the outcome is recorded by
+slo.actions.finish_alert_delivery. Alertmanager also wants every firing alert repeated (it
+resolves one nobody repeats after its resolve_timeout): repeat_firing, a monitor job, queues one
+repeat task per Alertmanager channel."""
 
 from __future__ import annotations
 
+import logging
 import time
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
 
 import requests
 from django.conf import settings
 from django.core.mail import send_mail
+from django.db.models import Q
+from django.utils import timezone
+from django_q.tasks import async_task
 
 from slo import actions
-from slo.models import AlertChannel, AlertDelivery
+from slo.models import AlertChannel, AlertDelivery, Incident
+
+log = logging.getLogger(__name__)
+ALERTNAME = "HMSErrorBudgetBurn"
 
 
 def deliver(delivery_id: int) -> str:
@@ -36,6 +49,10 @@ def deliver(delivery_id: int) -> str:
 
 def _send(d: AlertDelivery) -> tuple[bool, int | None, str]:
     channel: AlertChannel = d.channel
+    if channel.kind == AlertChannel.Kind.ALERTMANAGER:
+        # Built from the incident as it is now, not from the queued payload: an "opened" delivery
+        # retried after the incident resolved must not make Alertmanager fire it again.
+        return _post_alertmanager(channel, alertmanager_alerts(d.incident, now=timezone.now()))
     if channel.kind == AlertChannel.Kind.WEBHOOK:
         try:
             resp = requests.post(channel.target, json=d.payload, timeout=settings.HMS_ALERT_TIMEOUT_SECONDS,
@@ -51,3 +68,81 @@ def _send(d: AlertDelivery) -> tuple[bool, int | None, str]:
     except Exception as exc:  # SMTP errors come in many classes
         return False, None, str(exc)[:300]
     return True, None, ""
+
+
+# --- Prometheus Alertmanager -------------------------------------------------------------------------
+def alertmanager_alerts(incident: Incident, *, now: datetime) -> list[dict[str, Any]]:
+    """The incident as Alertmanager API v2 alerts: one with its current severity (endsAt once
+    resolved) and, if it was escalated, the label set it fired with before, ended now: Alertmanager
+    tells alerts apart by their labels, so a changed severity label is a new alert and the old one
+    would stay firing until its resolve_timeout."""
+    resolved = incident.status == Incident.Status.RESOLVED
+    out = [_am_alert(incident, incident.severity, incident.resolved_at if resolved else None)]
+    if "escalation" in incident.evidence:
+        out += [_am_alert(incident, sev, incident.resolved_at or now) for sev in Incident.Severity.values
+                if sev != incident.severity]
+    return out
+
+
+def _am_alert(incident: Incident, severity: str, ends_at: datetime | None) -> dict[str, Any]:
+    link = f"{settings.HMS_PUBLIC_URL}/services/{quote(incident.service.name)}/sla/"
+    alert: dict[str, Any] = {
+        "labels": {"alertname": ALERTNAME, "service": incident.service.name, "slo": incident.kind,
+                   "severity": severity, "incident": str(incident.pk)},
+        "annotations": {"title": incident.title, "summary": incident.title, "console": link},
+        "startsAt": incident.opened_at.isoformat(),
+        "generatorURL": link,
+    }
+    if ends_at is not None:
+        alert["endsAt"] = ends_at.isoformat()
+    return alert
+
+
+def _post_alertmanager(channel: AlertChannel, alerts: list[dict[str, Any]]) -> tuple[bool, int | None, str]:
+    url = channel.target.rstrip("/") + "/api/v2/alerts"
+    try:
+        resp = requests.post(url, json=alerts, timeout=settings.HMS_ALERT_TIMEOUT_SECONDS,
+                             headers={"User-Agent": "hmsmgmt-alerts/1"})
+    except requests.RequestException as exc:
+        return False, None, str(exc)[:300]
+    if resp.ok:
+        return True, resp.status_code, ""
+    return False, resp.status_code, f"HTTP {resp.status_code}: {resp.text[:200]}"
+
+
+def _firing_for(channel: AlertChannel) -> Any:
+    scope = Q() if channel.service_id is None else Q(service_id=channel.service_id)
+    return Incident.objects.filter(scope, status__in=Incident.ACTIVE).select_related("service")
+
+
+def repeat_firing() -> int:
+    """Monitor job (every HMS_ALERTMANAGER_REPEAT_SECONDS): one repeat task per enabled
+    Alertmanager channel with an active incident to repeat. Two queries whatever the fleet; the
+    posting happens on the workers, so a slow Alertmanager never holds up the SLO evaluation."""
+    channels = list(AlertChannel.objects.filter(kind=AlertChannel.Kind.ALERTMANAGER, enabled=True))
+    if not channels:
+        return 0
+    services = set(Incident.objects.filter(status__in=Incident.ACTIVE).values_list("service_id", flat=True))
+    due = [c.pk for c in channels if services and (c.service_id is None or c.service_id in services)]
+    for channel_id in due:
+        async_task("slo.alerts.repeat", channel_id, group="alerts")
+    return len(due)
+
+
+def repeat(channel_id: int) -> str:
+    """django-q2 task: post every active incident of the channel again, in one request. One
+    attempt (the next period is the retry); neither stored nor audited, as it only repeats what
+    the audited "opened" delivery said. A channel disabled or deleted since is left alone."""
+    channel = AlertChannel.objects.filter(pk=channel_id, enabled=True, kind=AlertChannel.Kind.ALERTMANAGER).first()
+    if channel is None:
+        return "skipped"
+    now = timezone.now()
+    alerts = [a for inc in _firing_for(channel) for a in alertmanager_alerts(inc, now=now)]
+    if not alerts:
+        return "nothing firing"
+    ok, status, error = _post_alertmanager(channel, alerts)
+    if not ok:
+        log.warning("repeating %d alerts to Alertmanager channel %s failed: %s", len(alerts), channel.name,
+                    error or status)
+        return "failed"
+    return "sent"

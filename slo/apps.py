@@ -12,7 +12,7 @@ class SloConfig(AppConfig):
         from core.rows import create_with
         from fleet.models import Service
         from health.rollups import register_latency_objectives
-        from slo import sla
+        from slo import alerts, sla
         from slo.models import Objectives
 
         create_with(Service, Objectives, "service")
@@ -21,3 +21,6 @@ class SloConfig(AppConfig):
             lambda: dict(Objectives.objects.values_list("service_id", "latency_objective_ms")))
         register("monitor", "slo.evaluate", lambda: settings.HMS_SLA_EVAL_SECONDS, sla.evaluate_all)
         register("monitor", "slo.prune", 300, sla.prune)
+        # Alertmanager resolves alerts nobody repeats: open incidents are posted again.
+        register("monitor", "slo.alertmanager_repeat", lambda: settings.HMS_ALERTMANAGER_REPEAT_SECONDS,
+                 alerts.repeat_firing)

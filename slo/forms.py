@@ -19,6 +19,10 @@ class AlertChannelForm(forms.ModelForm):
         kind, target = data.get("kind"), data.get("target", "")
         if kind == AlertChannel.Kind.WEBHOOK and not target.startswith(("http://", "https://")):
             self.add_error("target", "A webhook target must be an http(s) URL.")
+        if kind == AlertChannel.Kind.ALERTMANAGER and (not target.startswith(("http://", "https://"))
+                                                       or "?" in target or "#" in target):
+            # The base URL only: /api/v2/alerts is appended (a query or fragment would end up in between).
+            self.add_error("target", "An Alertmanager target must be its base http(s) URL, e.g. http://alertmanager:9093.")
         if kind == AlertChannel.Kind.EMAIL and "@" not in target:
             self.add_error("target", "An email target must be an address.")
         return data
@@ -27,4 +31,5 @@ class AlertChannelForm(forms.ModelForm):
 class ObjectivesForm(forms.ModelForm):
     class Meta:
         model = Objectives
-        fields = ("uptime_objective", "latency_objective_ms")
+        fields = ("uptime_objective", "latency_objective_ms", "burn_1h_factor", "burn_1h_severity",
+                  "burn_6h_factor", "burn_6h_severity", "burn_3d_factor", "burn_3d_severity")

@@ -14,8 +14,8 @@ class Incident(models.Model):
         LATENCY = "latency"
 
     class Severity(models.TextChoices):
-        PAGE = "page"  # fast burn
-        TICKET = "ticket"  # slow burn
+        PAGE = "page"  # wakes someone up (by default the 1 h and 6 h window pairs)
+        TICKET = "ticket"  # worth a look in working hours (by default the 3-day pair)
 
     class Status(models.TextChoices):
         OPEN = "open"
@@ -47,10 +47,12 @@ class AlertChannel(models.Model):
     class Kind(models.TextChoices):
         WEBHOOK = "webhook", "Webhook (JSON POST)"
         EMAIL = "email", "Email"
+        ALERTMANAGER = "alertmanager", "Prometheus Alertmanager (API v2)"
 
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=16, choices=Kind.choices)
-    target = models.CharField(max_length=500, help_text="webhook URL or email address")
+    target = models.CharField(max_length=500,
+                              help_text="webhook URL, email address or Alertmanager base URL (http://host:9093)")
     service = models.ForeignKey(
         Service, on_delete=models.CASCADE, null=True, blank=True, related_name="alert_channels",
         help_text="empty = every service",
@@ -89,13 +91,37 @@ class AlertDelivery(models.Model):
         return f"{self.event} → {self.channel_id}: {self.status}"
 
 
+# The SRE workbook's three burn-rate window pairs: (name, field prefix, long s, short s, default
+# factor, default severity). The windows are fixed so that evaluate_all reads the same five windows
+# for the whole fleet in one grouped query each; factor and severity are per SLO.
+BURN_PAIRS: tuple[tuple[str, str, int, int, float, str], ...] = (
+    ("1h/5m", "burn_1h", 3600, 300, 14.4, Incident.Severity.PAGE),
+    ("6h/30m", "burn_6h", 6 * 3600, 1800, 6.0, Incident.Severity.PAGE),
+    ("3d/6h", "burn_3d", 3 * 86400, 6 * 3600, 1.0, Incident.Severity.TICKET),
+)
+_FACTOR = [MinValueValidator(0.1), MaxValueValidator(1000)]
+
+
 class Objectives(models.Model):
-    """A service's two SLOs, both measured on probes: percent of good probes, and p95 latency.
+    """A service's two SLOs, both measured on probes: percent of good probes, and p95 latency, and
+    the burn-rate factor and severity of each window pair (BURN_PAIRS) alerting on them.
     One row per service, created with it (slo/apps.py)."""
 
     service = models.OneToOneField(Service, on_delete=models.CASCADE, primary_key=True, related_name="objectives")
     uptime_objective = models.FloatField(default=99.9, validators=[MinValueValidator(50), MaxValueValidator(99.999)])
     latency_objective_ms = models.PositiveIntegerField(default=300, validators=[MinValueValidator(1)])
+    burn_1h_factor = models.FloatField(default=14.4, validators=_FACTOR,
+                                       help_text="alert when the 1 h and 5 min windows both burn at least this fast")
+    burn_1h_severity = models.CharField(max_length=16, choices=Incident.Severity.choices,
+                                        default=Incident.Severity.PAGE)
+    burn_6h_factor = models.FloatField(default=6.0, validators=_FACTOR,
+                                       help_text="alert when the 6 h and 30 min windows both burn at least this fast")
+    burn_6h_severity = models.CharField(max_length=16, choices=Incident.Severity.choices,
+                                        default=Incident.Severity.PAGE)
+    burn_3d_factor = models.FloatField(default=1.0, validators=_FACTOR,
+                                       help_text="alert when the 3 d and 6 h windows both burn at least this fast")
+    burn_3d_severity = models.CharField(max_length=16, choices=Incident.Severity.choices,
+                                        default=Incident.Severity.TICKET)
 
     class Meta:
         verbose_name_plural = "objectives"

@@ -6,16 +6,18 @@ window from the coarsest minute, hour and day rows that cover it):
 - availability: a probe is bad when it failed; budget = 1 − uptime_objective (99.9 % → 0.1 %).
 - latency: "p95 ≤ N ms" means at most 5 % of good probes may be slower than N; budget = 5 %.
 Burn rate = bad fraction / budget (1× spends exactly the budget over the SLO period). Alerts follow
-the multi-window, multi-burn-rate recipe of Google's SRE workbook: fast burn (page) when both the
-1 h and the 5 min windows burn ≥ 14.4×; slow burn (ticket) when both 6 h and 30 min burn ≥ 6×.
-The short window makes an alert stop soon after the problem does; the long one keeps a blip from
-paging. Probes inside a maintenance window are left out of every figure.
+the multi-window, multi-burn-rate recipe of Google's SRE workbook, three window pairs
+(slo.models.BURN_PAIRS): 1 h / 5 min at ≥ 14.4× (page), 6 h / 30 min at ≥ 6× (page) and
+3 d / 6 h at ≥ 1× (ticket), each pair's factor and severity set per SLO (Objectives). A pair fires
+when both its windows burn at least its factor. The short window makes an alert stop soon after
+the problem does; the long one keeps a blip from paging. Probes inside a maintenance window are
+left out of every figure.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,13 +31,14 @@ from health.models import MaintenanceWindow, ProbeRollup
 from health.selectors import in_maintenance as services_in_maintenance
 from health.selectors import maintenance_window
 from slo import actions
-from slo.models import AlertDelivery, Incident
+from slo.models import BURN_PAIRS, AlertDelivery, Incident, Objectives
 
 log = logging.getLogger(__name__)
 
 LATENCY_BUDGET = 0.05  # p95 objective: 5 % of probes may be slower
-FAST = {"name": "fast", "long": 3600, "short": 300, "factor": 14.4, "severity": Incident.Severity.PAGE}
-SLOW = {"name": "slow", "long": 6 * 3600, "short": 1800, "factor": 6.0, "severity": Incident.Severity.TICKET}
+# Every window any pair reads: the same for every service (only factors and severities vary), so
+# evaluate_all costs one grouped query per window whatever the fleet size.
+BURN_WINDOWS = sorted({secs for _, _, long, short, _, _ in BURN_PAIRS for secs in (long, short)})
 WINDOWS = {"1h": 3600, "24h": 86400, "30d": 30 * 86400}
 MIN_PROBES = 3  # fewer probes than this in a short window prove nothing either way
 
@@ -116,16 +119,41 @@ def in_maintenance(service: Service, at: datetime | None = None) -> MaintenanceW
     return maintenance_window(service.pk, at)
 
 
+@dataclass(frozen=True)
+class Rule:
+    """One window pair as a service's objectives set it."""
+
+    name: str  # "1h/5m"
+    long: int
+    short: int
+    factor: float
+    severity: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "long": _label(self.long), "short": _label(self.short),
+                "factor": self.factor, "severity": self.severity}
+
+
+def rules_for(objectives: Objectives) -> list[Rule]:
+    return [Rule(name, long, short, getattr(objectives, f"{prefix}_factor"), getattr(objectives, f"{prefix}_severity"))
+            for name, prefix, long, short, _, _ in BURN_PAIRS]
+
+
+SEVERITY_RANK = {Incident.Severity.PAGE: 0, Incident.Severity.TICKET: 1}
+
+
 @dataclass
 class Burn:
     kind: str
-    alert: str | None  # "fast" | "slow" | None
+    alert: str | None  # the pair that decides: the most severe firing pair (shortest first), or None
     rates: dict[str, float]
     probes: dict[str, int]
+    rule: Rule | None = None
+    firing: list[str] = field(default_factory=list)  # every pair that fires
 
     @property
     def severity(self) -> str | None:
-        return {"fast": FAST["severity"], "slow": SLOW["severity"]}.get(self.alert or "")
+        return self.rule.severity if self.rule else None
 
 
 def burn_state(service: Service, kind: str, *, now: datetime | None = None,
@@ -134,24 +162,26 @@ def burn_state(service: Service, kind: str, *, now: datetime | None = None,
     cache = {} if cache is None else cache
     rates: dict[str, float] = {}
     probes: dict[str, int] = {}
-    firing: str | None = None
-    for rule in (FAST, SLOW):
-        for which in ("long", "short"):
-            secs = rule[which]
+    firing: list[Rule] = []
+    for rule in rules_for(service.objectives):
+        for secs in (rule.long, rule.short):
             if secs not in cache:
                 cache[secs] = window_stats(service, secs, now=now, percentiles=False)
             label = _label(secs)
             rates[label] = round(burn_rate(service, cache[secs], kind), 2)
             probes[label] = cache[secs].total
-        short = cache[rule["short"]]
+        short = cache[rule.short]
         enough = short.total >= MIN_PROBES and (kind == Incident.Kind.AVAILABILITY or short.up >= MIN_PROBES)
-        if firing is None and enough and rates[_label(rule["long"])] >= rule["factor"] \
-                and rates[_label(rule["short"])] >= rule["factor"]:
-            firing = rule["name"]
-    return Burn(kind, firing, rates, probes)
+        if enough and rates[_label(rule.long)] >= rule.factor and rates[_label(rule.short)] >= rule.factor:
+            firing.append(rule)
+    # sorted() is stable: among pairs of one severity the shortest windows (listed first) decide.
+    top = sorted(firing, key=lambda r: SEVERITY_RANK.get(r.severity, 9))[0] if firing else None
+    return Burn(kind, top.name if top else None, rates, probes, top, [r.name for r in firing])
 
 
 def _label(seconds: int) -> str:
+    if seconds >= 2 * 86400 and seconds % 86400 == 0:
+        return f"{seconds // 86400}d"
     return f"{seconds // 3600}h" if seconds >= 3600 else f"{seconds // 60}m"
 
 
@@ -164,7 +194,7 @@ def evaluate_all(now: datetime | None = None) -> None:
     services = list(Service.objects.select_related("objectives"))
     ids = [svc.pk for svc in services]
     caches: dict[int, dict[int, WindowStats]] = {i: {} for i in ids}
-    for secs in sorted({rule[which] for rule in (FAST, SLOW) for which in ("long", "short")}):
+    for secs in BURN_WINDOWS:
         for svc_id, stats in fleet_window_stats(ids, secs, now=now).items():
             caches[svc_id][secs] = stats
     active: dict[int, dict[str, Incident]] = {i: {} for i in ids}
@@ -180,9 +210,10 @@ def evaluate_all(now: datetime | None = None) -> None:
 
 def evaluate(service: Service, *, now: datetime | None = None, cache: dict[int, WindowStats] | None = None,
              active: dict[str, Incident] | None = None, maintenance: bool | None = None) -> dict[str, Burn]:
-    """Open an incident per objective that burns fast or slow; resolve it once neither window
-    pair burns. During maintenance nothing opens (those probes are excluded anyway). cache,
-    active and maintenance: what evaluate_all read for the whole fleet (else read here)."""
+    """Open an incident per objective when a window pair fires (severity: the most severe firing
+    pair's); escalate a ticket to a page when a page pair starts firing; resolve it once no pair
+    fires. During maintenance nothing opens (those probes are excluded anyway). cache, active and
+    maintenance: what evaluate_all read for the whole fleet (else read here)."""
     now = now or timezone.now()
     cache = {} if cache is None else cache
     if maintenance is None:
@@ -193,22 +224,26 @@ def evaluate(service: Service, *, now: datetime | None = None, cache: dict[int, 
         out[kind] = burn
         current = active.get(kind) if active is not None else \
             Incident.objects.filter(service=service, kind=kind, status__in=Incident.ACTIVE).first()
+        # "alert" names the pair that fired, "pair" its windows, factor and severity as configured
+        # then (a later edit of the objectives does not rewrite what an incident says).
         evidence = {"burn_rates": burn.rates, "probes": burn.probes, "alert": burn.alert,
+                    "pair": burn.rule.as_dict() if burn.rule else None, "firing": burn.firing,
                     "objective": _objective_text(service, kind)}
-        if burn.alert and current is None and not maintenance:
-            title = (f"{service.name}: {'fast' if burn.alert == 'fast' else 'slow'} burn of the "
-                     f"{kind} budget ({_objective_text(service, kind)})")
-            actions.open_incident(service, kind=kind, severity=burn.severity or Incident.Severity.PAGE,
-                                  title=title, evidence=evidence)
-        elif current is not None and burn.alert is None:
+        if burn.rule and current is None and not maintenance:
+            title = (f"{service.name}: {kind} budget burning ≥ {burn.rule.factor:g}× over {burn.rule.name} "
+                     f"({_objective_text(service, kind)})")
+            actions.open_incident(service, kind=kind, severity=burn.rule.severity, title=title, evidence=evidence)
+        elif current is not None and burn.rule is None:
             actions.resolve_incident(current, evidence=evidence)
-        elif current is not None and burn.alert == "fast" and current.severity != Incident.Severity.PAGE:
+        elif current is not None and burn.rule is not None and burn.rule.severity == Incident.Severity.PAGE \
+                and current.severity != Incident.Severity.PAGE:
             actions.escalate_incident(current, severity=Incident.Severity.PAGE, evidence=evidence)
     return out
 
 
 def fast_burning(service: Service) -> bool:
-    """Used by the autoscaler: an open fast-burn incident on either objective."""
+    """Used by the autoscaler: an active incident at page severity on either objective (by default
+    the 1 h / 5 min and 6 h / 30 min pairs page)."""
     return Incident.objects.filter(service=service, status__in=Incident.ACTIVE,
                                    severity=Incident.Severity.PAGE).exists()
 

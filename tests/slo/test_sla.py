@@ -118,10 +118,12 @@ def test_a_fast_burn_opens_an_incident_alerts_and_resolves_by_itself(db: None, h
     probes(svc, now, good=80, bad=20)  # 20 % failing against a 0.1 % budget: 200×
 
     burns = sla.evaluate(svc, now=now)
-    assert burns["availability"].alert == "fast" and burns["availability"].rates["1h"] == pytest.approx(200)
+    assert burns["availability"].alert == "1h/5m" and burns["availability"].rates["1h"] == pytest.approx(200)
+    assert burns["availability"].firing == ["1h/5m", "6h/30m", "3d/6h"]
     inc = Incident.objects.get(service=svc)
     assert inc.status == "open" and inc.severity == "page" and inc.kind == "availability"
-    assert inc.evidence["burn_rates"]["5m"] >= 14.4
+    assert inc.evidence["burn_rates"]["5m"] >= 14.4 and inc.evidence["alert"] == "1h/5m"
+    assert inc.evidence["pair"] == {"name": "1h/5m", "long": "1h", "short": "5m", "factor": 14.4, "severity": "page"}
     assert AuditEntry.objects.filter(action="incident.open", actor="system:sla").count() == 1
     deliveries = list(AlertDelivery.objects.filter(incident=inc).order_by("channel__name"))
     assert [d.channel.name for d in deliveries] == ["mail", "ops"]  # the other service's channel is not asked
@@ -138,11 +140,16 @@ def test_a_fast_burn_opens_an_incident_alerts_and_resolves_by_itself(db: None, h
     sla.evaluate(svc, now=now + timedelta(seconds=30))
     assert Incident.objects.filter(service=svc).count() == 1
 
-    # Healthy again: after 7 minutes the fast pair has cooled (5 min clean) but the slow pair
-    # (6 h / 30 min at 6×) still burns, so it stays open; once the 30 minutes are clean it resolves.
+    # Healthy again: after 7 minutes the 1 h pair has cooled (5 min clean) but the 6 h / 30 min pair
+    # still burns; after 40 minutes only the 3 d / 6 h pair does (a ticket's worth, the incident
+    # stays open and stays a page); once 6 clean hours have passed it resolves.
     probes(svc, now + timedelta(minutes=7), good=300)
-    assert sla.evaluate(svc, now=now + timedelta(minutes=7))["availability"].alert == "slow"
-    later = now + timedelta(minutes=40)
+    assert sla.evaluate(svc, now=now + timedelta(minutes=7))["availability"].alert == "6h/30m"
+    probes(svc, now + timedelta(minutes=40), good=300)
+    assert sla.evaluate(svc, now=now + timedelta(minutes=40))["availability"].alert == "3d/6h"
+    inc.refresh_from_db()
+    assert inc.status == "open" and inc.severity == "page"
+    later = now + timedelta(hours=6, minutes=10)
     probes(svc, later, good=300)
     sla.evaluate(svc, now=later)
     inc.refresh_from_db()
@@ -156,7 +163,7 @@ def test_slow_probes_open_a_latency_incident(db: None) -> None:
     now = timezone.now()
     probes(svc, now, good=10, slow=90)
     burns = sla.evaluate(svc, now=now)
-    assert burns["latency"].alert == "fast" and burns["availability"].alert is None
+    assert burns["latency"].alert == "1h/5m" and burns["availability"].alert is None
     assert Incident.objects.get(service=svc).kind == "latency"
     assert sla.fast_burning(svc)
 
@@ -164,14 +171,15 @@ def test_slow_probes_open_a_latency_incident(db: None) -> None:
 def test_a_slow_burn_tickets_then_escalates_to_a_page(db: None) -> None:
     svc = make_service(latency_objective_ms=200)
     now = timezone.now()
-    probes(svc, now, good=60, slow=40)  # 40 % slow against a 5 % budget: 8×, above 6× but below 14.4×
-    assert sla.evaluate(svc, now=now)["latency"].alert == "slow"
+    probes(svc, now, good=90, slow=10)  # 10 % slow against a 5 % budget: 2×, only the 3 d pair (1×)
+    assert sla.evaluate(svc, now=now)["latency"].alert == "3d/6h"
     inc = Incident.objects.get(service=svc)
     assert inc.severity == "ticket" and not sla.fast_burning(svc)
     probes(svc, now, slow=400)
     sla.evaluate(svc, now=now)
     inc.refresh_from_db()
     assert inc.severity == "page" and Incident.objects.filter(service=svc).count() == 1
+    assert inc.evidence["alert"] == "3d/6h" and inc.evidence["escalation"]["alert"] == "1h/5m"
     assert AuditEntry.objects.filter(action="incident.escalate").count() == 1
 
 
@@ -237,8 +245,10 @@ def test_slow_then_failing_instances_page_scale_up_and_fail_over(transactional_d
 
     inc = wait_for(lambda: Incident.objects.filter(service=svc, kind="latency").first(), timeout=60,
                    message="a latency incident")
-    # The slow pair (6×) usually fires first: a ticket, escalated to a page if the fast pair follows.
-    assert inc.severity in ("ticket", "page") and inc.evidence["burn_rates"]["30m"] >= 6
+    # The 6 h / 30 min pair (6×, a page) or the 3 d / 6 h pair (1×, a ticket escalated to a page
+    # once a page pair follows) usually fires first.
+    pair = inc.evidence["pair"]
+    assert inc.severity == pair["severity"] and inc.evidence["burn_rates"][pair["short"]] >= pair["factor"]
     wait_for(lambda: hook.received, timeout=30, message="the webhook")
     assert hook.received[0]["event"] == "opened" and hook.received[0]["kind"] == "latency"
 
@@ -386,6 +396,9 @@ def test_a_manual_override_from_the_page_pauses_the_autoscaler(fleet: Service, c
     ("/services/web/sla/settings/", {"probe_interval_seconds": "0.2", "probe_timeout_seconds": "0.1"}),
     ("/services/web/sla/settings/", {"min_instances": "5", "max_instances": "2"}),
     ("/services/web/sla/settings/", {"failure_threshold": "many"}),
+    ("/services/web/sla/settings/", {"burn_6h_severity": "sms"}),
+    ("/services/web/sla/settings/", {"burn_1h_factor": "0"}),
+    ("/services/web/sla/settings/", {"burn_3d_factor": "fast"}),
     ("/sla/channels/", {"name": "x", "kind": "webhook", "target": "not a url"}),
     ("/sla/channels/", {"name": "x", "kind": "pager", "target": "http://127.0.0.1/"}),
 ])
@@ -393,7 +406,9 @@ def test_bad_input_is_a_400_that_changes_nothing(fleet: Service, clients, url: s
     before = AuditEntry.objects.count()
     current = ServiceSettings(fleet).fields_dict()
     full = {f: current[f] for f in ("probe_interval_seconds", "probe_timeout_seconds", "failure_threshold",
-                                    "success_threshold", "uptime_objective", "latency_objective_ms", "min_instances",
+                                    "success_threshold", "uptime_objective", "latency_objective_ms",
+                                    "burn_1h_factor", "burn_1h_severity", "burn_6h_factor", "burn_6h_severity",
+                                    "burn_3d_factor", "burn_3d_severity", "min_instances",
                                     "max_instances", "scale_up_max_step", "scale_down_max_step",
                                     "scale_up_stabilization_seconds", "scale_down_stabilization_seconds")}
     resp = clients["alice"].post(url, {**full, **data} if "settings" in url else data)
@@ -404,6 +419,8 @@ def test_bad_input_is_a_400_that_changes_nothing(fleet: Service, clients, url: s
 def test_settings_saved_from_the_page_are_audited(fleet: Service, clients) -> None:
     data = {"probe_interval_seconds": "1", "probe_timeout_seconds": "0.5", "failure_threshold": "2",
             "success_threshold": "1", "uptime_objective": "99.5", "latency_objective_ms": "250",
+            "burn_1h_factor": "14.4", "burn_1h_severity": "page", "burn_6h_factor": "5",
+            "burn_6h_severity": "ticket", "burn_3d_factor": "1", "burn_3d_severity": "ticket",
             "autoscale_enabled": "on", "min_instances": "1", "max_instances": "6", "target_cpu_percent": "",
             "target_latency_ms": "", "target_demand_per_instance": "3", "scale_up_max_step": "2",
             "scale_down_max_step": "1", "scale_up_stabilization_seconds": "0",
@@ -414,6 +431,12 @@ def test_settings_saved_from_the_page_are_audited(fleet: Service, clients) -> No
     assert auto.max_instances == 6 and auto.target_cpu_percent is None and fleet.objectives.uptime_objective == 99.5
     entry = AuditEntry.objects.filter(action="service.update").order_by("-id").first()
     assert entry.payload["changes"]["max_instances"] == [4, 6]
+    # The burn-rate pairs are part of the same form and the same one audit entry.
+    assert fleet.objectives.burn_6h_factor == 5 and fleet.objectives.burn_6h_severity == "ticket"
+    assert entry.payload["changes"]["burn_6h_severity"] == ["page", "ticket"]
+    assert entry.payload["changes"]["burn_6h_factor"] == [6.0, 5.0]
+    body = clients["alice"].get("/services/web/sla/").content.decode()
+    assert '<select name="burn_6h_severity"><option value="page">page</option><option value="ticket" selected>' in body
 
 
 # --- a real browser ---------------------------------------------------------------------------------
