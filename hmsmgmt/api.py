@@ -29,6 +29,10 @@ from workflows.api import router as workflows_router
 
 
 class TokenAuth(HttpBearer):
+    openapi_bearerFormat = "hms_<id>_<secret>"
+    openapi_description = ("An API token: `python manage.py create_api_token USERNAME` prints one (once); "
+                           "send `Authorization: Bearer hms_…`.")
+
     def authenticate(self, request: HttpRequest, token: str) -> Any:
         api_token = resolve_token(token)
         if api_token is None:
@@ -41,6 +45,9 @@ class TokenAuth(HttpBearer):
 
 class ActiveSessionAuth(SessionAuth):
     """The browser session; ninja enforces CSRF for it on unsafe methods."""
+
+    openapi_description = ("The console's session cookie (sign in at /login/); writes also need the "
+                           "`X-CSRFToken` header.")
 
     def __call__(self, request: HttpRequest) -> Any:
         # No signed-in session: not ours to judge (and not a CSRF failure), so the caller gets 401.
