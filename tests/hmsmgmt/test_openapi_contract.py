@@ -203,3 +203,26 @@ schema = console_schema()
 def test_schemathesis_finds_nothing(case, demo, instant_engine, stop_local_instances, root_token,
                                     in_test_transaction) -> None:
     case.call_and_validate(headers={"Authorization": f"Bearer {root_token}"})
+
+
+# --- what schemathesis found, kept fixed ------------------------------------------------------------
+def test_a_multipart_post_without_a_boundary_is_a_400_not_a_500(client, tokens, demo) -> None:
+    r = client.post("/mgmt/scale", data=b"--x--", content_type="multipart/form-data",
+                    HTTP_AUTHORIZATION=f"Bearer {tokens['alice']}")
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request" and "multipart" in r.json()["detail"]
+
+
+def test_a_whole_number_written_as_a_float_is_a_count(client, tokens, demo, instant_engine) -> None:
+    r = api(client, "POST", "/mgmt/scale", '{"service": "HMS-SVC", "instances": 2.0}', token=tokens["alice"])
+    assert r.status_code == 200 and r.json()["desired"] == 2
+    for bad in ("2.5", "true", '"2"', "1e300"):
+        body = '{"service": "HMS-SVC", "instances": ' + bad + "}"
+        r = api(client, "POST", "/mgmt/scale", body, token=tokens["alice"])
+        assert r.status_code == 400 and r.json()["error"] == "invalid_request", bad
+
+
+@pytest.mark.parametrize(("query", "status"), [("seq=6.0", 200), ("limit=10.0", 200), ("seq=6.5", 400),
+                                               ("seq=NaN", 400), ("seq=1e400", 400), ("before=x", 400)])
+def test_audit_numbers_read_as_the_other_parameters(client, tokens, demo, query, status) -> None:
+    r = api(client, "GET", f"/mgmt/audit?{query}", token=tokens["alice"])
+    assert r.status_code == status, r.content[:200]
