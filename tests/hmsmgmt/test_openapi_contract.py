@@ -199,7 +199,7 @@ schema = console_schema()
 
 @pytest.mark.slow
 @schema.parametrize()
-@settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_schemathesis_finds_nothing(case, demo, instant_engine, stop_local_instances, root_token,
                                     in_test_transaction) -> None:
     case.call_and_validate(headers={"Authorization": f"Bearer {root_token}"})
