@@ -14,7 +14,7 @@ from audit import export, filters
 from audit.models import AuditEntry
 from audit.selectors import can_view_audit
 from core.http import json_error
-from core.openapi import documented
+from core.openapi import STORABLE_TEXT, documented
 
 router = Router(tags=["audit"])
 
@@ -38,14 +38,14 @@ def _param(name: str, schema: dict[str, Any], description: str, example: Any = N
 # The filters are parsed by audit.filters (shared with the audit page), from request.GET; these
 # document them.
 FILTER_PARAMS = [
-    _param("actor", {"type": "string"}, "username or system:<component>; `alice*` for a prefix",
+    _param("actor", STORABLE_TEXT, "username or system:<component>; `alice*` for a prefix",
            "alice"),
-    _param("action", {"type": "string"}, "an action, or `policy.*` for a prefix", "scale"),
-    _param("target", {"type": "string"}, "a target's name, id or `type:id`", "HMS-SVC"),
+    _param("action", STORABLE_TEXT, "an action, or `policy.*` for a prefix", "scale"),
+    _param("target", STORABLE_TEXT, "a target's name, id or `type:id`", "HMS-SVC"),
     _param("outcome", {"type": "string", "enum": ["", *AuditEntry.Outcome.values]}, "success, denied or error"),
     _param("since", _WHEN, "entries from (a date: from its start)", "2026-04-01"),
     _param("until", _WHEN, "entries until (a date: to its end)", "2026-04-30"),
-    _param("q", {"type": "string"}, "full text in payloads"),
+    _param("q", STORABLE_TEXT, "full text in payloads"),
     _param("seq", _ID, "the entry at this chain position"),
 ]
 PAGE_PARAMS = [

@@ -140,3 +140,42 @@ def documented(
         else:
             extra[key] = value
     return {"response": response, "openapi_extra": extra}
+
+
+# What every database here can store (core.safejson; core.middleware for paths and query strings):
+# text without NUL, anywhere in a body, a path or a query string. The request schemas say so, so a
+# generated "valid" request is one the console accepts.
+NO_NUL = "^[^\x00]*$"
+STORABLE_TEXT: dict[str, Any] = {"type": "string", "pattern": NO_NUL}
+STORABLE_JSON_REF = "#/components/schemas/StorableJSON"
+STORABLE_JSON: dict[str, Any] = {
+    "description": "Any JSON whose strings and keys hold no NUL character (\\u0000) and no unpaired surrogate.",
+    "anyOf": [
+        {"type": "null"}, {"type": "boolean"}, {"type": "number"}, STORABLE_TEXT,
+        {"type": "array", "items": {"$ref": STORABLE_JSON_REF}},
+        {"type": "object", "propertyNames": {"pattern": NO_NUL}, "additionalProperties": {"$ref": STORABLE_JSON_REF}},
+    ],
+}
+# In a model's JSON schema: "storable JSON here" (pydantic resolves every $ref itself, so the
+# models carry this marker and link_storable_json() turns it into the $ref in the document).
+STORABLE_JSON_MARK: dict[str, Any] = {"x-storable-json": True}
+# For a body model's model_config: the keys it ignores are storable JSON too.
+STORABLE_BODY: dict[str, Any] = {"propertyNames": {"pattern": NO_NUL}, "additionalProperties": STORABLE_JSON_MARK}
+
+
+def link_storable_json(document: dict[str, Any]) -> dict[str, Any]:
+    """The document with StorableJSON in its components and every marker a $ref to it (a copy
+    where it changes: the marker dicts may be shared with the models' schema constants)."""
+
+    def link(node: Any) -> Any:
+        if isinstance(node, dict):
+            if node.get("x-storable-json") is True:
+                return {"$ref": STORABLE_JSON_REF}
+            return {key: link(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [link(item) for item in node]
+        return node
+
+    linked = link(document)
+    linked["components"]["schemas"]["StorableJSON"] = STORABLE_JSON
+    return linked

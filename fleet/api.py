@@ -12,10 +12,10 @@ from typing import Annotated, Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, Path, Query, Router, Schema
-from pydantic import BeforeValidator, StrictBool, StrictInt, StrictStr
+from pydantic import BeforeValidator, ConfigDict, StrictBool, StrictInt, StrictStr
 
 from core.errors import PolicyViolation
-from core.openapi import SCALE_POLICIES, DecisionOut, documented
+from core.openapi import NO_NUL, SCALE_POLICIES, STORABLE_BODY, DecisionOut, documented
 from fleet import actions, reconcile
 from fleet.models import Instance, Service
 from fleet.reconcile import converge_now
@@ -44,7 +44,10 @@ WholeNumber = Annotated[StrictInt, BeforeValidator(_integral)]
 
 
 class ScaleIn(Schema):
-    service: StrictStr = Field(..., min_length=1, max_length=63, description="service name, e.g. HMS-SVC")
+    model_config = ConfigDict(json_schema_extra=STORABLE_BODY)
+
+    service: StrictStr = Field(..., min_length=1, max_length=63, description="service name, e.g. HMS-SVC",
+                               json_schema_extra={"pattern": NO_NUL})
     instances: WholeNumber = Field(..., ge=0, le=settings.HMS_MAX_INSTANCES, description="desired instance count")
     wait: StrictBool = Field(False, description="wait (bounded) until running == desired")
 
@@ -194,7 +197,7 @@ def list_services(
     **documented(ServiceOut, errors=(404,), response_example=SERVICE_EXAMPLE | {"instances": [INSTANCE_EXAMPLE]},
                  error_examples={404: {"error": "not_found", "detail": "No service named 'HMS-XYZ'."}}),
 )
-def get_service(request: HttpRequest, name: str = Path(..., example="HMS-SVC")) -> Any:
+def get_service(request: HttpRequest, name: str = Path(..., example="HMS-SVC", pattern=NO_NUL)) -> Any:
     svc = service_for(request.user, name)
     live = list(svc.instances.filter(state__in=Instance.LIVE_STATES + (Instance.State.STOPPING,)))
     # The counts from the instances just read: the same answer as reconcile.status(svc) without

@@ -23,6 +23,7 @@ from audit.context import update_context
 from core import safejson
 from core.errors import ApiError, PolicyViolation
 from core.http import json_error
+from core.openapi import link_storable_json
 from fleet.api import router as services_router
 from slo.api import router as slo_router
 from workflows.api import router as workflows_router
@@ -68,6 +69,9 @@ class StrictParser(Parser):
 class ConsoleAPI(NinjaAPI):
     """NinjaAPI whose every answer under /mgmt/ is JSON, including the two ninja and Django would
     give as text/HTML: a wrong method on a known path (405) and an unknown path (404)."""
+
+    def get_openapi_schema(self, **kwargs: Any) -> Any:
+        return link_storable_json(super().get_openapi_schema(**kwargs))  # the bodies' "any JSON"
 
     @property
     def urls(self) -> tuple[list[Any], str, str]:

@@ -10,7 +10,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Path, Router, Schema
 
-from core.openapi import documented
+from core.openapi import NO_NUL, documented
 from fleet.selectors import service_for
 from slo import sla
 from slo.models import Incident
@@ -70,7 +70,7 @@ SLA_EXAMPLE = {
     **documented(SlaOut, errors=(404,), response_example=SLA_EXAMPLE,
                  error_examples={404: {"error": "not_found", "detail": "No service named 'HMS-XYZ'."}}),
 )
-def get_service_sla(request: HttpRequest, name: str = Path(..., example="HMS-SVC")) -> Any:
+def get_service_sla(request: HttpRequest, name: str = Path(..., example="HMS-SVC", pattern=NO_NUL)) -> Any:
     """What the SLA page shows, for a portal: probe windows (1 h, 24 h, 30 d; maintenance excluded),
     the 30-day error budget left per objective (1.0 untouched, 0 or less spent; null before any
     probe), an active maintenance window, and the incidents of the last 30 days, newest first."""

@@ -8,10 +8,10 @@ from typing import Any, Literal
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest
 from ninja import Field, Path, Query, Router, Schema
-from pydantic import StrictBool, StrictStr
+from pydantic import ConfigDict, StrictBool, StrictStr
 
 from core.errors import ApiError, PolicyViolation
-from core.openapi import RUN_POLICIES, DecisionOut, documented
+from core.openapi import NO_NUL, RUN_POLICIES, STORABLE_BODY, STORABLE_JSON_MARK, DecisionOut, documented
 from core.permissions import restrict
 from workflows import actions, serializers
 from workflows.models import StepRun, WorkflowRun
@@ -21,8 +21,12 @@ router = Router(tags=["workflows"])
 
 
 class StartIn(Schema):
-    flowId: StrictStr = Field(..., min_length=1, max_length=100, description="flow id, e.g. exportPatientData")
-    data: dict[str, Any] = Field(default_factory=dict, description="input for the run")
+    model_config = ConfigDict(json_schema_extra=STORABLE_BODY)
+
+    flowId: StrictStr = Field(..., min_length=1, max_length=100, description="flow id, e.g. exportPatientData",
+                              json_schema_extra={"pattern": NO_NUL})
+    data: dict[str, Any] = Field(default_factory=dict, description="input for the run", json_schema_extra={
+        "propertyNames": {"pattern": NO_NUL}, "additionalProperties": STORABLE_JSON_MARK})
 
 
 class StartOut(Schema):
@@ -130,7 +134,8 @@ def start(request: HttpRequest, payload: StartIn, dry_run: bool = False) -> Any:
 def list_runs(
     request: HttpRequest,
     status: Literal["", RunStatus] = Query("", description="only runs in this status"),
-    flowId: str = Query("", max_length=100, description="only runs of this flow", example="reportingFlow"),
+    flowId: str = Query("", max_length=100, pattern=NO_NUL, description="only runs of this flow",
+                        example="reportingFlow"),
     page: int = Query(1, ge=1, le=1_000_000_000, description="page number (past the last: no items)"),
     per_page: int = Query(50, ge=1, le=200, description="runs per page"),
 ) -> Any:
@@ -195,8 +200,10 @@ def retry(request: HttpRequest, run_id: int = RUN_ID) -> Any:
 
 
 class ApproveIn(Schema):
+    model_config = ConfigDict(json_schema_extra=STORABLE_BODY)
+
     approve: StrictBool = Field(..., description="true approves the step, false rejects it")
-    comment: StrictStr = Field("", max_length=500)
+    comment: StrictStr = Field("", max_length=500, json_schema_extra={"pattern": NO_NUL})
 
 
 @router.post(
@@ -208,7 +215,7 @@ class ApproveIn(Schema):
                                                  "detail": "Step 'signoff' is not waiting for a decision."}}),
 )
 def approve(request: HttpRequest, payload: ApproveIn, run_id: int = RUN_ID,
-            name: str = Path(..., example="signoff")) -> Any:
+            name: str = Path(..., example="signoff", pattern=NO_NUL)) -> Any:
     run = run_for(request.user, run_id, "approve")
     try:
         actions.decide_approval(run, name, approve=payload.approve, actor=request.user, comment=payload.comment)
