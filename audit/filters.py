@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.db import OperationalError, connection, transaction
@@ -70,9 +71,15 @@ def _int(name: str, raw: str | None) -> int | None:
     if raw in (None, ""):
         return None
     try:
-        value = int(str(raw))
-    except ValueError:
+        # A whole number as JSON and the API's other parameters take it: "6" and "6.0" alike.
+        number = Decimal(str(raw).strip())
+    except InvalidOperation:
         raise FilterError(name, f"{raw!r} is not a whole number") from None
+    if not number.is_finite() or number != number.to_integral_value():
+        raise FilterError(name, f"{raw!r} is not a whole number")
+    if number.adjusted() > 18:
+        raise FilterError(name, "is too large")
+    value = int(number)
     if value < 0:
         raise FilterError(name, "must be 0 or more")
     if value > 2**63 - 1:
@@ -119,7 +126,7 @@ def apply(qs: QuerySet, f: AuditFilter) -> QuerySet:
     if v["until"]:
         qs = qs.filter(created_at__lte=_when("until", v["until"], end=True))
     if v["seq"]:
-        qs = qs.filter(seq=int(v["seq"]))
+        qs = qs.filter(seq=_int("seq", v["seq"]))
     if v["q"]:
         if connection.vendor == "postgresql":
             qs = qs.extra(where=[PG_FTS], params=[v["q"]])

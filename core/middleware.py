@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 
 from core.http import json_error
 from core.safejson import text_problem
@@ -39,10 +40,14 @@ class UnstorableInputMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        where = self._problem(request)
-        if where is None:
-            return self.get_response(request)
-        detail = f"The {where}; it cannot be stored or looked up."
+        try:
+            where = self._problem(request)
+        except MultiPartParserError as exc:  # e.g. multipart/form-data without a boundary: not a 500
+            detail = f"The request body is not valid multipart/form-data ({exc})."
+        else:
+            if where is None:
+                return self.get_response(request)
+            detail = f"The {where}; it cannot be stored or looked up."
         if request.path.startswith("/mgmt/"):
             return json_error(400, "invalid_request", detail)
         return HttpResponseBadRequest(detail, content_type="text/plain; charset=utf-8")

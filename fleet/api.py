@@ -7,14 +7,15 @@ instances it lists."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from ninja import Field, Query, Router, Schema
-from pydantic import StrictBool, StrictInt, StrictStr
+from ninja import Field, Path, Query, Router, Schema
+from pydantic import BeforeValidator, ConfigDict, StrictBool, StrictInt, StrictStr
 
 from core.errors import PolicyViolation
+from core.openapi import NO_NUL, SCALE_POLICIES, STORABLE_BODY, DecisionOut, documented
 from fleet import actions, reconcile
 from fleet.models import Instance, Service
 from fleet.reconcile import converge_now
@@ -31,9 +32,23 @@ LIST_MAX = 1000
 OFFSET_MAX = 1_000_000_000
 
 
+def _integral(value: Any) -> Any:
+    """JSON has one number type: 3.0 is the integer 3 (so JSON Schema's "integer" says, and so a
+    client's JSON encoder may write it); 2.5, "3" and true stay refused."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+WholeNumber = Annotated[StrictInt, BeforeValidator(_integral)]
+
+
 class ScaleIn(Schema):
-    service: StrictStr = Field(..., min_length=1, max_length=63, description="service name, e.g. HMS-SVC")
-    instances: StrictInt = Field(..., ge=0, le=settings.HMS_MAX_INSTANCES, description="desired instance count")
+    model_config = ConfigDict(json_schema_extra=STORABLE_BODY)
+
+    service: StrictStr = Field(..., min_length=1, max_length=63, description="service name, e.g. HMS-SVC",
+                               json_schema_extra={"pattern": NO_NUL})
+    instances: WholeNumber = Field(..., ge=0, le=settings.HMS_MAX_INSTANCES, description="desired instance count")
     wait: StrictBool = Field(False, description="wait (bounded) until running == desired")
 
 
@@ -70,18 +85,6 @@ class ScaleOut(Schema):
     converged: bool
 
 
-class DecisionOut(Schema):
-    dryRun: bool = True
-    allowed: bool
-    policy: str | None
-    kind: str | None
-    detail: str
-    limit: int | None
-    current: int | None
-    reasons: list[str]
-    checked: list[str]
-
-
 def instance_out(inst: Instance) -> dict[str, Any]:
     return {
         "id": inst.pk,
@@ -109,7 +112,31 @@ def service_out(svc: Service, st: reconcile.Status) -> dict[str, Any]:
     }
 
 
-@router.post("/scale", response={200: ScaleOut | DecisionOut}, summary="Set a service's desired instance count")
+SERVICE_EXAMPLE = {"name": "HMS-SVC", "driver": "process", "desired": 2, "running": 2, "starting": 0,
+                   "backingOff": False}
+INSTANCE_EXAMPLE = {"id": 7, "driver": "process", "ref": "41234", "node": "", "address": "127.0.0.1:20001",
+                    "state": "running", "health": "healthy", "restarts": 0, "startedAt": "2026-04-01T09:30:00.125Z",
+                    "cpuPercent": 0.4, "memoryBytes": 21495808}
+
+
+@router.post(
+    "/scale",
+    summary="Set a service's desired instance count",
+    description=(
+        "The chapter's call. Records the desired count (audited) and converges at once; `wait: true` waits "
+        "(bounded by HMS_SCALE_WAIT_SECONDS) until running == desired. `?dry_run=1` only asks the policies "
+        "(a 200 DecisionOut, nothing changes). Policy refusals are 409 (change freeze, cooldown) or 422 "
+        "(instance bounds, step); 503 when the engine is unreachable (the desired count is kept "
+        "and applied when it is back). Nothing changes on a 4xx."
+    ),
+    **documented(
+        ScaleOut | DecisionOut, errors=(403, 404, 503), policy=SCALE_POLICIES, body=True,
+        request_example={"service": "HMS-SVC", "instances": 3, "wait": True},
+        response_example={"service": "HMS-SVC", "previous": 2, "desired": 3, "running": 3, "starting": 0,
+                          "converged": True},
+        error_examples={404: {"error": "not_found", "detail": "No service named 'HMS-XYZ'."}},
+    ),
+)
 def scale(request: HttpRequest, payload: ScaleIn, dry_run: bool = False) -> Any:
     svc = service_for(request.user, payload.service, "scale", with_counts=True)
     outcome = actions.scale_service(svc, payload.instances, actor=request.user, dry_run=dry_run)
@@ -135,7 +162,6 @@ def scale(request: HttpRequest, payload: ScaleIn, dry_run: bool = False) -> Any:
 
 @router.get(
     "/services",
-    response=list[ServiceOut],
     summary="Services you may see, with counts (paged by limit and offset)",
     description=(
         "Services you may see, by name, with their desired, running and starting counts. "
@@ -144,8 +170,15 @@ def scale(request: HttpRequest, payload: ScaleIn, dry_run: bool = False) -> Any:
         "`offset += limit` while `offset < X-Total-Count`. A limit or offset that is not a whole "
         f"number in range (offset ≤ {OFFSET_MAX:,}) is a 400 naming the parameter."
     ),
-    openapi_extra={"responses": {200: {"headers": {"X-Total-Count": {
-        "description": "how many services you may see in all (every page)", "schema": {"type": "integer"}}}}}},
+    **documented(
+        list[ServiceOut],
+        response_example=[SERVICE_EXAMPLE],
+        error_examples={400: {"error": "invalid_request", "detail": "limit: Input should be less than or equal to "
+                                                                    f"{LIST_MAX}"}},
+        openapi_extra={"responses": {200: {"headers": {"X-Total-Count": {
+            "description": "how many services you may see in all (every page)",
+            "schema": {"type": "integer", "minimum": 0}, "example": 300}}}}},
+    ),
 )
 def list_services(
     request: HttpRequest,
@@ -158,8 +191,13 @@ def list_services(
     return [service_out(s, status_of(s)) for s in annotate_counts(visible)[offset:offset + limit]]
 
 
-@router.get("/services/{name}", response=ServiceOut, summary="One service with its instances")
-def get_service(request: HttpRequest, name: str) -> Any:
+@router.get(
+    "/services/{name}",
+    summary="One service with its instances",
+    **documented(ServiceOut, errors=(404,), response_example=SERVICE_EXAMPLE | {"instances": [INSTANCE_EXAMPLE]},
+                 error_examples={404: {"error": "not_found", "detail": "No service named 'HMS-XYZ'."}}),
+)
+def get_service(request: HttpRequest, name: str = Path(..., example="HMS-SVC", pattern=NO_NUL)) -> Any:
     svc = service_for(request.user, name)
     live = list(svc.instances.filter(state__in=Instance.LIVE_STATES + (Instance.State.STOPPING,)))
     # The counts from the instances just read: the same answer as reconcile.status(svc) without

@@ -23,12 +23,17 @@ from audit.context import update_context
 from core import safejson
 from core.errors import ApiError, PolicyViolation
 from core.http import json_error
+from core.openapi import link_storable_json
 from fleet.api import router as services_router
 from slo.api import router as slo_router
 from workflows.api import router as workflows_router
 
 
 class TokenAuth(HttpBearer):
+    openapi_bearerFormat = "hms_<id>_<secret>"
+    openapi_description = ("An API token: `python manage.py create_api_token USERNAME` prints one (once); "
+                           "send `Authorization: Bearer hms_…`.")
+
     def authenticate(self, request: HttpRequest, token: str) -> Any:
         api_token = resolve_token(token)
         if api_token is None:
@@ -41,6 +46,9 @@ class TokenAuth(HttpBearer):
 
 class ActiveSessionAuth(SessionAuth):
     """The browser session; ninja enforces CSRF for it on unsafe methods."""
+
+    openapi_description = ("The console's session cookie (sign in at /login/); writes also need the "
+                           "`X-CSRFToken` header.")
 
     def __call__(self, request: HttpRequest) -> Any:
         # No signed-in session: not ours to judge (and not a CSRF failure), so the caller gets 401.
@@ -61,6 +69,9 @@ class StrictParser(Parser):
 class ConsoleAPI(NinjaAPI):
     """NinjaAPI whose every answer under /mgmt/ is JSON, including the two ninja and Django would
     give as text/HTML: a wrong method on a known path (405) and an unknown path (404)."""
+
+    def get_openapi_schema(self, **kwargs: Any) -> Any:
+        return link_storable_json(super().get_openapi_schema(**kwargs))  # the bodies' "any JSON"
 
     @property
     def urls(self) -> tuple[list[Any], str, str]:

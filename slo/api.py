@@ -8,8 +8,9 @@ from typing import Any
 from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
-from ninja import Router, Schema
+from ninja import Path, Router, Schema
 
+from core.openapi import NO_NUL, documented
 from fleet.selectors import service_for
 from slo import sla
 from slo.models import Incident
@@ -52,8 +53,24 @@ def incident_out(inc: Incident) -> dict[str, Any]:
             "openedAt": inc.opened_at, "acknowledgedAt": inc.acknowledged_at, "resolvedAt": inc.resolved_at}
 
 
-@router.get("/services/{name}/sla", response=SlaOut, summary="A service's SLA: uptime, latency, budgets, incidents")
-def get_service_sla(request: HttpRequest, name: str) -> Any:
+_WINDOW = {"probes": 720, "uptimePercent": 99.86, "down": 1, "slow": 3, "p50Ms": 2.1, "p95Ms": 8.4}
+SLA_EXAMPLE = {
+    "service": "HMS-SVC", "uptimeObjectivePercent": 99.9, "latencyObjectiveMs": 300,
+    "windows": {"1h": _WINDOW, "24h": _WINDOW | {"probes": 17280}, "30d": _WINDOW | {"probes": 518400}},
+    "budgetLeft": {"availability": 0.62, "latency": 0.91}, "maintenanceUntil": None,
+    "incidents": [{"id": 3, "kind": "availability", "severity": "page", "status": "resolved",
+                   "title": "HMS-SVC uptime burn 14.4x over 1 h", "openedAt": "2026-04-01T09:30:00.125Z",
+                   "acknowledgedAt": None, "resolvedAt": "2026-04-01T09:52:10.002Z"}],
+}
+
+
+@router.get(
+    "/services/{name}/sla",
+    summary="A service's SLA: uptime, latency, budgets, incidents",
+    **documented(SlaOut, errors=(404,), response_example=SLA_EXAMPLE,
+                 error_examples={404: {"error": "not_found", "detail": "No service named 'HMS-XYZ'."}}),
+)
+def get_service_sla(request: HttpRequest, name: str = Path(..., example="HMS-SVC", pattern=NO_NUL)) -> Any:
     """What the SLA page shows, for a portal: probe windows (1 h, 24 h, 30 d; maintenance excluded),
     the 30-day error budget left per objective (1.0 untouched, 0 or less spent; null before any
     probe), an active maintenance window, and the incidents of the last 30 days, newest first."""

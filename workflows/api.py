@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest
-from ninja import Field, Router, Schema
-from pydantic import StrictBool, StrictStr
+from ninja import Field, Path, Query, Router, Schema
+from pydantic import ConfigDict, StrictBool, StrictStr
 
 from core.errors import ApiError, PolicyViolation
+from core.openapi import NO_NUL, RUN_POLICIES, STORABLE_BODY, STORABLE_JSON_MARK, DecisionOut, documented
 from core.permissions import restrict
 from workflows import actions, serializers
 from workflows.models import StepRun, WorkflowRun
@@ -19,16 +21,99 @@ router = Router(tags=["workflows"])
 
 
 class StartIn(Schema):
-    flowId: StrictStr = Field(..., min_length=1, max_length=100, description="flow id, e.g. exportPatientData")
-    data: dict[str, Any] = Field(default_factory=dict, description="input for the run")
+    model_config = ConfigDict(json_schema_extra=STORABLE_BODY)
+
+    flowId: StrictStr = Field(..., min_length=1, max_length=100, description="flow id, e.g. exportPatientData",
+                              json_schema_extra={"pattern": NO_NUL})
+    data: dict[str, Any] = Field(default_factory=dict, description="input for the run", json_schema_extra={
+        "propertyNames": {"pattern": NO_NUL}, "additionalProperties": STORABLE_JSON_MARK})
 
 
 class StartOut(Schema):
     runId: int
-    status: str
+    status: Literal["started"]
 
 
-@router.post("/workflows", response={200: StartOut | dict}, summary="Start a workflow run")
+RunStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+StepStatus = Literal["pending", "queued", "running", "retrying", "waiting", "succeeded", "failed", "cancelled",
+                     "skipped"]
+
+
+class StepOut(Schema):
+    name: str
+    action: str
+    status: StepStatus
+    optional: bool
+    dependsOn: list[str]
+    attempts: int
+    maxAttempts: int
+    queuedAt: datetime | None
+    startedAt: datetime | None
+    finishedAt: datetime | None
+    nextAttemptAt: datetime | None = Field(..., description="when a retrying step is re-queued")
+    output: Any = Field(..., description="what the step returned (any JSON), null until it succeeds")
+    error: str
+
+
+class RunOut(Schema):
+    runId: int
+    flowId: str
+    status: RunStatus
+    actor: str | None
+    data: dict[str, Any]
+    error: str
+    createdAt: datetime
+    startedAt: datetime | None
+    finishedAt: datetime | None
+    steps: list[StepOut]
+
+
+class RunItemOut(Schema):
+    runId: int
+    flowId: str
+    status: RunStatus
+    actor: str | None
+    createdAt: datetime
+    finishedAt: datetime | None
+
+
+class RunListOut(Schema):
+    count: int = Field(..., description="runs matching the filters")
+    page: int
+    pages: int
+    items: list[RunItemOut]
+
+
+_STEP = {"name": "ingest", "action": "http", "status": "succeeded", "optional": False, "dependsOn": [],
+         "attempts": 1, "maxAttempts": 3, "queuedAt": "2026-04-01T09:30:00.125Z",
+         "startedAt": "2026-04-01T09:30:00.140Z", "finishedAt": "2026-04-01T09:30:00.410Z", "nextAttemptAt": None,
+         "output": {"status": 200}, "error": ""}
+RUN_EXAMPLE = {
+    "runId": 42, "flowId": "reportingFlow", "status": "running", "actor": "alice", "data": {"user": 123},
+    "error": "", "createdAt": "2026-04-01T09:30:00.100Z", "startedAt": "2026-04-01T09:30:00.125Z",
+    "finishedAt": None,
+    "steps": [_STEP, _STEP | {"name": "validation", "action": "python", "status": "running", "dependsOn": ["ingest"],
+                              "finishedAt": None, "output": None}],
+}
+_NO_RUN = {404: {"error": "not_found", "detail": "No run 42."}}
+RUN_ID = Path(..., example=42, description="the runId POST /mgmt/workflows answered")
+
+
+@router.post(
+    "/workflows",
+    summary="Start a workflow run",
+    description=(
+        "The chapter's call: `{flowId, data}` → `{runId, status: \"started\"}`; the run goes on in the "
+        "workers (GET /mgmt/workflows/{runId} for its steps). `?dry_run=1` only asks the policies (a 200 "
+        "DecisionOut). A quota refusal is 429 with the policy's limit and current count; a change freeze 409."
+    ),
+    **documented(
+        StartOut | DecisionOut, errors=(403, 404), policy=RUN_POLICIES, body=True,
+        request_example={"flowId": "reportingFlow", "data": {"user": 123}},
+        response_example={"runId": 42, "status": "started"},
+        error_examples={404: {"error": "not_found", "detail": "No flow with id 'noSuchFlow'."}},
+    ),
+)
 def start(request: HttpRequest, payload: StartIn, dry_run: bool = False) -> Any:
     flow = flow_for(request.user, payload.flowId, "run")
     outcome = actions.start_run(flow, payload.data, actor=request.user, dry_run=dry_run)
@@ -40,12 +125,20 @@ def start(request: HttpRequest, payload: StartIn, dry_run: bool = False) -> Any:
     return {"runId": outcome.run.pk, "status": "started"}
 
 
-@router.get("/workflows", summary="Runs you may see (filter by status, flowId; paginated)")
-def list_runs(request: HttpRequest, status: str = "", flowId: str = "", page: int = 1, per_page: int = 50) -> Any:
-    if status and status not in WorkflowRun.Status.values:
-        raise ApiError(400, "invalid_request", f"status must be one of {', '.join(WorkflowRun.Status.values)}")
-    if page < 1 or not 1 <= per_page <= 200:
-        raise ApiError(400, "invalid_request", "page must be >= 1 and per_page between 1 and 200")
+@router.get(
+    "/workflows",
+    summary="Runs you may see (filter by status, flowId; paginated)",
+    **documented(RunListOut, response_example={"count": 1, "page": 1, "pages": 1, "items": [
+        {k: RUN_EXAMPLE[k] for k in ("runId", "flowId", "status", "actor", "createdAt", "finishedAt")}]}),
+)
+def list_runs(
+    request: HttpRequest,
+    status: Literal["", RunStatus] = Query("", description="only runs in this status"),
+    flowId: str = Query("", max_length=100, pattern=NO_NUL, description="only runs of this flow",
+                        example="reportingFlow"),
+    page: int = Query(1, ge=1, le=1_000_000_000, description="page number (past the last: no items)"),
+    per_page: int = Query(50, ge=1, le=200, description="runs per page"),
+) -> Any:
     qs = restrict(WorkflowRun.objects.select_related("actor"), request.user).order_by("-id")
     if status:
         qs = qs.filter(status=status)
@@ -66,13 +159,19 @@ def list_runs(request: HttpRequest, status: str = "", flowId: str = "", page: in
     }
 
 
-@router.get("/workflows/{run_id}", summary="A run's status with its steps")
-def get_run(request: HttpRequest, run_id: int) -> Any:
+@router.get("/workflows/{run_id}", summary="A run's status with its steps",
+            **documented(RunOut, errors=(404,), response_example=RUN_EXAMPLE, error_examples=_NO_RUN))
+def get_run(request: HttpRequest, run_id: int = RUN_ID) -> Any:
     return serializers.run_summary(run_for(request.user, run_id))
 
 
-@router.post("/workflows/{run_id}/cancel", summary="Cancel a run: pending steps never start")
-def cancel(request: HttpRequest, run_id: int) -> Any:
+@router.post(
+    "/workflows/{run_id}/cancel",
+    summary="Cancel a run: pending steps never start",
+    **documented(RunOut, errors=(403, 404, 409), body=True, error_examples=_NO_RUN,
+                 response_example=RUN_EXAMPLE | {"status": "cancelled", "finishedAt": "2026-04-01T09:31:00.000Z"}),
+)
+def cancel(request: HttpRequest, run_id: int = RUN_ID) -> Any:
     run = run_for(request.user, run_id, "cancel")
     if not actions.cancel_run(run, actor=request.user):
         raise ApiError(409, "not_active", f"Run {run_id} has already finished ({run.status}).")
@@ -80,8 +179,15 @@ def cancel(request: HttpRequest, run_id: int) -> Any:
     return serializers.run_summary(run)
 
 
-@router.post("/workflows/{run_id}/retry", summary="Retry a failed or cancelled run from the failed step")
-def retry(request: HttpRequest, run_id: int) -> Any:
+@router.post(
+    "/workflows/{run_id}/retry",
+    summary="Retry a failed or cancelled run from the failed step",
+    **documented(RunOut, errors=(403, 404, 409), policy=RUN_POLICIES, body=True, response_example=RUN_EXAMPLE,
+                 error_examples=_NO_RUN | {409: {"error": "not_retryable",
+                                                 "detail": "Run 42 is running; only a failed or cancelled run "
+                                                           "can be retried."}}),
+)
+def retry(request: HttpRequest, run_id: int = RUN_ID) -> Any:
     run = run_for(request.user, run_id, "retry")
     try:
         outcome = actions.retry_run(run, actor=request.user)
@@ -94,12 +200,22 @@ def retry(request: HttpRequest, run_id: int) -> Any:
 
 
 class ApproveIn(Schema):
+    model_config = ConfigDict(json_schema_extra=STORABLE_BODY)
+
     approve: StrictBool = Field(..., description="true approves the step, false rejects it")
-    comment: StrictStr = Field("", max_length=500)
+    comment: StrictStr = Field("", max_length=500, json_schema_extra={"pattern": NO_NUL})
 
 
-@router.post("/workflows/{run_id}/steps/{name}/approve", summary="Approve or reject a waiting approval step")
-def approve(request: HttpRequest, run_id: int, name: str, payload: ApproveIn) -> Any:
+@router.post(
+    "/workflows/{run_id}/steps/{name}/approve",
+    summary="Approve or reject a waiting approval step",
+    **documented(RunOut, errors=(403, 404, 409), body=True, response_example=RUN_EXAMPLE,
+                 request_example={"approve": True, "comment": "checked the export"},
+                 error_examples=_NO_RUN | {409: {"error": "not_waiting",
+                                                 "detail": "Step 'signoff' is not waiting for a decision."}}),
+)
+def approve(request: HttpRequest, payload: ApproveIn, run_id: int = RUN_ID,
+            name: str = Path(..., example="signoff", pattern=NO_NUL)) -> Any:
     run = run_for(request.user, run_id, "approve")
     try:
         actions.decide_approval(run, name, approve=payload.approve, actor=request.user, comment=payload.comment)
