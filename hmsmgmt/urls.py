@@ -4,6 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from accounts.views import LoginView
+from console.metrics import metrics_view
 from hmsmgmt.api import api
 
 urlpatterns = [
@@ -18,6 +19,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("mgmt/", api.urls),
+    path("metrics", metrics_view, name="metrics"),  # Prometheus (docs/observability.md)
 ]
 
 if settings.HMS_BENCH:
