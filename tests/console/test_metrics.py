@@ -26,7 +26,7 @@ from controller.models import LoopBeat
 from core.stats import LATENCY_BUCKETS_MS, minute_floor
 from fleet.models import Instance, Service
 from health import rollups
-from health.models import ProbeRollup
+from health.models import ProbeResult, ProbeRollup
 from slo.models import Incident
 from workflows.models import StepRun, WorkflowDefinition, WorkflowRun
 
@@ -297,3 +297,19 @@ def test_settings(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ImproperlyConfigured, match="HMS_METRICS_TOKEN"):
         _settings(monkeypatch, HMS_METRICS_TOKEN="a token with spaces in it")
     assert _settings(monkeypatch, HMS_METRICS_TOKEN=TOKEN)["HMS_METRICS_TOKEN"] == TOKEN
+
+
+def test_probe_counters_are_what_the_rollup_job_rolled(open_metrics) -> None:  # type: ignore[no-untyped-def]
+    svc = Service.objects.create(name="HMS-SVC", command="x", desired_instances=1)
+    inst = Instance.objects.create(service=svc, driver="process", state=Instance.State.RUNNING)
+    now = timezone.now()
+    ProbeResult.objects.bulk_create(
+        [ProbeResult(service=svc, instance=inst, at=now, ok=True, latency_ms=ms) for ms in (3, 4, 20, 400)]
+        + [ProbeResult(service=svc, instance=inst, at=now, ok=False, latency_ms=1000)])
+    rollups.Rollup()()  # the controller's job: the current minute, its hour and today's day row
+    s = scrape()
+    assert value(s, "hmsmgmt_probes_total", service="HMS-SVC", result="up") == 4
+    assert value(s, "hmsmgmt_probes_total", service="HMS-SVC", result="down") == 1
+    assert value(s, "hmsmgmt_probes_slow_total", service="HMS-SVC") == 1  # 400 ms > 300 ms
+    assert value(s, "hmsmgmt_probe_latency_seconds_bucket", service="HMS-SVC", le="0.005") == 2
+    assert value(s, "hmsmgmt_probe_latency_seconds_bucket", service="HMS-SVC", le="0.5") == 4
