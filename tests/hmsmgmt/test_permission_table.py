@@ -175,6 +175,9 @@ PAGES: dict[str, list[Row]] = {
     ],
     "login/": [Row("GET", lambda c: "/login/", page(200, 302, 302, 302, 302), notes="signed in: sent on")],
     "logout/": [Row("POST", lambda c: "/logout/", page(302, 302, 302, 302, 302))],
+    # Not a session page: a bearer token or an allowed address (tests/console/test_metrics.py); with
+    # neither configured (production default) it is closed to everyone, superusers included.
+    "metrics": [Row("GET", lambda c: "/metrics", page(403, 403, 403, 403, 403))],
 }
 
 # --- the REST API: keyed by OpenAPI (METHOD, path) ---------------------------------------------
