@@ -6,6 +6,7 @@ the environment stops the process at start-up instead of surfacing as odd behavi
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from pathlib import Path
@@ -239,6 +240,28 @@ HMS_LOGIN_WINDOW_SECONDS = envint("HMS_LOGIN_WINDOW_SECONDS", 900, minimum=1)
 # The REST API takes small JSON bodies; anything bigger is refused with 413 before parsing.
 HMS_MAX_BODY_BYTES = envint("HMS_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(HMS_MAX_BODY_BYTES, 2 * 1024 * 1024)
+
+
+# GET /metrics (console/metrics.py, docs/observability.md): a bearer token, and/or peer addresses
+# allowed without one. Neither set in production means refused (403): fleet figures are not public.
+def envnetworks(name: str, default: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated addresses or CIDRs (10.0.0.0/8, 192.0.2.7, ::1) as networks; host bits
+    are allowed (10.1.2.3/8 means 10.0.0.0/8), so a copied address with its prefix still works."""
+    items = envlist(name, list(default))
+    try:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in items)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be comma-separated addresses or CIDRs: {exc}") from None
+
+
+HMS_METRICS_TOKEN = os.environ.get("HMS_METRICS_TOKEN", "")
+if HMS_METRICS_TOKEN and (len(HMS_METRICS_TOKEN) < 16 or not HMS_METRICS_TOKEN.isprintable()
+                          or any(c.isspace() for c in HMS_METRICS_TOKEN)):
+    # A short token is guessable by a scraper left running; whitespace cannot survive the header.
+    raise ImproperlyConfigured("HMS_METRICS_TOKEN must be at least 16 printable characters without spaces")
+# Only a development console (make up) with no token set scrapes from loopback without configuration.
+HMS_METRICS_ALLOW = envnetworks("HMS_METRICS_ALLOW",
+                                ("127.0.0.0/8", "::1/128") if DEBUG and not HMS_METRICS_TOKEN else ())
 
 # --- Domain knobs ----------------------------------------------------------------------------
 HMS_MAX_INSTANCES = envint("HMS_MAX_INSTANCES", 50, minimum=1)

@@ -5,6 +5,7 @@ from django.urls import include, path
 
 from accounts.views import LoginView
 from console import health_views
+from console.metrics import metrics_view
 from hmsmgmt.api import api
 
 urlpatterns = [
@@ -22,6 +23,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("mgmt/", api.urls),
+    path("metrics", metrics_view, name="metrics"),  # Prometheus (docs/observability.md)
 ]
 
 if settings.HMS_BENCH:

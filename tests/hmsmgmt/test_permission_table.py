@@ -178,6 +178,9 @@ PAGES: dict[str, list[Row]] = {
     # Probes carry no credentials: the same answer for everyone (tests/console/test_health.py).
     "healthz": [Row("GET", lambda c: "/healthz", page(200, 200, 200, 200, 200), notes="public probe")],
     "readyz": [Row("GET", lambda c: "/readyz", page(200, 200, 200, 200, 200), notes="public probe")],
+    # Not a session page: a bearer token or an allowed address (tests/console/test_metrics.py); with
+    # neither configured (production default) it is closed to everyone, superusers included.
+    "metrics": [Row("GET", lambda c: "/metrics", page(403, 403, 403, 403, 403))],
 }
 
 # --- the REST API: keyed by OpenAPI (METHOD, path) ---------------------------------------------
