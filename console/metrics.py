@@ -368,24 +368,27 @@ class FleetCollector(Collector):
                                  "When the loop last recorded a pass (Unix time)", labels=labels)
         passes = CounterMetricFamily("hmsmgmt_controller_loop_passes",
                                      "Passes the loop made since its process started", labels=labels)
+        leader = GaugeMetricFamily("hmsmgmt_controller_leader",
+                                   "1 for the process leading the loop (its lease, controller/leader.py), 0 for a "
+                                   "standby", labels=labels)
         running = GaugeMetricFamily("hmsmgmt_controller_loops_running",
                                     "Processes running the loop with a fresh beat (0: nobody runs it)",
                                     labels=["loop"])
         fresh = dict.fromkeys(loop_periods(), 0)
-        # Named columns only: rows gain fields (leader election) without changing what is read here.
-        for loop, host, pid, beat_at, pass_ms, n in (
+        for loop, host, pid, beat_at, pass_ms, n, leads in (
                 LoopBeat.objects.filter(beat_at__gte=now - BEAT_SHOWN)
-                .values_list("loop", "host", "pid", "beat_at", "last_pass_ms", "passes")):
+                .values_list("loop", "host", "pid", "beat_at", "last_pass_ms", "passes", "leader")):
             key = [loop, host, str(pid)]
             alive = now - beat_at <= BEAT_FRESH
             up.add_metric(key, 1 if alive else 0)
             took.add_metric(key, pass_ms / 1000)
             beat.add_metric(key, beat_at.timestamp())
             passes.add_metric(key, n)
+            leader.add_metric(key, 1 if leads and alive else 0)
             fresh[loop] = fresh.get(loop, 0) + (1 if alive else 0)
         for loop, n in fresh.items():
             running.add_metric([loop], n)
-        yield from (up, took, beat, passes, running)
+        yield from (up, took, beat, passes, leader, running)
 
     # --- audit ------------------------------------------------------------------------------------
     def _audit(self, now: datetime) -> Iterator[Metric]:

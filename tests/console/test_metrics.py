@@ -110,8 +110,10 @@ def fleet(open_metrics) -> Service:  # type: ignore[no-untyped-def]
                               OrmQ(key="hmsmgmt", payload="x", lock=now + timedelta(seconds=60))])  # claimed
     beat = {"host": "h1", "started_at": now - timedelta(hours=1), "passes": 7}
     LoopBeat.objects.bulk_create([
-        LoopBeat(pid=10, loop="tick", beat_at=now, last_pass_ms=12.5, **beat),
-        LoopBeat(pid=11, loop="monitor", beat_at=now - timedelta(minutes=1), last_pass_ms=80, **beat),  # stale
+        LoopBeat(pid=10, loop="tick", beat_at=now, last_pass_ms=12.5, leader=True, **beat),
+        LoopBeat(pid=13, loop="tick", beat_at=now, last_pass_ms=0, **beat),  # a standby
+        LoopBeat(pid=11, loop="monitor", beat_at=now - timedelta(minutes=1), last_pass_ms=80, leader=True,
+                 **beat),  # stale: no longer counts as leading
         LoopBeat(pid=12, loop="sealer", beat_at=now - timedelta(minutes=10), last_pass_ms=1, **beat),  # gone
     ])
     return svc
@@ -200,10 +202,13 @@ def test_workflows_queue_controller_audit(fleet) -> None:  # type: ignore[no-unt
     tick = {"loop": "tick", "host": "h1", "pid": "10"}
     assert value(s, "hmsmgmt_controller_loop_up", **tick) == 1
     assert value(s, "hmsmgmt_controller_loop_up", loop="monitor", host="h1", pid="11") == 0
+    assert value(s, "hmsmgmt_controller_leader", **tick) == 1
+    assert value(s, "hmsmgmt_controller_leader", loop="tick", host="h1", pid="13") == 0
+    assert value(s, "hmsmgmt_controller_leader", loop="monitor", host="h1", pid="11") == 0
     assert ("hmsmgmt_controller_loop_up", frozenset({"loop": "sealer", "host": "h1", "pid": "12"}.items())) not in s
     assert value(s, "hmsmgmt_controller_pass_duration_seconds", **tick) == pytest.approx(0.0125)
     assert value(s, "hmsmgmt_controller_loop_passes_total", **tick) == 7
-    assert value(s, "hmsmgmt_controller_loops_running", loop="tick") == 1
+    assert value(s, "hmsmgmt_controller_loops_running", loop="tick") == 2  # the leader and a standby
     assert value(s, "hmsmgmt_controller_loops_running", loop="monitor") == 0
     assert value(s, "hmsmgmt_controller_loops_running", loop="probes") == 0
     assert value(s, "hmsmgmt_audit_pending_seal") == AuditEntry.objects.filter(seq__isnull=True).count() > 0
