@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from controller import leader
 from controller.models import LoopBeat
+from core.dberrors import outage, unavailable
 from core.loops import Loop
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,9 @@ class Beat:
             write()
             self.failing = False
         except DatabaseError as exc:
-            if not self.failing:
+            if unavailable(exc) is not None:
+                outage.failed(f"the {self.key['loop']} heartbeat", exc)  # logged once per outage
+            elif not self.failing:
                 log.warning("%s: cannot record its heartbeat (%s)", self.key["loop"], exc)
             self.failing = True
 
