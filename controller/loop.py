@@ -88,6 +88,9 @@ class Beat:
         replaced (that one's session is gone, or we could not hold the lock), in one transaction."""
         if leading == self.leader:
             return
+        # Unknown until written: a write lost to an outage is retried, so a leader re-elected after
+        # it records its new `since` instead of keeping the row it wrote before.
+        self.leader = None
 
         def write() -> None:
             with transaction.atomic():

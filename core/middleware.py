@@ -43,6 +43,9 @@ def database_unavailable(request: HttpRequest, exc: BaseException) -> HttpRespon
         response = HttpResponse(html, status=503, content_type="text/html; charset=utf-8")
     response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     response["Cache-Control"] = "no-store"  # a proxy must not keep serving the outage afterwards
+    # Django logs every 5xx at ERROR ("Service Unavailable: /path"), a line per request; the outage
+    # itself is logged once above.
+    response._has_been_logged = True  # type: ignore[attr-defined]
     return response
 
 
