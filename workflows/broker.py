@@ -75,8 +75,10 @@ class NotifyORM(ORM):
             self._close()
             sleep(OUTAGE_RETRY)
             return None
-        if outage.active:
-            outage.recovered("the task queue's pusher")  # a dequeue answered: the database is back
+        # Back when a dequeue answered, and on PostgreSQL its LISTEN connection too (a dequeue whose
+        # wait broke on a vanishing server also returns, after a query made just before).
+        if outage.active and (self._listener is not None or not self._is_postgres()):
+            outage.recovered("the task queue's pusher")
         return tasks
 
     def _dequeue(self) -> list[tuple[Any, Any]] | None:
