@@ -45,6 +45,8 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from core.dberrors import outage
+
 log = logging.getLogger(__name__)
 
 # OPTIONS keys Django itself consumes; the rest are libpq connection parameters.
@@ -112,9 +114,9 @@ class PgLease:
         if self.held:
             if time.monotonic() - self.checked < self.check:
                 return True
-            if self._alive():
+            if (err := self._alive()) is None:
                 return True
-            self._step_down("its lease connection failed")
+            self._step_down(f"its lease connection failed: {err}")
             return False
         if not self._try():
             self.stop.wait(self.retry)
@@ -130,31 +132,40 @@ class PgLease:
 
     def _try(self) -> bool:
         try:
-            if self.conn is None or self.conn.closed:
+            if self.conn is None or self.conn.closed or self.conn.broken:
+                self._close()  # a dead session holds nothing: a new one takes the lock afresh
                 self.conn = psycopg.connect(**connect_kwargs(self.loop), autocommit=True)
             row = self.conn.execute("SELECT pg_try_advisory_lock(%s)", [self.key]).fetchone()
-            self.failing = False
         except psycopg.Error as exc:
-            if not self.failing:
+            if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+                # The database is down (or restarting): the process logs that once, for every loop.
+                outage.failed(f"the {self.loop} lease", exc)
+            elif not self.failing:
                 log.warning("%s: cannot try its lease (%s); retrying every %.1f s", self.loop, exc, self.retry)
             self.failing = True
             self._close()
             return False
+        if self.failing:
+            self.failing = False
+            outage.recovered(f"the {self.loop} lease")  # a new session answered: the database is back
         return bool(row and row[0])
 
-    def _alive(self) -> bool:
+    def _alive(self) -> str | None:
+        """None if the lease's session answers, else why not."""
         conn = self.conn
         if conn is None or conn.closed or conn.broken:
-            return False
+            return "connection closed"
         try:
             conn.execute("SELECT 1")
         except psycopg.Error as exc:
-            log.warning("%s: lease connection check failed: %s", self.loop, exc)
-            return False
+            if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+                outage.failed(f"the {self.loop} lease", exc)
+            return " ".join(str(exc).split())[:200] or type(exc).__name__
         self.checked = time.monotonic()
-        return True
+        return None
 
     def _step_down(self, why: str) -> None:
+        # One line per loop: leadership changing hands is worth knowing even during an outage.
         log.error("%s: stepping down (%s); standing by", self.loop, why)
         self.held, self.since = False, None
         self._close()  # whatever state the session is in, it must not keep the lock for nobody

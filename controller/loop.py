@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from controller import leader
 from controller.models import LoopBeat
+from core.dberrors import outage, unavailable
 from core.loops import Loop
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,9 @@ class Beat:
         replaced (that one's session is gone, or we could not hold the lock), in one transaction."""
         if leading == self.leader:
             return
+        # Unknown until written: a write lost to an outage is retried, so a leader re-elected after
+        # it records its new `since` instead of keeping the row it wrote before.
+        self.leader = None
 
         def write() -> None:
             with transaction.atomic():
@@ -109,7 +113,9 @@ class Beat:
             write()
             self.failing = False
         except DatabaseError as exc:
-            if not self.failing:
+            if unavailable(exc) is not None:
+                outage.failed(f"the {self.key['loop']} heartbeat", exc)  # logged once per outage
+            elif not self.failing:
                 log.warning("%s: cannot record its heartbeat (%s)", self.key["loop"], exc)
             self.failing = True
 

@@ -17,6 +17,13 @@ Their own threads keep each cadence independent of the others' slowest pass. A j
 loop stands by: a loop given `leads` (the controller's lease, controller.leader) asks it before
 each pass and runs none while it does not lead, its jobs closed and built afresh once it leads
 again (a standby keeps no probing threads, no state a former leadership left behind).
+
+A database outage (core.dberrors) is logged once per process, not as a traceback per job per
+pass: the first job that meets it ends the pass (the others would fail alike), and until the
+database answers again each pass is a probe (SELECT 1, a fresh connection) instead of the jobs, at
+least OUTAGE_RETRY apart; the first pass that reaches it runs the jobs, so a loop resumes within a
+period of the database's return. Nothing a pass does (tidying connections, building a job,
+leadership) can end the loop's thread: it logs and tries again next pass.
 """
 
 from __future__ import annotations
@@ -27,9 +34,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from django.db import close_old_connections, connection
+from django.db import connections
+
+from core.dberrors import drop, outage, probe, unavailable
 
 log = logging.getLogger(__name__)
+OUTAGE_RETRY = 0.2  # seconds between a loop's probes while the database is down (failover's period is 0)
 
 Seconds = float | Callable[[], float]
 
@@ -79,53 +89,114 @@ class Loop:
     leads: Callable[[], bool] | None = None
 
     def __post_init__(self) -> None:
-        self._calls: list[tuple[Job, Callable[[], object]]] | None = None  # built on the first pass
+        self._jobs: list[Job] | None = None  # this loop's jobs, read on the first pass
+        self._calls: dict[str, Callable[[], object]] = {}  # built so far (a failed build retries)
         self._last: dict[str, float] = {}
+        self._db_down = False  # this thread met an outage and has not reached the database since
+        self._failing: set[str] = set()  # what failed on the last try, logged once until it works
         self.passes = 0
 
     def run_once(self) -> None:
-        close_old_connections()
-        if self._calls is None:
-            self._calls = [(job, job.make()) for job in jobs(self.name)]
+        try:
+            self._pass()
+        except Exception as exc:  # a bug outside any job: say so once, never end the thread
+            self._failed("pass", exc)
+        self.passes += 1
+
+    def _pass(self) -> None:
+        if self._db_down:
+            if (err := probe()) is not None:
+                outage.failed(f"the {self.name} loop", err)  # counted; logged if it starts an outage
+                return
+            self._db_down = False
+            outage.recovered(f"the {self.name} loop")
+        self._tidy_connections()
+        if self._jobs is None:
+            self._jobs = jobs(self.name)
         now = time.monotonic()
-        for job, call in self._calls:
+        for job in self._jobs:
             every = job.period()
             if every and now - self._last.get(job.name, -1e18) < every:
                 continue
+            call = self._calls.get(job.name)
+            if call is None:
+                try:
+                    call = self._calls[job.name] = job.make()
+                except Exception as exc:
+                    if self._failed(f"building job {job.name}", exc):
+                        return
+                    continue  # the others still run; this one is built again next pass
+                self._failing.discard(f"building job {job.name}")
             self._last[job.name] = now
             try:
                 call()
-            except Exception:
-                log.exception("%s: job %s failed", self.name, job.name)
-        self.passes += 1
+            except Exception as exc:
+                if self._failed(f"job {job.name}", exc):
+                    return
+            else:
+                self._failing.discard(f"job {job.name}")
+
+    def _tidy_connections(self) -> None:
+        """close_old_connections(), one connection at a time: a connection that cannot even be
+        closed is forgotten (the next query reconnects) and the pass goes on."""
+        for conn in connections.all(initialized_only=True):
+            try:
+                conn.close_if_unusable_or_obsolete()
+            except Exception as exc:
+                if unavailable(exc) is None:  # a dead connection failing to close says nothing new
+                    self._failed(f"closing connection {conn.alias}", exc)
+                drop(conn.alias)
+
+    def _failed(self, what: str, exc: BaseException) -> bool:
+        """Log a failure; True when it is an outage: the pass ends, the next ones probe first."""
+        if (db := unavailable(exc)) is not None:
+            outage.failed(f"the {self.name} loop ({what})", db)
+            drop()  # whatever state the failure left it in; the probe connects afresh
+            self._db_down = True
+            return True
+        if what not in self._failing:  # a persistent bug: one traceback, not one per pass
+            self._failing.add(what)
+            log.exception("%s: %s failed", self.name, what)
+        return False
 
     def run(self, *, max_passes: int | None = None) -> None:
         try:
             while not self.stop.is_set() and (max_passes is None or self.passes < max_passes):
-                if self.leads is not None and not self.leads():
+                try:
+                    leading = self.leads is None or self.leads()
+                except Exception as exc:  # leadership itself failed: stand by and ask again
+                    self._failed("leadership", exc)
+                    leading = False
+                    self.stop.wait(OUTAGE_RETRY)
+                if not leading:
                     self.close_jobs()
                     continue
                 started = time.monotonic()
                 self.run_once()
                 took = time.monotonic() - started
                 if self.on_pass is not None:
-                    self.on_pass(took)
+                    try:
+                        self.on_pass(took)
+                    except Exception as exc:
+                        self._failed("on_pass", exc)
                 period = float(self.period() if callable(self.period) else self.period)
+                if self._db_down:
+                    period = max(period, OUTAGE_RETRY)
                 self.stop.wait(max(0.0, period - took))
         finally:
             self.close_jobs()
-            connection.close()  # this thread's own connection
+            drop()  # this thread's own connection
 
     def close_jobs(self) -> None:
         """Close the jobs that have a close() and forget them all: the next pass builds them anew."""
-        calls, self._calls = self._calls, None
-        for job, call in calls or ():
+        calls, self._calls, self._jobs = self._calls, {}, None
+        for name, call in calls.items():
             close = getattr(call, "close", None)
             if callable(close):
                 try:
                     close()
                 except Exception:
-                    log.exception("%s: closing job %s failed", self.name, job.name)
+                    log.exception("%s: closing job %s failed", self.name, name)
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run, name=self.name, daemon=True)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotAllowed
 from django.http.request import RawPostDataException
 from django.urls import URLPattern, path
@@ -24,6 +25,7 @@ from core import safejson
 from core.errors import ApiError, PolicyViolation
 from core.http import json_error
 from core.openapi import link_storable_json
+from core.middleware import database_unavailable
 from fleet.api import router as services_router
 from slo.api import router as slo_router
 from workflows.api import router as workflows_router
@@ -211,6 +213,14 @@ def on_policy_violation(request: HttpRequest, exc: PolicyViolation) -> HttpRespo
     d = exc.decision
     return _error(request, d.status, "policy_violation", d.detail, policy=d.policy, kind=d.kind,
                   limit=d.limit, current=d.current, reasons=d.reasons, policies=d.denied_by)
+
+
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+def on_database_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # ninja catches a view's (and its auth's) exceptions before Django's middleware could: answer
+    # as core.middleware does for the rest of the console (503 database_unavailable, not a 500).
+    return database_unavailable(request, exc)
 
 
 api.add_router("", services_router)

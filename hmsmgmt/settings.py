@@ -113,6 +113,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "audit.middleware.RequestIdMiddleware",
     "core.logging.RequestLogMiddleware",  # one log line per request (route, status, duration)
+    # Above everything that may query: a database outage anywhere below answers 503, never a 500.
+    "core.middleware.DatabaseUnavailableMiddleware",
     "core.middleware.BodySizeLimitMiddleware",
     "core.middleware.UnstorableInputMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -159,11 +161,15 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and controller share one file: WAL lets readers run beside the writer, the busy
     # timeout waits for the lock instead of failing, and IMMEDIATE takes the write lock at BEGIN so
     # two writers never deadlock upgrading from a read lock ("database is locked").
+    # A writer still locked out after the busy timeout gets "database is locked": the API and pages
+    # answer it 503 database_unavailable (core.middleware), like a PostgreSQL outage.
+    HMS_SQLITE_BUSY_TIMEOUT_MS = envint("HMS_SQLITE_BUSY_TIMEOUT_MS", 30000, minimum=1)
     _db["CONN_MAX_AGE"] = 0
     _db["OPTIONS"] = {
-        "timeout": 30,
+        "timeout": HMS_SQLITE_BUSY_TIMEOUT_MS / 1000,
         "transaction_mode": "IMMEDIATE",
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                        f"PRAGMA busy_timeout={HMS_SQLITE_BUSY_TIMEOUT_MS};",
     }
     _db.setdefault("TEST", {})["NAME"] = str(VAR_DIR / f"test-hmsmgmt{TEST_DB_SUFFIX}.sqlite3")
 elif _db["ENGINE"] in ("django.db.backends.postgresql",):

@@ -8,6 +8,11 @@ notification). Latency stays a few milliseconds; idle load drops to a query ever
 
 Enable with Q_CLUSTER["broker_class"] = "workflows.broker.NotifyORM" (settings do so on PostgreSQL).
 On any other database it behaves exactly like the ORM broker.
+
+A database outage does not end the pusher: django-q2's pusher logs a traceback, sleeps 10 s and
+exits on any dequeue error (its sentinel starts another), so an outage cost a traceback every 10 s
+and up to 10 s more after the database came back. Here the outage is logged once (core.dberrors)
+and the pusher retries every OUTAGE_RETRY seconds, picking tasks up again within that.
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 from django_q.models import OrmQ
 
+from core.dberrors import drop, outage, unavailable
+
 log = logging.getLogger(__name__)
 CHANNEL = "hmsmgmt_q"
+OUTAGE_RETRY = 0.5  # seconds between the pusher's tries while the database is down
 
 
 def idle_wait() -> float:
@@ -57,6 +65,23 @@ class NotifyORM(ORM):
             return cur.fetchone()[0]
 
     def dequeue(self) -> list[tuple[Any, Any]] | None:
+        try:
+            tasks = self._dequeue()
+        except Exception as exc:
+            if (db := unavailable(exc)) is None:
+                raise
+            outage.failed("the task queue's pusher", db)
+            drop(Conf.ORM)
+            self._close()
+            sleep(OUTAGE_RETRY)
+            return None
+        # Back when a dequeue answered, and on PostgreSQL its LISTEN connection too (a dequeue whose
+        # wait broke on a vanishing server also returns, after a query made just before).
+        if outage.active and (self._listener is not None or not self._is_postgres()):
+            outage.recovered("the task queue's pusher")
+        return tasks
+
+    def _dequeue(self) -> list[tuple[Any, Any]] | None:
         if not self._is_postgres():
             return super().dequeue()
         # Listen before looking, so a task enqueued between the look and the wait still wakes us.
@@ -75,8 +100,11 @@ class NotifyORM(ORM):
         try:
             for _ in listener.notifies(timeout=idle_wait(), stop_after=1):
                 pass
-        except Exception:  # the listening connection broke: fall back to a poll, reconnect next time
-            log.warning("LISTEN connection lost; reconnecting", exc_info=True)
+        except Exception as exc:  # the listening connection broke: fall back to a poll, reconnect next time
+            if unavailable(exc) is not None:
+                outage.failed("the task queue's listener", exc)  # the server went away: logged once
+            else:
+                log.warning("LISTEN connection lost; reconnecting", exc_info=True)
             self._close()
             sleep(Conf.POLL)
         return None
@@ -91,8 +119,11 @@ class NotifyORM(ORM):
             params = {k: v for k, v in params.items() if k not in ("cursor_factory", "context", "prepare_threshold")}
             self._listener = psycopg.connect(**params, autocommit=True)
             self._listener.execute(f"LISTEN {CHANNEL}")
-        except Exception:
-            log.warning("cannot LISTEN; polling instead", exc_info=True)
+        except Exception as exc:
+            if unavailable(exc) is not None:
+                outage.failed("the task queue's listener", exc)  # the query after it fails too
+            else:
+                log.warning("cannot LISTEN; polling instead", exc_info=True)
             self._listener = None
         return self._listener
 
