@@ -24,8 +24,8 @@ from audit.context import update_context
 from core import safejson
 from core.errors import ApiError, PolicyViolation
 from core.http import json_error
-from core.openapi import link_storable_json
 from core.middleware import database_unavailable
+from core.openapi import link_storable_json
 from fleet.api import router as services_router
 from slo.api import router as slo_router
 from workflows.api import router as workflows_router
