@@ -115,3 +115,17 @@ class Instance(models.Model):
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}" if self.host and self.port else ""
+
+
+class EngineState(models.Model):
+    """The last breaker transition of each engine (fleet.breakers): what the system page and the
+    metrics show. Written by the controller on transitions only."""
+
+    engine = models.CharField(max_length=20, unique=True)
+    state = models.CharField(max_length=10)  # closed | open | half-open
+    failures = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=300, blank=True)
+    changed_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.engine}: {self.state}"

@@ -42,7 +42,7 @@ from django.db.models import Prefetch
 from django.utils import timezone
 
 from core.errors import ApiError
-from fleet import actions
+from fleet import actions, breakers
 from fleet.drivers import Driver, EngineUnavailable, get_driver
 from fleet.drivers.base import Observed, ServiceSpec
 from fleet.locks import LockTimeout, service_lock
@@ -147,8 +147,14 @@ def fleet_view() -> FleetView:
         list_all = getattr(driver, "list_all", None)
         if list_all is None:
             continue  # an engine that cannot list everything at once: converged service by service
+        specs = {svc.name: svc.spec() for svc in services if svc.driver == name}
         try:
-            listings[name] = list_all({svc.name: svc.spec() for svc in services if svc.driver == name})
+            if getattr(driver, "engine", None) is None:
+                listings[name] = list_all(specs)  # this host's /proc: nothing remote to hang on
+            else:
+                # Through the engine's breaker, on a thread of its own: a hung engine costs this
+                # pass at most HMS_ENGINE_WAIT_SECONDS once, then nothing while its breaker is open.
+                listings[name] = breakers.guard(name).call(lambda fn=list_all, s=specs: fn(s), time.monotonic())
         except EngineUnavailable as exc:
             listings[name] = exc
     return FleetView(services, listings)

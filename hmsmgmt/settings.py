@@ -290,6 +290,8 @@ HMS_SAMPLE_IMAGE = os.environ.get("HMS_SAMPLE_IMAGE", "hmsmgmt/sample:latest")
 HMS_START_TIMEOUT_SECONDS = envfloat("HMS_START_TIMEOUT_SECONDS", 30, minimum=1)  # never healthy → dead
 HMS_DOCKER_WARM_SPARES = envint("HMS_DOCKER_WARM_SPARES", 0, minimum=0)
 HMS_DOCKER_TIMEOUT = envfloat("HMS_DOCKER_TIMEOUT", 5, minimum=0.1)  # Docker API call timeout
+# The tick waits this long for an engine's listing before opening its breaker (fleet/breakers.py).
+HMS_ENGINE_WAIT_SECONDS = envfloat("HMS_ENGINE_WAIT_SECONDS", 1.0, minimum=0.05)
 HMS_DOCKER_STATS_SECONDS = envfloat("HMS_DOCKER_STATS_SECONDS", 5, minimum=0.1)  # stats cost a call per container
 
 # --- Audit (docs/audit.md) ---------------------------------------------------------------------
