@@ -4,6 +4,7 @@ from console import service_pages, views
 
 urlpatterns = [
     path("", views.overview, name="overview"),
+    path("system/", views.system_page, name="system"),
     path("services/<str:name>/", service_pages.service_detail, name="service-detail"),
     path("services/<str:name>/sla/", service_pages.service_sla, name="service-sla"),
     path("services/<str:name>/sla/settings/", service_pages.settings_update, name="service-sla-settings"),

@@ -4,12 +4,14 @@ console/service_pages.py."""
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.http import urlencode
 
 from audit.models import AuditEntry
 from audit.selectors import can_view_audit
+from console import system
 from core.http import htmx_partial
 from core.permissions import restrict
 from fleet.selectors import ServicePage, service_page
@@ -55,3 +57,12 @@ def _services_context(services: ServicePage) -> dict[str, object]:
                        for n in page.paginator.get_elided_page_range(page.number)]
         if page.paginator.num_pages > 1 else [],
     }
+
+
+@login_required
+def system_page(request: HttpRequest) -> HttpResponse:
+    """The console's own state (staff): refreshed in place every 3 s."""
+    if not request.user.is_staff:
+        raise PermissionDenied("Only staff may see the system state.")
+    template = "console/_system.html" if htmx_partial(request) else "console/system.html"
+    return render(request, template, {"system": system.status()})

@@ -3,8 +3,9 @@ from typing import Any
 from django.contrib import admin
 from guardian.admin import GuardedModelAdmin
 
+from core.admin import ReadOnlyAdmin
 from fleet import actions
-from fleet.models import Instance, Service
+from fleet.models import EngineState, Instance, Service
 
 
 @admin.register(Service)
@@ -59,3 +60,8 @@ def register_settings_inline(inline: Any) -> None:
     """An app above fleet shows its per-service settings on the service's admin page."""
     if inline not in ServiceAdmin.inlines:
         ServiceAdmin.inlines = [*ServiceAdmin.inlines, inline]
+
+
+@admin.register(EngineState)
+class EngineStateAdmin(ReadOnlyAdmin):
+    list_display = ("engine", "state", "failures", "last_error", "changed_at")

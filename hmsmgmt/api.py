@@ -21,6 +21,7 @@ from ninja.security import HttpBearer, SessionAuth
 from accounts.actions import resolve_token
 from audit.api import router as audit_router
 from audit.context import update_context
+from console.api import router as system_router
 from core import safejson
 from core.errors import ApiError, PolicyViolation
 from core.http import json_error
@@ -227,3 +228,4 @@ api.add_router("", services_router)
 api.add_router("", slo_router)
 api.add_router("", workflows_router)
 api.add_router("", audit_router)
+api.add_router("", system_router)

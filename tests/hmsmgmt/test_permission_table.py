@@ -160,6 +160,7 @@ PAGES: dict[str, list[Row]] = {
             {"approve": "true"}),
     ],
     "audit/": [Row("GET", lambda c: "/audit/", page(302, 403, 403, 403, 200))],
+    "system/": [Row("GET", lambda c: "/system/", page(302, 403, 403, 403, 200), notes="staff only")],
     "audit/<int:pk>/": [
         Row("GET", lambda c: f"/audit/{AuditEntry.objects.order_by('id').first().pk}/",
             page(302, 403, 403, 403, 200)),
@@ -220,6 +221,7 @@ API: dict[tuple[str, str], list[Row]] = {
             page(401, 404, 404, 404, 404, other=404), {"approve": True}),
     ],
     ("GET", "/mgmt/audit"): [Row("GET", lambda c: "/mgmt/audit", page(401, 403, 403, 403, 200))],
+    ("GET", "/mgmt/system"): [Row("GET", lambda c: "/mgmt/system", page(401, 403, 403, 403, 200), notes="staff")],
     ("GET", "/mgmt/audit/export"): [Row("GET", lambda c: "/mgmt/audit/export", page(401, 403, 403, 403, 200))],
     ("GET", "/mgmt/audit/{entry_id}"): [
         Row("GET", lambda c: f"/mgmt/audit/{AuditEntry.objects.order_by('id').first().pk}",
