@@ -318,6 +318,13 @@ Q_CLUSTER = {
     "catch_up": False,
     "sync": envbool("HMS_Q_SYNC", False),
 }
+# Alerts run on a queue and a worker pool of their own (`Q_CLUSTER_NAME=alerts manage.py qcluster`,
+# which `up` starts): workers busy with long workflow steps never hold an incident's webhook back.
+HMS_ALERT_CLUSTER = "alerts"
+Q_CLUSTER["ALT_CLUSTERS"] = {HMS_ALERT_CLUSTER: {"workers": envint("HMS_ALERT_WORKERS", 1, minimum=1)}}
+# A delivery still pending this long after its last claim (its task lost, its worker killed) is
+# queued again by the controller; a delivery's own attempts take well under it.
+HMS_ALERT_RESEND_SECONDS = envint("HMS_ALERT_RESEND_SECONDS", 60, minimum=5)
 HMS_REDIS_URL = os.environ.get("HMS_REDIS_URL", "")
 if HMS_REDIS_URL:
     Q_CLUSTER.pop("orm")

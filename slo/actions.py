@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -70,7 +71,7 @@ def enqueue_deliveries(ids: list[int]) -> None:
     """One django-q2 task per delivery (slo.alerts.deliver, named by path: the task module
     imports this one)."""
     for delivery_id in ids:
-        async_task("slo.alerts.deliver", delivery_id, group="alerts")
+        async_task("slo.alerts.deliver", delivery_id, group="alerts", cluster=settings.HMS_ALERT_CLUSTER)
 
 
 def _queue_alerts(incident: Any, event: str) -> list[int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -29,9 +29,13 @@ ALERTNAME = "HMSErrorBudgetBurn"
 def deliver(delivery_id: int) -> str:
     """django-q2 task: send one alert, retrying with backoff; the outcome is audited. A delivery
     already finished (the task ran twice) is left alone."""
-    d = AlertDelivery.objects.select_related("channel", "incident__service").filter(pk=delivery_id).first()
-    if d is None or d.status != AlertDelivery.Status.PENDING:
-        return "skipped"
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.HMS_ALERT_RESEND_SECONDS)
+    claimed = AlertDelivery.objects.filter(pk=delivery_id, status=AlertDelivery.Status.PENDING).filter(
+        Q(claimed_at__isnull=True) | Q(claimed_at__lt=stale)).update(claimed_at=now)
+    if not claimed:
+        return "skipped"  # finished already, or another worker is sending it right now
+    d = AlertDelivery.objects.select_related("channel", "incident__service").get(pk=delivery_id)
     attempts = settings.HMS_ALERT_ATTEMPTS
     backoff = settings.HMS_ALERT_BACKOFF_SECONDS
     status: int | None = None
@@ -125,7 +129,7 @@ def repeat_firing() -> int:
     services = set(Incident.objects.filter(status__in=Incident.ACTIVE).values_list("service_id", flat=True))
     due = [c.pk for c in channels if services and (c.service_id is None or c.service_id in services)]
     for channel_id in due:
-        async_task("slo.alerts.repeat", channel_id, group="alerts")
+        async_task("slo.alerts.repeat", channel_id, group="alerts", cluster=settings.HMS_ALERT_CLUSTER)
     return len(due)
 
 
@@ -146,3 +150,17 @@ def repeat(channel_id: int) -> str:
                     error or status)
         return "failed"
     return "sent"
+
+
+def resend_stranded(now: datetime | None = None) -> int:
+    """The controller's job: deliveries still pending HMS_ALERT_RESEND_SECONDS after they were
+    written or last claimed lost their task (a worker killed, a queue lost); queue them again.
+    `deliver` claims before sending, so a delivery whose task was only slow is not sent twice."""
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.HMS_ALERT_RESEND_SECONDS)
+    ids = list(AlertDelivery.objects.filter(status=AlertDelivery.Status.PENDING).filter(
+        Q(claimed_at__lt=stale) | Q(claimed_at__isnull=True, created_at__lt=stale)).values_list("pk", flat=True)[:500])
+    if ids:
+        log.warning("re-sending %d alert deliveries left pending", len(ids))
+        actions.enqueue_deliveries(ids)
+    return len(ids)

@@ -21,6 +21,7 @@ class SloConfig(AppConfig):
             lambda: dict(Objectives.objects.values_list("service_id", "latency_objective_ms")))
         register("monitor", "slo.evaluate", lambda: settings.HMS_SLA_EVAL_SECONDS, sla.evaluate_all)
         register("monitor", "slo.prune", 300, sla.prune)
+        register("monitor", "slo.resend_stranded", 10, alerts.resend_stranded)
         # Alertmanager resolves alerts nobody repeats: open incidents are posted again.
         register("monitor", "slo.alertmanager_repeat", lambda: settings.HMS_ALERTMANAGER_REPEAT_SECONDS,
                  alerts.repeat_firing)

@@ -78,6 +78,9 @@ class AlertDelivery(models.Model):
     event = models.CharField(max_length=16)  # opened | acknowledged | resolved
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
+    # When a worker last took it: a second task for the same delivery (a re-send of one thought
+    # lost) finds it claimed and leaves it alone, so an alert is never sent twice at once.
+    claimed_at = models.DateTimeField(null=True, blank=True)
     response_status = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error = models.CharField(max_length=300, blank=True)
     payload = models.JSONField(default=dict)

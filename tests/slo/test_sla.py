@@ -234,6 +234,7 @@ def test_slow_then_failing_instances_page_scale_up_and_fail_over(transactional_d
     env = {"HMS_SLA_EVAL_SECONDS": "1", "HMS_AUTOSCALE_PERIOD_SECONDS": "1", "HMS_CONTROLLER_TICK_MS": "300"}
     spawn("controller", **env)
     spawn("qcluster", **env)
+    spawn("qcluster", Q_CLUSTER_NAME="alerts", **env)  # alerts have a worker pool of their own
 
     def running() -> list[Instance]:
         return list(Instance.objects.filter(service=svc, state="running").exclude(port=None))

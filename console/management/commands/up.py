@@ -51,10 +51,15 @@ class Command(BaseCommand):
         def start(*argv: str) -> subprocess.Popen:
             return subprocess.Popen(list(argv), env=env, cwd=settings.BASE_DIR, start_new_session=True)
 
+        def start_with(extra: dict[str, str], *argv: str) -> subprocess.Popen:
+            return subprocess.Popen(list(argv), env={**env, **extra}, cwd=settings.BASE_DIR, start_new_session=True)
+
         procs = {
             "web": start(python, "-m", "gunicorn", "hmsmgmt.wsgi", "-b", bind, "-w", "2", "--threads", "4",
                          "--timeout", "60", "--graceful-timeout", "10", "--access-logfile", "-"),
             "worker": start(python, manage, "qcluster"),
+            # Alerts on a pool of their own: long workflow steps never hold an incident's webhook back.
+            "alerts": start_with({"Q_CLUSTER_NAME": settings.HMS_ALERT_CLUSTER}, python, manage, "qcluster"),
             "controller": start(python, manage, "controller", "--loops", ",".join(CONTROL_LOOPS)),
             "probes": start(python, manage, "controller", "--loops", ",".join(PROBE_LOOPS)),
         }
