@@ -9,6 +9,7 @@ class WorkflowsConfig(AppConfig):
         # Here, not at the top: these import models, which exist only once the registry is ready.
         from django_q.signals import post_spawn
 
+        # (ours as well)
         from autoscaling.autoscaler import register_demand_provider
         from core.loops import register
         from policies.enforce import register_provider
