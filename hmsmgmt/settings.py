@@ -277,7 +277,13 @@ HMS_CONTROLLER_TICK_MS = envint("HMS_CONTROLLER_TICK_MS", 500, minimum=50)
 # checks its lease connection this often and a new leader waits as long before its first pass.
 HMS_LEADER_RETRY_MS = envint("HMS_LEADER_RETRY_MS", 500, minimum=50)
 HMS_LEADER_CHECK_MS = envint("HMS_LEADER_CHECK_MS", 500, minimum=50)
-HMS_STEP_LEASE_SECONDS = envint("HMS_STEP_LEASE_SECONDS", 30, minimum=1)
+# A running step's lease: the worker's heartbeat renews it every second, so it bounds how long a
+# dead worker keeps its step (re-delivery within lease + one controller tick), not how long a step
+# may run (that is the step's timeout).
+HMS_STEP_LEASE_SECONDS = envint("HMS_STEP_LEASE_SECONDS", 5, minimum=1)
+# Re-deliveries of a step after its worker was lost (lease expired), counted apart from the step's
+# retries; one more loss fails the step ("worker lost N times").
+HMS_STEP_REDELIVERIES = envint("HMS_STEP_REDELIVERIES", 3, minimum=0)
 HMS_DEFAULT_DRIVER = os.environ.get("HMS_DEFAULT_DRIVER", "process")
 HMS_PORT = envint("HMS_PORT", 8000, minimum=1)  # where `manage.py up` serves
 HMS_HOST = os.environ.get("HMS_HOST", "127.0.0.1")

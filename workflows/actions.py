@@ -127,9 +127,10 @@ def retry_run(run: WorkflowRun, *, actor: Any) -> RetryOutcome:
         redo = list(StepRun.objects.filter(run=locked, status__in=(StepRun.Status.FAILED, StepRun.Status.SKIPPED,
                                                                    StepRun.Status.CANCELLED)))
         for step in redo:
-            # A new round of attempts on top of the old ones: attempts never exceed max_attempts.
+            # A new round of attempts on top of the old ones: attempts never exceed max_attempts;
+            # and a new round of lost-worker re-deliveries (claims keeps counting: the fence).
             StepRun.objects.filter(pk=step.pk).update(
-                status=StepRun.Status.PENDING, max_attempts=step.attempts + 1 + step.retries, error="",
+                status=StepRun.Status.PENDING, max_attempts=step.attempts + 1 + step.retries, error="", redeliveries=0,
                 output=None, lease_until=None, not_before=None, queued_at=None, finished_at=None)
         WorkflowRun.objects.filter(pk=locked.pk).update(status=WorkflowRun.Status.RUNNING, error="",
                                                         finished_at=None)

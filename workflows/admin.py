@@ -22,8 +22,8 @@ class StepRunInline(admin.TabularInline):
     model = StepRun
     extra = 0
     can_delete = False
-    readonly_fields = ("name", "action", "optional", "status", "attempts", "max_attempts", "not_before", "started_at",
-                       "finished_at", "error", "output")
+    readonly_fields = ("name", "action", "optional", "status", "attempts", "max_attempts", "redeliveries",
+                       "worker", "not_before", "started_at", "finished_at", "error", "output")
     fields = readonly_fields
 
 

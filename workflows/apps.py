@@ -7,10 +7,13 @@ class WorkflowsConfig(AppConfig):
 
     def ready(self) -> None:
         # Here, not at the top: these import models, which exist only once the registry is ready.
+        from django_q.signals import post_spawn
+
+        # (ours as well)
         from autoscaling.autoscaler import register_demand_provider
         from core.loops import register
         from policies.enforce import register_provider
-        from workflows import callables, selectors, sweeps
+        from workflows import callables, execute, selectors, sweeps
         from workflows.models import StepRun
 
         del callables  # imported for its @callable_step registrations (the built-in python steps)
@@ -19,6 +22,8 @@ class WorkflowsConfig(AppConfig):
         # The autoscaler scales on workflow demand: steps queued or running per service.
         register_demand_provider(lambda name: StepRun.objects.filter(
             status__in=(StepRun.Status.QUEUED, StepRun.Status.RUNNING), params__service=name).count())
+        # In qcluster worker processes, SIGTERM mid-step releases the step (workflows.execute).
+        post_spawn.connect(execute.mark_worker_process, dispatch_uid="workflows.mark_worker_process")
         # Expired leases, approval deadlines, retries whose backoff passed: every tick.
         register("tick", "workflows.sweep", 0, sweeps.sweep_due)
         register("tick", "workflows.requeue_stranded", 10, sweeps.requeue_stranded)

@@ -1,24 +1,33 @@
 """Executing a step on a worker: claim it (conditional UPDATE, with a lease), run its action under a
-watch that renews the lease and stops it on cancel or timeout, and record the outcome."""
+watch that renews the lease and stops it on cancel or timeout, and record the outcome.
+
+Every write of the worker holding a step matches the step's claim number (`claims`), the fencing
+token: a worker that lost its step (its lease was swept, the run was cancelled) never writes over
+whoever holds it now. A worker process that gets SIGTERM mid-step hands the step back at once
+(released: queued again, the attempt not counted) instead of leaving it to its lease."""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from core import safejson
-from workflows import dag
-from workflows.dispatch import S, _advance_locked, _enqueue_all, dispatch_ready
+from workflows import dag, transitions
+from workflows.dispatch import S, _advance_locked, _enqueue_all, dispatch_ready, enqueue
 from workflows.models import StepRun, WorkflowRun
 from workflows.steps import ACTIONS, AwaitApproval, StepContext, StepError, StepInterrupted
 
@@ -35,16 +44,27 @@ def q_timeout() -> float:
     return float(settings.Q_CLUSTER.get("timeout") or 300)
 
 
+def worker_id() -> str:
+    # Per call, not at import: django-q2 forks its workers after this module is loaded.
+    return f"{socket.gethostname()}:{os.getpid()}"[:100]
+
+
+def _mine(step: StepRun, status: str = S.RUNNING) -> QuerySet[StepRun]:
+    """The step's row if it is still this worker's claim (the fence of every write we make)."""
+    return StepRun.objects.filter(pk=step.pk, status=status, claims=step.claims)
+
+
 def _claim(step_id: int, *, mark_run_started: bool = True) -> StepRun | None:
+    # Only QUEUED steps: a RUNNING step whose lease expired is the controller's to re-deliver
+    # (workflows.sweeps), which counts it as a lost worker and audits it; taking it over here
+    # would do neither.
     now = timezone.now()
-    # A RUNNING step whose lease expired belongs to a dead worker: a late duplicate delivery may
-    # take it over, exactly as the controller's sweep would.
-    claimable = Q(status=S.QUEUED) | Q(status=S.RUNNING, lease_until__lt=now)
     won = (
-        StepRun.objects.filter(claimable, pk=step_id, attempts__lt=F("max_attempts"),
+        StepRun.objects.filter(pk=step_id, status=S.QUEUED, attempts__lt=F("max_attempts"),
                                run__status__in=WorkflowRun.ACTIVE)
-        .update(status=S.RUNNING, attempts=F("attempts") + 1, lease_until=now + timedelta(seconds=lease_seconds()),
-                started_at=now, finished_at=None, error="")
+        .update(status=S.RUNNING, attempts=F("attempts") + 1, claims=F("claims") + 1,
+                lease_until=now + timedelta(seconds=lease_seconds()), started_at=now, finished_at=None,
+                error="", worker=worker_id())
     )
     if not won:
         return None  # another worker got there first, or the step/run is finished or cancelled
@@ -57,40 +77,52 @@ def _claim(step_id: int, *, mark_run_started: bool = True) -> StepRun | None:
 
 def execute_step(step_id: int) -> str:
     """The django-q2 task. Runs the step, then keeps running a ready successor inline while the
-    task's time budget allows; returns the last outcome (kept in django-q2's result)."""
+    task's time budget allows; returns the last outcome (kept in django-q2's result).
+
+    In a qcluster worker process, SIGTERM while this runs releases the step held at that moment
+    and then ends the process, as SIGTERM would have without us (see Termination)."""
     began = time.monotonic()
-    step = _claim(step_id)
-    if step is None:
-        return "not claimed"
-    while True:
-        budget = q_timeout() - Q_TIMEOUT_MARGIN - (time.monotonic() - began)
-        outcome, step = _execute_one(step, budget)
+    term = Termination.install()
+    try:
+        step = _claim(step_id)
         if step is None:
-            return outcome
+            return "not claimed"
+        while True:
+            if term.requested:  # SIGTERM came between two steps of a chain, or before the first ran
+                return release(step)
+            budget = q_timeout() - Q_TIMEOUT_MARGIN - (time.monotonic() - began)
+            outcome, step = _execute_one(step, budget, term)
+            if step is None:
+                return outcome
+    finally:
+        term.uninstall()
 
 
-def _execute_one(step: StepRun, budget: float) -> tuple[str, StepRun | None]:
+def _execute_one(step: StepRun, budget: float, term: Termination | None = None) -> tuple[str, StepRun | None]:
     """Run one claimed step; on success, the next step to run inline (already claimed) or None."""
     run = step.run
     outputs = dict(StepRun.objects.filter(run_id=run.pk, status=S.SUCCEEDED).values_list("name", "output"))
     started = time.monotonic()
     timeout = max(1.0, min(float(step.timeout_seconds), budget))
     ctx = StepContext(run.pk, step.name, step.params, run.data, outputs, timeout, step.attempts, actor=run.actor)
-    watch = Watch(step.pk, step.attempts, ctx, timeout)
+    watch = Watch(step.pk, step.claims, ctx, timeout)
+    term = term or Termination()
     try:
         try:
             watch.start()
-            output = ACTIONS[step.action].fn(ctx)
+            with term.armed():
+                output = ACTIONS[step.action].fn(ctx)
         finally:
             watch.finish()
+    except WorkerStopping:
+        return release(step), None
     except AwaitApproval as wait:
         return _await_approval(step, wait.prompt), None
     except Exception as exc:  # a step's failure is data, not a crash of the worker
         watch.finish()
         if watch.reason == "cancelled":
             # cancel_run already ended the step; leave a trace that the work itself stopped too.
-            StepRun.objects.filter(pk=step.pk, status=S.CANCELLED, attempts=step.attempts).update(
-                error="stopped: the run was cancelled while this step was running")
+            _mine(step, S.CANCELLED).update(error="stopped: the run was cancelled while this step was running")
             return "cancelled", None
         if watch.reason == "timeout":
             message = f"timed out after {timeout:g}s"
@@ -108,8 +140,7 @@ def _execute_one(step: StepRun, budget: float) -> tuple[str, StepRun | None]:
     inline: StepRun | None = None
     with transaction.atomic():
         list(WorkflowRun.objects.select_for_update().filter(pk=run.pk).values_list("id"))
-        won = StepRun.objects.filter(pk=step.pk, status=S.RUNNING, attempts=step.attempts).update(
-            status=S.SUCCEEDED, output=output, finished_at=timezone.now(), lease_until=None)
+        won = _mine(step).update(status=S.SUCCEEDED, output=output, finished_at=timezone.now(), lease_until=None)
         if not won:
             return "lost lease", None  # cancelled, or swept after our lease lapsed: the result is dropped
         ready = _advance_locked(run.pk)
@@ -123,11 +154,23 @@ def _execute_one(step: StepRun, budget: float) -> tuple[str, StepRun | None]:
     return "succeeded", inline
 
 
+def release(step: StepRun) -> str:
+    """Hand the step this worker holds back to the queue at once (its worker is stopping): queued
+    again and enqueued for another worker, the attempt given back, so a stopped worker spends
+    neither the step's retries nor its lost-worker re-deliveries."""
+    message = f"released: its worker ({worker_id()}) was stopped (SIGTERM) while this step was running"
+    with transaction.atomic():
+        if not transitions.release_step(step, now=timezone.now(), error=message):
+            return "lost lease"  # finished, cancelled or swept meanwhile: nothing of ours to hand back
+        transaction.on_commit(partial(enqueue, step.pk))
+    log.warning("step %s (run %s) released: worker stopping", step.name, step.run_id)
+    return "released"
+
+
 def _await_approval(step: StepRun, prompt: str) -> str:
     """Park the step without holding a worker; its timeout is the deadline for a decision."""
     deadline = timezone.now() + timedelta(seconds=step.timeout_seconds)
-    StepRun.objects.filter(pk=step.pk, status=S.RUNNING, attempts=step.attempts).update(
-        status=S.WAITING, lease_until=deadline, output={"prompt": prompt})
+    _mine(step).update(status=S.WAITING, lease_until=deadline, output={"prompt": prompt})
     return "waiting for approval"
 
 
@@ -141,8 +184,8 @@ def _fail_attempt(step: StepRun, message: str) -> str:
         status, not_before, finished = S.RETRYING, now + timedelta(seconds=delay), None
     else:
         status, not_before, finished = S.FAILED, None, now
-    won = StepRun.objects.filter(pk=step.pk, status=S.RUNNING, attempts=step.attempts).update(
-        status=status, error=message[:2000], lease_until=None, not_before=not_before, finished_at=finished)
+    won = _mine(step).update(status=status, error=message[:2000], lease_until=None, not_before=not_before,
+                             finished_at=finished)
     if not won:
         return "lost lease"
     if retry:
@@ -161,8 +204,8 @@ class Watch:
     the step is re-claimed elsewhere.
     """
 
-    def __init__(self, step_id: int, attempt: int, ctx: StepContext, timeout: float) -> None:
-        self.step_id, self.attempt, self.ctx = step_id, attempt, ctx
+    def __init__(self, step_id: int, claim: int, ctx: StepContext, timeout: float) -> None:
+        self.step_id, self.claim, self.ctx = step_id, claim, ctx
         self.deadline = time.monotonic() + timeout
         self.reason = ""
         self.done = threading.Event()
@@ -206,7 +249,7 @@ class Watch:
                 if time.monotonic() >= self.deadline:
                     self._interrupt("timeout")
                     return
-                renewed = StepRun.objects.filter(pk=self.step_id, status=S.RUNNING, attempts=self.attempt).update(
+                renewed = StepRun.objects.filter(pk=self.step_id, status=S.RUNNING, claims=self.claim).update(
                     lease_until=timezone.now() + timedelta(seconds=lease_seconds()))
                 if not renewed:
                     self._interrupt("cancelled")
@@ -215,3 +258,77 @@ class Watch:
             log.exception("heartbeat of step %s failed", self.step_id)
         finally:
             connection.close()  # this thread's own connection
+
+
+class WorkerStopping(BaseException):  # noqa: N818 - a stop request, not an error
+    """Raised in a worker's main thread by SIGTERM while a step's action runs. A BaseException so
+    that an action's own `except Exception` cannot swallow it."""
+
+
+# True in qcluster worker processes (django-q2's post_spawn signal, connected in apps.py): only
+# they turn SIGTERM into a release. A web process, the controller or a test calling execute_step
+# in-process keeps its own SIGTERM handling.
+IN_WORKER = False
+
+
+def mark_worker_process(**_: Any) -> None:
+    global IN_WORKER
+    IN_WORKER = True
+
+
+class Termination:
+    """SIGTERM in a qcluster worker while execute_step runs.
+
+    django-q2's workers keep SIGTERM's default (its sentinel sets SIG_DFL before forking them):
+    the process dies at once and its step stays RUNNING until the lease lapses. While a step is in
+    hand we catch it instead: the handler notes it and, while the action runs, raises
+    WorkerStopping to end the action; the engine then releases the step (see release()) and the
+    process ends by SIGTERM after all (die()). Outside execute_step (an idle worker, holding
+    nothing) the default stays. A main thread stuck in C code runs no Python handler: that worker
+    is released by its lease like a lost one.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._armed = False
+        self._installed = False
+        self._previous: Any = None
+
+    @classmethod
+    def install(cls) -> Termination:
+        term = cls()
+        if IN_WORKER and threading.current_thread() is threading.main_thread():
+            term._previous = signal.signal(signal.SIGTERM, term._on_sigterm)
+            term._installed = True
+        return term
+
+    def uninstall(self) -> None:
+        if not self._installed:
+            return
+        self._installed = False
+        signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
+        if self.requested:
+            die()
+
+    @contextmanager
+    def armed(self) -> Iterator[None]:
+        """While the action runs, SIGTERM interrupts it (elsewhere it only takes note, so that it
+        never lands in the middle of the engine's own writes)."""
+        self._armed = True
+        try:
+            yield
+        finally:
+            self._armed = False
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        if self._armed:
+            self._armed = False
+            raise WorkerStopping("SIGTERM")
+
+
+def die() -> None:
+    """End this worker process the way SIGTERM would have had we not caught it."""
+    log.warning("worker %s stopping on SIGTERM", worker_id())
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -93,8 +93,17 @@ class StepRun(models.Model):
     params = models.JSONField(default=dict, blank=True)
     depends_on = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # Attempts spent against max_attempts: a claim takes one; a re-delivery after a lost worker or a
+    # release on SIGTERM gives it back (the step's own retries are for the step's own failures).
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=1)
+    redeliveries = models.PositiveIntegerField(
+        default=0, help_text="re-deliveries after a lost worker in this round (bounded by HMS_STEP_REDELIVERIES)")
+    # Every claim takes the next number; the conditional updates of the worker holding the step
+    # (heartbeat, success, failure) match on it, so a stale worker never writes over a newer claim
+    # (attempts alone can repeat once a lost worker's attempt is given back).
+    claims = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=100, blank=True, help_text="host:pid of the worker that claimed it last")
     retries = models.PositiveIntegerField(default=0, help_text="retries per round (a manual retry adds a round)")
     backoff_seconds = models.FloatField(default=1.0, help_text="first retry delay; doubles each attempt")
     optional = models.BooleanField(default=False, help_text="its failure neither fails the run nor blocks dependents")

@@ -18,6 +18,7 @@ def step_summary(s: StepRun) -> dict[str, Any]:
         "dependsOn": s.depends_on,
         "attempts": s.attempts,
         "maxAttempts": s.max_attempts,
+        "redeliveries": s.redeliveries,
         "queuedAt": s.queued_at,
         "startedAt": s.started_at,
         "finishedAt": s.finished_at,

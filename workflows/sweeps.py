@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
@@ -14,21 +15,32 @@ from workflows.models import StepRun
 
 
 def sweep_expired_leases() -> int:
-    """A step whose worker died mid-run is re-queued (or failed when out of attempts); an approval
-    nobody decided in time fails. Audited: a transition nobody asked for."""
+    """A step whose worker was lost mid-run (killed, its host gone: its lease lapsed) is
+    re-delivered without spending its retries, up to HMS_STEP_REDELIVERIES times, then fails
+    naming the cause; an approval nobody decided in time fails. Audited: a transition nobody
+    asked for."""
     now = timezone.now()
+    limit = int(settings.HMS_STEP_REDELIVERIES)
     swept = 0
     expired = StepRun.objects.filter(status__in=(S.RUNNING, S.WAITING), lease_until__lt=now).select_related("run")
     for step in expired:
-        waiting = step.status == S.WAITING
-        retry = not waiting and step.attempts < step.max_attempts
-        error = ("approval timed out: nobody decided before the deadline" if waiting
-                 else "lease expired: the worker running this step stopped answering")
-        won = transitions.expire_lease(step, now=now, retry=retry, waiting=waiting, error=error)
+        if step.status == S.WAITING:
+            redeliver, error = False, "approval timed out: nobody decided before the deadline"
+        elif step.redeliveries < limit:
+            redeliver = True
+            error = (f"worker lost: its lease expired ({step.worker or 'unknown worker'} stopped answering); "
+                     f"re-delivered ({step.redeliveries + 1} of {limit})")
+        else:
+            redeliver = False
+            lost = step.redeliveries + 1
+            error = (f"worker lost {lost} time{'s' if lost != 1 else ''}: the worker running this step stopped "
+                     f"answering (its lease expired), last {step.worker or 'unknown worker'}; "
+                     f"HMS_STEP_REDELIVERIES={limit}")
+        won = transitions.expire_lease(step, now=now, redeliver=redeliver, error=error)
         if not won:
             continue
         swept += 1
-        if retry:
+        if redeliver:
             enqueue(step.pk)
         else:
             dispatch_ready(step.run_id)

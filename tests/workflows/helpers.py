@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from django.utils import timezone
@@ -40,3 +44,40 @@ def drain(run: WorkflowRun, rounds: int = 20) -> WorkflowRun:
             execute.execute_step(step_id)
     run.refresh_from_db()
     return run
+
+
+# --- real worker processes (tests/faults/test_worker_*.py) --------------------------------------
+def completions(journal: Path) -> list[str]:
+    """The step names the journal callable recorded, one per completed execution."""
+    if not journal.exists():
+        return []
+    return [line.split()[1] for line in journal.read_text().splitlines() if line.strip()]
+
+
+def worker_pid(step_id: int) -> int | None:
+    """The pid of the worker process that claimed the step last (StepRun.worker is host:pid)."""
+    worker = StepRun.objects.filter(pk=step_id).values_list("worker", flat=True).first() or ""
+    _, _, pid = worker.rpartition(":")
+    return int(pid) if pid.isdigit() else None
+
+
+def cluster_of(pid: int | None, clusters: list[Any]) -> Any:
+    """Which spawned qcluster (tests.conftest.Proc, its own process group) a worker pid belongs to."""
+    if pid is None:
+        return None
+    try:
+        group = os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+    return next((c for c in clusters if c.pid == group), None)
+
+
+def wait_finished(run: WorkflowRun, timeout: float, procs: Sequence[Any] = ()) -> WorkflowRun:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run.refresh_from_db()
+        if run.status not in WorkflowRun.ACTIVE:
+            return run
+        time.sleep(0.1)
+    logs = "\n".join(p.output()[-3000:] for p in procs)
+    raise AssertionError(f"run {run.pk} still {run.status} after {timeout}s: {statuses(run)}\n{logs}")

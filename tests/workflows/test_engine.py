@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import User
+from django.db.models import F
 
 from audit.models import AuditEntry
 from tests.workflows.helpers import drain, make_flow, py, statuses, step
@@ -161,34 +162,123 @@ def test_retry_run_restarts_from_the_failed_step_only(alice, django_capture_on_c
     assert AuditEntry.objects.filter(action="workflow.finish", target_id=str(run.pk)).count() == 2
 
 
-def test_an_expired_lease_is_swept_and_the_step_runs_once_more(alice, django_capture_on_commit_callbacks) -> None:
+def _lose_worker(step: StepRun) -> None:
+    """A worker claimed the step and died: RUNNING under its claim, the lease in the past."""
     from datetime import timedelta
 
     from django.utils import timezone
 
-    flow = make_flow("lease", [step("a", retries=1)])
-    run = start(alice, flow, capture=django_capture_on_commit_callbacks)
-    a = StepRun.objects.get(run=run, name="a")
-    # A worker claimed it and died: RUNNING with a lease in the past.
-    StepRun.objects.filter(pk=a.pk).update(status="running", attempts=1, lease_until=timezone.now() - timedelta(1))
+    StepRun.objects.filter(pk=step.pk).update(status="running", attempts=F("attempts") + 1, claims=F("claims") + 1,
+                                              worker="gone:4242", lease_until=timezone.now() - timedelta(1))
+
+
+def test_a_lost_worker_is_redelivered_without_spending_a_retry(alice, django_capture_on_commit_callbacks) -> None:
+    run = start(alice, make_flow("lease", [step("a"), step("b", "a")]), capture=django_capture_on_commit_callbacks)
+    a = StepRun.objects.get(run=run, name="a")  # retries: 0
+    _lose_worker(a)
     assert sweeps.sweep_due() == {"swept": 1, "retried": 0}
+    a.refresh_from_db()
+    assert (a.status, a.attempts, a.redeliveries) == ("queued", 0, 1)  # the attempt is given back
+    assert a.error.startswith("worker lost: its lease expired (gone:4242 stopped answering)")
     assert drain(run).status == "succeeded"
     a.refresh_from_db()
-    assert a.attempts == 2
-    assert AuditEntry.objects.filter(action="workflow.lease_expired", target_id=str(run.pk)).count() == 1
+    assert (a.attempts, a.max_attempts, a.redeliveries, a.claims, a.error) == (1, 1, 1, 2, "")
+    entry = AuditEntry.objects.get(action="workflow.lease_expired", target_id=str(run.pk))
+    assert entry.payload["cause"] == "worker_lost" and entry.payload["requeued"] is True
 
 
-def test_a_lease_expiring_on_the_last_attempt_fails_the_run(alice, django_capture_on_commit_callbacks) -> None:
+def test_a_step_losing_its_worker_too_often_fails_naming_the_cause(alice, settings,
+                                                                   django_capture_on_commit_callbacks) -> None:
+    settings.HMS_STEP_REDELIVERIES = 3
+    run = start(alice, make_flow("lease2", [step("a", retries=2), step("b", "a")]),
+                capture=django_capture_on_commit_callbacks)
+    a = StepRun.objects.get(run=run, name="a")
+    for lost in range(1, 5):
+        _lose_worker(a)
+        assert sweeps.sweep_expired_leases() == 1
+        a.refresh_from_db()
+        assert a.status == ("queued" if lost <= 3 else "failed") and a.redeliveries == min(lost, 3)
+    assert a.attempts == 1 and a.max_attempts == 3  # its retries untouched: a lost worker is not its failure
+    assert a.error.startswith("worker lost 4 times: ")
+    run.refresh_from_db()
+    assert run.status == "failed" and statuses(run) == {"a": "failed", "b": "skipped"}
+    assert "worker lost 4 times" in run.error
+    assert AuditEntry.objects.filter(action="workflow.lease_expired", target_id=str(run.pk)).count() == 4
+    # A manual retry is a new round of re-deliveries as well as of attempts.
+    with django_capture_on_commit_callbacks(execute=True):
+        actions.retry_run(run, actor=alice)
+    a.refresh_from_db()
+    assert a.redeliveries == 0 and a.status == "queued"
+    assert drain(run).status == "succeeded"
+
+
+def test_no_redeliveries_allowed_fails_at_the_first_loss(alice, settings, django_capture_on_commit_callbacks) -> None:
+    settings.HMS_STEP_REDELIVERIES = 0
+    run = start(alice, make_flow("lease3", [step("a", retries=3)]), capture=django_capture_on_commit_callbacks)
+    a = StepRun.objects.get(run=run, name="a")
+    _lose_worker(a)
+    sweeps.sweep_expired_leases()
+    a.refresh_from_db()
+    assert a.status == "failed" and a.error.startswith("worker lost 1 time: ")
+
+
+def test_a_stale_worker_cannot_write_over_the_redelivered_claim(alice, django_capture_on_commit_callbacks) -> None:
     from datetime import timedelta
 
     from django.utils import timezone
 
-    run = start(alice, make_flow("lease2", [step("a"), step("b", "a")]), capture=django_capture_on_commit_callbacks)
-    StepRun.objects.filter(run=run, name="a").update(status="running", attempts=1,
-                                                     lease_until=timezone.now() - timedelta(1))
+    run = start(alice, make_flow("stale", [step("a")]), capture=django_capture_on_commit_callbacks)
+    a = StepRun.objects.get(run=run, name="a")
+    stale = execute._claim(a.pk)  # a worker that froze (SIGSTOP, a long GC pause) rather than died
+    assert stale is not None and stale.attempts == 1
+    StepRun.objects.filter(pk=a.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
     sweeps.sweep_expired_leases()
-    run.refresh_from_db()
-    assert run.status == "failed" and statuses(run) == {"a": "failed", "b": "skipped"}
+    fresh = execute._claim(a.pk)
+    assert fresh is not None and (fresh.attempts, fresh.claims) == (1, 2)  # same attempt number, new claim
+    # The frozen worker wakes up: its heartbeat and its result both miss (the fence is the claim).
+    assert execute._mine(stale).update(lease_until=timezone.now()) == 0
+    assert execute._fail_attempt(stale, "late") == "lost lease"
+    assert execute._execute_one(fresh, 60) == ("succeeded", None)
+    assert StepRun.objects.get(pk=a.pk).status == "succeeded"
+
+
+def test_sigterm_mid_step_releases_it_at_once(alice, monkeypatch, django_capture_on_commit_callbacks) -> None:
+    """In a qcluster worker, SIGTERM during the action ends it, hands the step back (queued, the
+    attempt given back, nothing counted against retries or re-deliveries), re-enqueues it, then
+    ends the process (die(), stubbed here)."""
+    import os
+    import signal
+    import threading
+
+    from django_q.models import OrmQ
+
+    run = start(alice, make_flow("term", [step("a", action="sleep", params={"seconds": 30})]),
+                capture=django_capture_on_commit_callbacks)
+    a = StepRun.objects.get(run=run, name="a")
+    died: list[bool] = []
+    monkeypatch.setattr(execute, "IN_WORKER", True)
+    monkeypatch.setattr(execute, "die", lambda: died.append(True))
+    # Should the handler not be installed, this one keeps the SIGTERM from ending pytest.
+    previous = signal.signal(signal.SIGTERM, lambda *_: died.append(False))
+    queued_before = OrmQ.objects.count()
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+    try:
+        timer.start()
+        with django_capture_on_commit_callbacks(execute=True):
+            assert execute.execute_step(a.pk) == "released"
+    finally:
+        timer.join()
+        assert signal.getsignal(signal.SIGTERM) is not None
+        signal.signal(signal.SIGTERM, previous)
+    assert died == [True]
+    a.refresh_from_db()
+    assert (a.status, a.attempts, a.redeliveries, a.lease_until) == ("queued", 0, 0, None)
+    assert a.error.startswith("released: its worker") and "SIGTERM" in a.error
+    assert OrmQ.objects.count() == queued_before + 1  # re-enqueued for another worker
+    entry = AuditEntry.objects.get(action="workflow.lease_expired", target_id=str(run.pk))
+    assert entry.payload["cause"] == "worker_stopped"
+    again = execute._claim(a.pk)  # another worker takes it: a full round of attempts is still there
+    assert again is not None and (again.attempts, again.max_attempts, again.claims) == (1, 1, 2)
 
 
 def test_a_step_that_ignores_ctx_stop_is_interrupted_at_its_timeout(alice, django_capture_on_commit_callbacks) -> None:
