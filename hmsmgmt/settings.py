@@ -404,3 +404,5 @@ EMAIL_HOST_USER = os.environ.get("HMS_EMAIL_USER", "")
 EMAIL_HOST_PASSWORD = os.environ.get("HMS_EMAIL_PASSWORD", "")
 EMAIL_USE_TLS = envbool("HMS_EMAIL_TLS", False)
 DEFAULT_FROM_EMAIL = os.environ.get("HMS_EMAIL_FROM", "hmsmgmt@localhost")
+# An SMTP server that accepts and never answers must not hold an alert worker forever.
+EMAIL_TIMEOUT = HMS_ALERT_TIMEOUT_SECONDS

@@ -74,3 +74,28 @@ def test_a_webhook_arrives_while_every_workflow_worker_is_busy(transactional_db,
     wait_for(lambda: hook.received, timeout=5, interval=0.05, message="the webhook within 5 s")
     print(f"webhook after {time.monotonic() - opened:.2f} s with the workflow pool busy")
     assert StepRun.objects.get(run=run).status == StepRun.Status.RUNNING  # still busy all along
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_mail_server_that_never_answers_fails_the_delivery_in_bounded_time(settings) -> None:
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)  # accepts (the kernel does) and never says a word
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.getsockname()[1]
+    settings.EMAIL_TIMEOUT = 1
+    settings.HMS_ALERT_ATTEMPTS, settings.HMS_ALERT_BACKOFF_SECONDS = 2, 0.1
+    try:
+        svc = service_with("web")
+        slo_actions.save_alert_channel(AlertChannel(name="mail", kind="email", target="ops@example.org"),
+                                       actor="system:test")
+        slo_actions.open_incident(svc, kind=Incident.Kind.AVAILABILITY, severity=Incident.Severity.PAGE,
+                                  title="down", evidence={})
+        started = time.monotonic()
+        assert alerts.deliver(AlertDelivery.objects.get().pk) == "failed"
+        assert time.monotonic() - started < 10  # 2 attempts × a 1 s timeout, not forever
+        assert "timed out" in AlertDelivery.objects.get().last_error
+    finally:
+        server.close()
