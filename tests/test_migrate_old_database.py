@@ -306,6 +306,11 @@ def test_pre_split_database_migrates_forward_keeping_rows_grants_and_audit_chain
             assert [(r["span"], r["total"], r["down"], r["hist"][:4]) for r in built] == [
                 (3600, 3, 1, [0, 2, 0, 1]), (86400, 3, 1, [0, 2, 0, 1])]
             now_rows = [r for r in now_rows if r["span"] == 60]
+        # Fields added to a model since the split hold their defaults in the migrated rows; the
+        # rows are compared on the fields the old database had.
+        old_keys = set(before_rows[(old, name)][0]) if before_rows[(old, name)] else set()
+        added = {k for k in kept if k not in old_keys} - {"start", "span"}
+        now_rows = [{k: v for k, v in r.items() if k not in added} for r in now_rows]
         assert now_rows == expected, f"{new}.{name} rows differ from {old}.{name}"
         assert count_rows(model._meta.db_table) == len(before_rows[(old, name)]) + (2 if name == "ProbeRollup" else 0)
     for app, name in UNMOVED:
