@@ -27,12 +27,15 @@ class LoopOut(Schema):
     fresh: bool
 
 
-class WorkersOut(Schema):
+class ClusterOut(Schema):
     cluster: str
-    configuredWorkers: int | None
+    host: str
+    workers: int
+    busy: int
+    tasks: int
+    lastBeatAt: datetime | None
+    fresh: bool
     queueDepth: int | None
-    stepsRunning: int
-    lastTaskFinishedAt: datetime | None
 
 
 class DatabaseOut(Schema):
@@ -66,7 +69,8 @@ class SealerOut(Schema):
 class SystemOut(Schema):
     at: datetime
     controllers: list[LoopOut]
-    workers: WorkersOut
+    workers: list[ClusterOut]
+    stepsRunning: int
     database: DatabaseOut
     broker: BrokerOut
     engines: list[EngineOut]
@@ -77,8 +81,11 @@ EXAMPLE = {
     "at": "2026-12-02T06:00:00Z",
     "controllers": [{"loop": "tick", "host": "ctl-1", "pid": 4242, "leader": True, "since": "2026-12-02T05:00:00Z",
                      "lastBeatAt": "2026-12-02T05:59:59Z", "lastPassMs": 41.7, "passes": 7200, "fresh": True}],
-    "workers": {"cluster": "hmsmgmt", "configuredWorkers": 2, "queueDepth": 0, "stepsRunning": 1,
-                "lastTaskFinishedAt": "2026-12-02T05:59:58Z"},
+    "workers": [{"cluster": "alerts", "host": "wk-1", "workers": 1, "busy": 0, "tasks": 12,
+                 "lastBeatAt": "2026-12-02T05:59:59Z", "fresh": True, "queueDepth": 0},
+                {"cluster": "hmsmgmt", "host": "wk-1", "workers": 2, "busy": 1, "tasks": 480,
+                 "lastBeatAt": "2026-12-02T05:59:59Z", "fresh": True, "queueDepth": 3}],
+    "stepsRunning": 1,
     "database": {"vendor": "postgresql", "reachable": True, "version": "15.8"},
     "broker": {"name": "orm", "reachable": True, "queueSize": 0},
     "engines": [{"engine": "process", "services": 3, "breaker": "closed", "failures": 0, "lastError": "",

@@ -14,9 +14,10 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.db.models import Count, Min
 from django.utils import timezone
-from django_q.models import OrmQ, Task
+from django_q.models import OrmQ
 
 from audit.models import AuditEntry
+from console.models import WorkerBeat
 from controller.loop import loop_periods
 from controller.models import LoopBeat
 from fleet.models import EngineState, Service
@@ -33,6 +34,7 @@ def status() -> dict[str, Any]:
         "at": now,
         "controllers": controllers(now),
         "workers": workers(now),
+        "stepsRunning": steps_running(),
         "database": database(),
         "broker": broker(),
         "engines": engines(),
@@ -53,17 +55,33 @@ def controllers(now: Any) -> list[dict[str, Any]]:
     return out
 
 
-def workers(now: Any) -> dict[str, Any]:
+def workers(now: Any) -> list[dict[str, Any]]:
+    """Each worker cluster (queue) on each host: its live worker processes (console/workers.py
+    heartbeats), how many run a task, its last heartbeat; the queue depth of each cluster."""
     q = settings.Q_CLUSTER
-    queued = OrmQ.objects.filter(key=q["name"], lock__lte=now).count() if "orm" in q else None
-    last = Task.objects.order_by("-stopped").values_list("stopped", flat=True).first()
-    return {
-        "cluster": q["name"],
-        "configuredWorkers": q.get("workers"),
-        "queueDepth": queued,
-        "stepsRunning": StepRun.objects.filter(status=StepRun.Status.RUNNING).count(),
-        "lastTaskFinishedAt": last,
-    }
+    depth: dict[str, int] = {}
+    if "orm" in q:
+        depth = dict(OrmQ.objects.filter(lock__lte=now).values_list("key").annotate(n=Count("id")).order_by())
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for beat in WorkerBeat.objects.filter(beat_at__gte=now - SHOWN):
+        g = groups.setdefault((beat.cluster, beat.host), {
+            "cluster": beat.cluster, "host": beat.host, "workers": 0, "busy": 0, "tasks": 0,
+            "lastBeatAt": beat.beat_at, "fresh": False, "queueDepth": depth.get(beat.cluster)})
+        alive = now - beat.beat_at <= FRESH
+        g["workers"] += 1 if alive else 0
+        g["busy"] += 1 if alive and beat.busy else 0
+        g["tasks"] += beat.tasks
+        g["lastBeatAt"] = max(g["lastBeatAt"], beat.beat_at)
+        g["fresh"] = g["fresh"] or alive
+    # A queue with work and no worker is the thing to see first.
+    for cluster in sorted({q["name"], settings.HMS_ALERT_CLUSTER} - {c for c, _ in groups}):
+        groups[(cluster, "")] = {"cluster": cluster, "host": "", "workers": 0, "busy": 0, "tasks": 0,
+                                 "lastBeatAt": None, "fresh": False, "queueDepth": depth.get(cluster)}
+    return [groups[k] for k in sorted(groups)]
+
+
+def steps_running() -> int:
+    return StepRun.objects.filter(status=StepRun.Status.RUNNING).count()
 
 
 def database() -> dict[str, Any]:

@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit.actions import record
+from console.models import WorkerBeat
 from controller.models import LoopBeat
 from fleet.models import EngineState
 from tests.conftest import api, service_with
@@ -29,6 +30,10 @@ def state(personas) -> None:  # type: ignore[no-untyped-def]
     service_with("containers", driver="docker", image="x")
     EngineState.objects.create(engine="docker", state="open", failures=3, last_error="no answer within 1 s",
                                changed_at=now)
+    WorkerBeat.objects.create(host="wk-1", pid=7, cluster="hmsmgmt", started_at=now, beat_at=now, busy=True, tasks=5)
+    WorkerBeat.objects.create(host="wk-1", pid=8, cluster="hmsmgmt", started_at=now, beat_at=now, tasks=3)
+    WorkerBeat.objects.create(host="wk-2", pid=9, cluster="hmsmgmt", started_at=now,
+                              beat_at=now - timedelta(minutes=1))  # stopped beating
     with transaction.atomic():
         record("test.entry", actor="system:test", target_type="test", target_id="1")
 
@@ -44,7 +49,12 @@ def test_the_api_tells_leaders_standbys_stale_and_unled_loops(state, clients, to
     assert engines["process"]["breaker"] == "closed"
     assert body["database"]["reachable"] and body["broker"]["reachable"]
     assert body["sealer"]["pending"] >= 1 and body["sealer"]["oldestPendingSeconds"] >= 0
-    assert body["workers"]["cluster"] and body["workers"]["stepsRunning"] == 0
+    clusters = {(w["cluster"], w["host"]): w for w in body["workers"]}
+    assert (clusters[("hmsmgmt", "wk-1")]["workers"], clusters[("hmsmgmt", "wk-1")]["busy"]) == (2, 1)
+    assert clusters[("hmsmgmt", "wk-1")]["tasks"] == 8 and clusters[("hmsmgmt", "wk-1")]["fresh"]
+    assert clusters[("hmsmgmt", "wk-2")]["workers"] == 0 and not clusters[("hmsmgmt", "wk-2")]["fresh"]
+    assert clusters[("alerts", "")]["workers"] == 0  # nobody serves the alerts queue
+    assert body["stepsRunning"] == 0
     assert api(clients["anon"], "get", "/mgmt/system", token=tokens["bob"]).status_code == 403
 
 
@@ -67,3 +77,21 @@ def test_queries_do_not_grow_with_the_fleet(state, clients) -> None:
     for i in range(20):
         service_with(f"more{i}")
     assert count() == small
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.django_db(transaction=True)
+def test_both_worker_clusters_show_with_their_heartbeats(personas, spawn, clients, tokens) -> None:
+    from tests.conftest import wait_for
+
+    spawn("qcluster", HMS_Q_WORKERS="2")
+    spawn("qcluster", Q_CLUSTER_NAME="alerts")
+
+    def clusters() -> dict[str, dict]:
+        body = api(clients["anon"], "get", "/mgmt/system", token=tokens["alice"]).json()
+        return {w["cluster"]: w for w in body["workers"] if w["fresh"]}
+
+    seen = wait_for(lambda: (lambda c: c if {"hmsmgmt", "alerts"} <= set(c) else None)(clusters()), timeout=60,
+                    interval=0.5, message="both worker clusters beating")
+    assert seen["hmsmgmt"]["workers"] == 2 and seen["alerts"]["workers"] == 1
