@@ -102,9 +102,11 @@ def test_two_controllers_one_leader_per_loop_and_kill_9_hands_over(stop_local_in
         pids = {first.pid, second.pid}
         assert set(leaders().values()) <= pids
         wait_for(lambda: lock_holders() == leaders(), timeout=5, message="the lock holders are the leader rows")
-        # Every process has a row for every loop: one leads it, the other stands by.
-        rows = Counter(LoopBeat.objects.filter(pid__in=pids).values_list("loop", "leader"))
-        assert rows == {**{(loop, True): 1 for loop in LOOPS}, **{(loop, False): 1 for loop in LOOPS}}
+        # Every process has a row for every loop: one leads it, the other stands by (the second
+        # process may still be starting when the first already leads everything: wait for it).
+        expected = {**{(loop, True): 1 for loop in LOOPS}, **{(loop, False): 1 for loop in LOOPS}}
+        wait_for(lambda: Counter(LoopBeat.objects.filter(pid__in=pids).values_list("loop", "leader")) == expected,
+                 timeout=30, interval=0.1, message=f"a leader and a standby row per loop; outputs: {second.output()}")
 
         procs = {first.pid: first, second.pid: second}
         takeovers: list[float] = []
