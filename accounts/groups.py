@@ -13,6 +13,7 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
     "operators": [
         ("fleet", "view_service"),
         ("fleet", "scale_service"),
+        ("fleet", "view_swarmnode"),
         ("workflows", "view_workflowdefinition"),
         ("workflows", "run_workflowdefinition"),
         ("workflows", "view_workflowrun"),

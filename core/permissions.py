@@ -76,6 +76,14 @@ def can(user: Any, action: str, obj: Model) -> bool:
     return obj.pk is not None and _checker(user).has_perm(perm, obj)
 
 
+def has_perm(user: Any, perm: str) -> bool:
+    """A global (model-level) permission such as fleet.manage_nodes: for what has no object to
+    grant on (the swarm's nodes are the engine's, not the console's)."""
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+        return False
+    return user.is_superuser or user.has_perm(perm)
+
+
 def can_many(user: Any, action: str, objs: Iterable[M]) -> set[Any]:
     """The pks of `objs` (one model) on which `user` may do `action`: can() for a whole page of
     rows at once. The same answer as can() per object, in a constant number of queries: the

@@ -23,6 +23,7 @@ from django.utils import timezone
 from audit import events
 from audit.actions import record
 from audit.models import AuditEntry
+from core.errors import ApiError
 from fleet.drivers import get_driver
 from fleet.locks import LockTimeout, service_lock
 from fleet.models import Instance, Service
@@ -206,7 +207,7 @@ def remove_engine_objects(spec: Any, drivers: set[str]) -> list[str]:
     return failed
 
 
-def record_failover(instance: Instance, *, cause: str, component: str) -> None:
+def record_failover(instance: Instance, *, cause: str, component: str, node: str = "") -> None:
     """An instance died without being asked to: mark it exited, count toward crash-loop backoff,
     and audit the fail-over (the reconciler starts the replacement)."""
     now = timezone.now()
@@ -238,6 +239,7 @@ def record_failover(instance: Instance, *, cause: str, component: str) -> None:
                 "instance": inst.pk,
                 "ref": inst.ref,
                 "cause": cause,
+                **({"node": node} if node else {}),
                 "lived_seconds": round(lived.total_seconds(), 1),
                 "failure_streak": svc.failure_streak,
                 "backoff_until": svc.backoff_until.isoformat() if svc.backoff_until else None,
@@ -276,3 +278,38 @@ def fail_over_unhealthy(instance: Instance, *, evidence: dict[str, Any], compone
         except Exception:  # the reconciler stops leftovers as orphans on its next tick
             pass
     return True
+
+
+# --- Swarm nodes (fleet.nodes) ----------------------------------------------------------------------
+def set_node_availability(node: Any, availability: str, *, actor: Any) -> Any:
+    """Drain or activate a Swarm node (permission fleet.manage_nodes, checked by the caller through
+    core.permissions). The drain preflight decides first: a drain with no room elsewhere, or one
+    a last-node guard forbids, is refused and changes nothing. The engine call happens inside
+    the transaction so a refused call leaves no audit entry; the row follows on the next sync."""
+    from fleet.nodes import drain_preview
+
+    preview = drain_preview(node) if availability == "drain" else None
+    if preview is not None and (preview.blocked or (preview.moves and not preview.room)):
+        raise ApiError(409, "drain_refused", preview.detail)
+    with transaction.atomic():
+        get_driver("swarm").set_availability(node.node_id, availability)
+        before = node.availability
+        type(node).objects.filter(pk=node.pk).update(availability=availability)
+        record(events.NODE_DRAIN if availability == "drain" else events.NODE_ACTIVATE, actor=actor, target=node,
+               payload={"node": node.hostname, "before": before, "after": availability,
+                        **({"moves": preview.moves} if preview else {})})
+    node.availability = availability
+    return preview
+
+
+def rebalance(service: Service, *, surge: int, counts: dict[str, int]) -> None:
+    """One rebalance step of a Swarm service (fleet.nodes.Rebalancer decides): surge=1 asks Swarm
+    for one replica more, to land on the emptiest node; surge=0 goes back to desired, which makes
+    Swarm remove a task from the fullest node. Audited, naming the spread it acted on."""
+    with transaction.atomic():
+        updated = Service.objects.filter(pk=service.pk).exclude(surge=surge).update(surge=surge)
+        if not updated:
+            return
+        record(events.SERVICE_REBALANCE, actor="system:rebalance", target=service,
+               payload={"step": "surge" if surge else "settle", "replicas": service.desired_instances + surge,
+                        "spread": counts})

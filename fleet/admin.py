@@ -5,7 +5,7 @@ from guardian.admin import GuardedModelAdmin
 
 from core.admin import ReadOnlyAdmin
 from fleet import actions
-from fleet.models import EngineState, Instance, Service
+from fleet.models import EngineState, Instance, Service, SwarmNode
 
 
 @admin.register(Service)
@@ -65,3 +65,11 @@ def register_settings_inline(inline: Any) -> None:
 @admin.register(EngineState)
 class EngineStateAdmin(ReadOnlyAdmin):
     list_display = ("engine", "state", "failures", "last_error", "changed_at")
+
+
+@admin.register(SwarmNode)
+class SwarmNodeAdmin(ReadOnlyAdmin):
+    """What the controller last saw of the swarm's nodes; drain and activate on /nodes/."""
+
+    list_display = ("hostname", "state", "availability", "role", "leader", "addr", "engine_version", "seen_at")
+    list_filter = ("state", "availability", "role")

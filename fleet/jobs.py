@@ -7,10 +7,10 @@ import logging
 import threading
 import time
 
-from fleet import reconcile
-from fleet.drivers import EngineUnavailable, Observed
+from fleet import actions, nodes, reconcile
+from fleet.drivers import EngineUnavailable, Observed, get_driver
 from fleet.locks import LockTimeout
-from fleet.models import Service
+from fleet.models import Instance, Service, SwarmNode
 
 log = logging.getLogger(__name__)
 
@@ -100,3 +100,49 @@ class FailoverWatch:
                 self.reconciler.converge(svc_id, name, driver)
         finally:
             failing_over.clear()
+
+
+class NodeSync:
+    """The "fleet.nodes" job of the tick loop: the swarm's nodes, once a second, whenever a Swarm
+    service exists (the driver's listing of the tick is reused when it is fresh)."""
+
+    def __call__(self) -> None:
+        if not Service.objects.filter(driver=Service.Driver.SWARM).exists() and not SwarmNode.objects.exists():
+            return
+        driver = get_driver("swarm")
+        try:
+            listed = driver.nodes(max_age=0.4)
+        except EngineUnavailable:
+            return  # the tick's breaker reports the engine; rows keep their last state
+        nodes.sync(listed)
+
+
+class Rebalancer:
+    """The "fleet.rebalance" job of the tick loop."""
+
+    def __init__(self) -> None:
+        self.surge_started: dict[int, float] = {}
+
+    def __call__(self) -> None:
+        services = list(Service.objects.filter(driver=Service.Driver.SWARM, rebalance=Service.Rebalance.ON_RECOVERY))
+        if not services:
+            return
+        ready = list(SwarmNode.objects.filter(state="ready", availability="active", gone=False)
+                     .values_list("hostname", flat=True))
+        for svc in services:
+            live = list(Instance.objects.filter(service=svc, driver="swarm", state__in=Instance.LIVE_STATES)
+                        .values_list("node", "state", "health"))
+            counts = dict.fromkeys(ready, 0)
+            for node, state, _health in live:
+                if state == Instance.State.RUNNING and node in counts:
+                    counts[node] += 1
+            healthy = sum(1 for _n, state, health in live if state == Instance.State.RUNNING and health == "up")
+            started = self.surge_started.get(svc.pk)
+            age = time.monotonic() - started if started else None
+            step = nodes.rebalance_step(svc.desired_instances, svc.surge, counts, healthy, age)
+            if step == "surge":
+                self.surge_started[svc.pk] = time.monotonic()
+                actions.rebalance(svc, surge=1, counts=counts)
+            elif step == "settle":
+                self.surge_started.pop(svc.pk, None)
+                actions.rebalance(svc, surge=0, counts=counts)

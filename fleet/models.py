@@ -33,6 +33,15 @@ class Service(models.Model):
     port = models.PositiveIntegerField(default=8080, help_text="port the instance listens on (in the container)")
     health_path = models.CharField(max_length=200, default="/health")
     desired_instances = models.PositiveIntegerField(default=0)
+
+    class Rebalance(models.TextChoices):
+        OFF = "off", "off"
+        ON_RECOVERY = "on-recovery", "on recovery: move replicas back when a node returns"
+
+    # Swarm never moves tasks back to a recovered node; with on-recovery the console does (fleet.nodes).
+    rebalance = models.CharField(max_length=16, choices=Rebalance.choices, default=Rebalance.OFF)
+    # Replicas above desired while a rebalance step waits for its new task to be healthy (0 or 1).
+    surge = models.PositiveSmallIntegerField(default=0, editable=False)
     # Bumped whenever driver/command/image/port change: instances of an older version roll over.
     spec_version = models.PositiveIntegerField(default=1)
     last_scaled_at = models.DateTimeField(null=True, blank=True)
@@ -129,3 +138,30 @@ class EngineState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.engine}: {self.state}"
+
+
+class SwarmNode(models.Model):
+    """A node of the Swarm the console manages, as the controller's tick last saw it (written on
+    changes only): what the nodes page, GET /mgmt/nodes and node-loss handling read."""
+
+    node_id = models.CharField(max_length=64, unique=True)
+    hostname = models.CharField(max_length=200)
+    addr = models.CharField(max_length=100, blank=True)
+    role = models.CharField(max_length=16)  # manager | worker
+    leader = models.BooleanField(default=False)
+    state = models.CharField(max_length=16)  # ready | down | unknown | disconnected
+    message = models.CharField(max_length=300, blank=True)
+    availability = models.CharField(max_length=16)  # active | pause | drain
+    engine_version = models.CharField(max_length=64, blank=True)
+    nano_cpus = models.BigIntegerField(default=0)
+    memory_bytes = models.BigIntegerField(default=0)
+    state_since = models.DateTimeField()
+    seen_at = models.DateTimeField()
+    gone = models.BooleanField(default=False)  # no longer listed by the swarm
+
+    class Meta:
+        ordering = ["hostname"]
+        permissions = [("manage_nodes", "Can drain and activate Swarm nodes")]
+
+    def __str__(self) -> str:
+        return self.hostname

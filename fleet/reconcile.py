@@ -167,11 +167,11 @@ def at_rest(svc: Service, live: list[Instance], listed: list[Observed] | None, *
     engine (no orphan, no carcass; for Swarm: no task of it wanted running that is not running,
     and its service already at the desired replicas and spec). Such a service is skipped by the
     tick; anything else, or no listing to judge by, gets a full pass under its lock."""
-    if listed is None or spares or len(live) != svc.desired_instances:
+    if listed is None or spares or len(live) != svc.desired_instances + svc.surge:
         return False
     if declarative:
         wanted = [o for o in listed if o.extra.get("desired") == "running"]
-        if any(o.extra.get("replicas") != svc.desired_instances
+        if any(o.extra.get("replicas") != svc.desired_instances + svc.surge
                or o.extra.get("service_version") != str(svc.spec_version) for o in listed):
             return False
         listed = wanted
@@ -604,7 +604,7 @@ def _converge_declarative(svc: Service, driver: Driver, spec: ServiceSpec, compo
         if (
             task is not None
             and task.extra.get("desired") == "running"
-            and task.extra.get("state") not in ("failed", "rejected", "complete", "orphaned")
+            and task.extra.get("state") not in ("failed", "rejected", "complete", "orphaned", "lost")
         ):
             _refresh(inst, task)
             if inst.state == Instance.State.STARTING and task.alive and _healthy(inst, svc.health_path):
@@ -612,7 +612,10 @@ def _converge_declarative(svc: Service, driver: Driver, spec: ServiceSpec, compo
                     state=Instance.State.RUNNING, health=Instance.Health.UP, healthy_at=timezone.now()
                 )
             continue
-        if task is not None and task.extra.get("state") in ("failed", "rejected", "complete", "orphaned"):
+        if task is not None and task.extra.get("state") == "lost":
+            # Its node is Down: Swarm reschedules the task elsewhere; the fail-over names the node.
+            actions.record_failover(inst, cause=f"swarm task {ref} {task.detail}", component=component, node=task.node)
+        elif task is not None and task.extra.get("state") in ("failed", "rejected", "complete", "orphaned"):
             actions.record_failover(
                 inst, cause=f"swarm task {ref} on {task.node or '?'} {task.detail}", component=component
             )
@@ -633,7 +636,7 @@ def _converge_declarative(svc: Service, driver: Driver, spec: ServiceSpec, compo
     for task in tasks:
         if task.ref in known or task.extra.get("desired") != "running":
             continue
-        if task.extra.get("state") in ("failed", "rejected", "complete", "orphaned", "shutdown"):
+        if task.extra.get("state") in ("failed", "rejected", "complete", "orphaned", "shutdown", "lost"):
             continue
         version = task.extra.get("spec_version", "")
         Instance.objects.create(
@@ -657,7 +660,8 @@ def _converge_declarative(svc: Service, driver: Driver, spec: ServiceSpec, compo
             _retire(svc, others[-1], reason=f"rolled over to {svc.driver}")
         driver.set_replicas(spec, min(desired, healthy + 1))
     else:
-        driver.set_replicas(spec, desired)
+        # surge: one replica more while a rebalance step waits for its new task (fleet.nodes).
+        driver.set_replicas(spec, desired + svc.surge)
 
 
 # --- wake-ups: engines that report deaths as they happen ------------------------------------------

@@ -11,13 +11,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 
-from core.permissions import can, can_many, get_for_user
+from core.permissions import can, can_many, get_for_user, has_perm
 from fleet import reconcile
-from fleet.models import Instance, Service
+from fleet.models import Instance, Service, SwarmNode
 
 PAGE_SIZE = 50  # the overview's page: enough to scan, small enough to redraw every 3 s
 
@@ -94,3 +95,19 @@ def service_row(user: Any, svc: Service, message: str = "", error: str = "") -> 
 
 def _row(svc: Service, status: reconcile.Status, can_scale: bool, message: str = "", error: str = "") -> dict[str, Any]:
     return {"service": svc, "status": status, "can_scale": can_scale, "message": message, "error": error}
+
+
+def node_for(user: Any, hostname: str | None, *, manage: bool = False) -> Any:
+    """The Swarm node of that hostname (None: only check that the user may see nodes). Seeing
+    nodes needs fleet.view_swarmnode (operators have it); draining and activating them needs
+    fleet.manage_nodes (no group has it: grant it in admin)."""
+    if not has_perm(user, "fleet.view_swarmnode"):
+        raise PermissionDenied("You may not see the swarm's nodes.")
+    if hostname is None:
+        return None
+    node = SwarmNode.objects.filter(hostname=hostname).first()
+    if node is None:
+        raise Http404(f"No swarm node named {hostname!r}.")
+    if manage and not has_perm(user, "fleet.manage_nodes"):
+        raise PermissionDenied("Draining or activating nodes needs the manage_nodes permission.")
+    return node

@@ -28,6 +28,7 @@ from core.http import json_error
 from core.middleware import database_unavailable
 from core.openapi import link_storable_json
 from fleet.api import router as services_router
+from fleet.node_api import router as nodes_router
 from slo.api import router as slo_router
 from workflows.api import router as workflows_router
 
@@ -225,6 +226,7 @@ def on_database_unavailable(request: HttpRequest, exc: Exception) -> HttpRespons
 
 
 api.add_router("", services_router)
+api.add_router("", nodes_router)
 api.add_router("", slo_router)
 api.add_router("", workflows_router)
 api.add_router("", audit_router)

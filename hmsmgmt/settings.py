@@ -298,6 +298,11 @@ HMS_DOCKER_WARM_SPARES = envint("HMS_DOCKER_WARM_SPARES", 0, minimum=0)
 HMS_DOCKER_TIMEOUT = envfloat("HMS_DOCKER_TIMEOUT", 5, minimum=0.1)  # Docker API call timeout
 # The tick waits this long for an engine's listing before opening its breaker (fleet/breakers.py).
 HMS_ENGINE_WAIT_SECONDS = envfloat("HMS_ENGINE_WAIT_SECONDS", 1.0, minimum=0.05)
+# Several machines (docs/engines.md): engines of Swarm nodes other than the manager's, "host=url,…",
+# for per-task CPU/memory and stopping one task there.
+HMS_SWARM_NODE_ENGINES = os.environ.get("HMS_SWARM_NODE_ENGINES", "")
+# Running below desired this long opens a capacity incident (lost node, crash loop, no room).
+HMS_CAPACITY_GRACE_SECONDS = envfloat("HMS_CAPACITY_GRACE_SECONDS", 30, minimum=1)
 HMS_DOCKER_STATS_SECONDS = envfloat("HMS_DOCKER_STATS_SECONDS", 5, minimum=0.1)  # stats cost a call per container
 
 # --- Audit (docs/audit.md) ---------------------------------------------------------------------

@@ -131,6 +131,14 @@ def enforce(actor: Any, action: str, target: Any, *, lock: bool = False, **conte
     return decision
 
 
+def check_drain(last_node_of: list[str]) -> list[str]:
+    """The services (of `last_node_of`, those whose every replica runs on the node to drain) that
+    an enabled last-node guard keeps that node from being drained for."""
+    if Policy.objects.filter(enabled=True, kind=Policy.Kind.LAST_NODE_GUARD).exists():
+        return sorted(last_node_of)
+    return []
+
+
 def _check_freeze(decision: Decision, policy: Policy, actor: Any, action: str, now: datetime) -> None:
     applies = policy.applies_to == Policy.Applies.BOTH or (
         (policy.applies_to == Policy.Applies.SCALE) == (action == "scale")

@@ -14,6 +14,7 @@ class Policy(models.Model):
         INSTANCE_BOUNDS = "instance_bounds", "Instance bounds per service"
         SCALING_RATE = "scaling_rate", "Scaling rate (step and cooldown)"
         CHANGE_FREEZE = "change_freeze", "Change freeze window"
+        LAST_NODE_GUARD = "last_node_guard", "Never drain the last Swarm node running a service"
 
     class Applies(models.TextChoices):
         SCALE = "scale", "Scaling"
@@ -65,6 +66,7 @@ class Policy(models.Model):
         Kind.INSTANCE_BOUNDS: ("service_name", "min_instances", "max_instances"),
         Kind.SCALING_RATE: ("service_name", "max_step", "cooldown_seconds"),
         Kind.CHANGE_FREEZE: ("freeze_start", "freeze_end", "applies_to", "exempt_group"),
+        Kind.LAST_NODE_GUARD: (),  # every service: nothing to fill in
     }
     TRACKED_FIELDS = ("name", "kind", "enabled", "description", "scope_flow", "scope_tag", "per_user", "limit",
                       "service_name", "min_instances", "max_instances", "max_step", "cooldown_seconds",

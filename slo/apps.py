@@ -12,7 +12,7 @@ class SloConfig(AppConfig):
         from core.rows import create_with
         from fleet.models import Service
         from health.rollups import register_latency_objectives
-        from slo import alerts, sla
+        from slo import alerts, capacity, sla
         from slo.models import Objectives
 
         create_with(Service, Objectives, "service")
@@ -21,6 +21,7 @@ class SloConfig(AppConfig):
             lambda: dict(Objectives.objects.values_list("service_id", "latency_objective_ms")))
         register("monitor", "slo.evaluate", lambda: settings.HMS_SLA_EVAL_SECONDS, sla.evaluate_all)
         register("monitor", "slo.prune", 300, sla.prune)
+        register("monitor", "slo.capacity", 1, make=capacity.CapacityWatch)
         register("monitor", "slo.resend_stranded", 10, alerts.resend_stranded)
         # Alertmanager resolves alerts nobody repeats: open incidents are posted again.
         register("monitor", "slo.alertmanager_repeat", lambda: settings.HMS_ALERTMANAGER_REPEAT_SECONDS,

@@ -12,6 +12,7 @@ class Incident(models.Model):
     class Kind(models.TextChoices):
         AVAILABILITY = "availability"
         LATENCY = "latency"
+        CAPACITY = "capacity"  # running below desired past a grace period (slo.capacity)
 
     class Severity(models.TextChoices):
         PAGE = "page"  # wakes someone up (by default the 1 h and 6 h window pairs)

@@ -43,9 +43,10 @@ STATS_EVERY = settings.HMS_DOCKER_STATS_SECONDS  # stats cost one call per conta
 class Engine:
     """A lazily (re)connected Docker client. Shared by the docker and swarm drivers."""
 
-    def __init__(self) -> None:
+    def __init__(self, base_url: str | None = None) -> None:
         self._client: Any = None
         self._lock = threading.Lock()
+        self.base_url = base_url  # None: DOCKER_HOST or the local socket, as the Docker SDK decides
 
     @property
     def client(self) -> Any:
@@ -56,7 +57,10 @@ class Engine:
                 with engine_errors("connect"):
                     # "auto" asks the daemon for its API version: one call, and it fails fast when
                     # the daemon is down, so we never cache a client for an engine we have not seen.
-                    self._client = docker.from_env(timeout=TIMEOUT, version="auto")
+                    if self.base_url:
+                        self._client = docker.DockerClient(base_url=self.base_url, timeout=TIMEOUT, version="auto")
+                    else:
+                        self._client = docker.from_env(timeout=TIMEOUT, version="auto")
             return self._client
 
     @property

@@ -9,11 +9,20 @@ published for that task, never "localhost".
 Each task publishes the service port in host mode on a port Swarm picks, so every task is reachable
 (and probed) on its own; the routing mesh would hide which task answers. The Swarm service carries
 hmsmgmt.managed=true, hmsmgmt.namespace and hmsmgmt.service labels, and so do its containers.
+
+Several machines: the driver talks to one manager (DOCKER_HOST). The node list comes with every
+listing (one call), so a node going Down is seen on the next tick, and a task that Swarm still
+reports "running" on a Down node is reported dead ("node … down"): its container may even still
+answer, but Swarm has already rescheduled it. CPU/memory of a task and stopping one task need the
+engine of the node it runs on: the manager's own node always, any other node whose engine the
+console may reach (HMS_SWARM_NODE_ENGINES: hostname=url pairs); elsewhere the figures stay empty
+and an unhealthy task is stopped by removing it from the service's spec (a forced update).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 from typing import Any
@@ -22,8 +31,39 @@ from fleet.drivers.base import DriverError, EngineUnavailable, Observed, Service
 from fleet.drivers.docker import LABEL, Engine, StatsSampler, engine_errors, parse_time
 from fleet.drivers.process import console_namespace
 
+log = logging.getLogger(__name__)
 ENDED = ("complete", "failed", "shutdown", "rejected", "orphaned", "remove")
-NODE_CACHE_SECONDS = 30.0
+
+NodeInfo = dict[str, Any]
+
+
+def node_engines() -> dict[str, str]:
+    """HMS_SWARM_NODE_ENGINES ("node1=unix:///run/n1.sock,node2=tcp://10.0.0.2:2376"): the
+    engines of nodes other than the manager's, by hostname (or node id)."""
+    from django.conf import settings
+
+    pairs = [p.strip() for p in (getattr(settings, "HMS_SWARM_NODE_ENGINES", "") or "").split(",") if p.strip()]
+    return dict(p.split("=", 1) for p in pairs if "=" in p)
+
+
+def node_info(n: dict[str, Any], local_node: str) -> NodeInfo:
+    """What the console keeps of a Swarm node (pure)."""
+    status = n.get("Status") or {}
+    desc = n.get("Description") or {}
+    spec = n.get("Spec") or {}
+    manager = n.get("ManagerStatus") or {}
+    addr = status.get("Addr", "")
+    if addr in ("", "0.0.0.0") and n["ID"] == local_node:
+        addr = "127.0.0.1"  # a node that did not advertise an address: reach it locally
+    resources = desc.get("Resources") or {}
+    return {
+        "id": n["ID"], "hostname": desc.get("Hostname", n["ID"][:12]), "addr": addr,
+        "state": status.get("State", "unknown"), "message": status.get("Message", ""),
+        "availability": spec.get("Availability", "active"), "role": spec.get("Role", "worker"),
+        "leader": bool(manager.get("Leader")), "reachability": manager.get("Reachability", ""),
+        "engine_version": (desc.get("Engine") or {}).get("EngineVersion", ""),
+        "nano_cpus": resources.get("NanoCPUs") or 0, "memory_bytes": resources.get("MemoryBytes") or 0,
+    }
 
 
 class SwarmDriver:
@@ -33,9 +73,11 @@ class SwarmDriver:
     def __init__(self, engine: Engine | None = None) -> None:
         self.engine = engine or Engine()
         self.stats = StatsSampler(self.engine)
-        self._nodes: dict[str, dict[str, str]] = {}
-        self._nodes_at = 0.0
+        self._nodes: dict[str, NodeInfo] = {}
+        self._nodes_at = 0.0  # monotonic time of the last node listing
         self._local_node = ""
+        # Engines of the other nodes (HMS_SWARM_NODE_ENGINES), with a stats sampler each.
+        self._node_engines: dict[str, tuple[Engine, StatsSampler]] = {}
 
     # naming and labels
     @staticmethod
@@ -78,7 +120,9 @@ class SwarmDriver:
     def _endpoint(self, spec: ServiceSpec) -> Any:
         from docker.types import EndpointSpec
 
-        return EndpointSpec(mode="vip", ports=[{"Protocol": "tcp", "TargetPort": spec.port, "PublishMode": "host"}])
+        # dnsrr, not a virtual IP: each task is reached at its own node's port, and a VIP needs IPVS,
+        # which not every kernel has.
+        return EndpointSpec(mode="dnsrr", ports=[{"Protocol": "tcp", "TargetPort": spec.port, "PublishMode": "host"}])
 
     # Driver protocol
     def set_replicas(self, spec: ServiceSpec, replicas: int) -> None:
@@ -121,7 +165,7 @@ class SwarmDriver:
             return []
         with engine_errors("task list"):
             tasks = self.engine.api.tasks(filters={"service": current["ID"]})
-            nodes = self._node_map()
+            nodes = self.node_map()
         return [self._observed(task, spec, current, nodes) for task in tasks]
 
     def list_all(self, specs: dict[str, ServiceSpec]) -> dict[str, list[Observed]]:
@@ -137,7 +181,7 @@ class SwarmDriver:
             ours = {svc["ID"]: svc for svc in services
                     if (svc["Spec"].get("Labels") or {}).get(f"{LABEL}.service") in specs}
             tasks = api.tasks() if ours else []
-            nodes = self._node_map() if ours else {}
+            nodes = self.node_map()  # every tick: a node going Down must be seen at once
         for task in tasks:
             current = ours.get(task.get("ServiceID", ""))
             if current is not None:
@@ -146,18 +190,23 @@ class SwarmDriver:
         return found
 
     def _observed(self, task: dict[str, Any], spec: ServiceSpec, service: dict[str, Any],
-                  nodes: dict[str, dict[str, str]]) -> Observed:
+                  nodes: dict[str, NodeInfo]) -> Observed:
         st = task.get("Status") or {}
         state = st.get("State", "")
         node = nodes.get(task.get("NodeID", ""), {})
+        node_down = bool(node) and node.get("state") != "ready"
         port = next((p.get("PublishedPort") for p in (st.get("PortStatus") or {}).get("Ports") or []
                      if p.get("TargetPort") == spec.port and p.get("PublishedPort")), None)
         container = (st.get("ContainerStatus") or {}).get("ContainerID", "")
         cpu = memory = None
-        if state == "running" and container and task.get("NodeID") == self._local_node:
-            cpu, memory = self.stats.sample(container)  # only where it is cheap: this node
+        sampler = self._sampler(task.get("NodeID", ""), node)
+        if state == "running" and container and sampler is not None and not node_down:
+            cpu, memory = sampler.sample(container)  # in the background: never in the tick
         detail = state
-        if st.get("Err"):
+        if node_down:
+            # Swarm keeps the last state it heard from a lost node: the task is gone for us.
+            detail = f"lost: node {node.get('hostname')} {node.get('state')}"
+        elif st.get("Err"):
             detail = f"{state}: {st['Err']}"
         elif (st.get("ContainerStatus") or {}).get("ExitCode") not in (None, 0):
             detail = f"{state}: exit code {st['ContainerStatus']['ExitCode']}"
@@ -165,7 +214,7 @@ class SwarmDriver:
         service_spec = service.get("Spec") or {}
         return Observed(
             ref=task["ID"][:12],
-            alive=state == "running",
+            alive=state == "running" and not node_down,
             host=node.get("addr", ""),
             port=port,
             node=node.get("hostname", task.get("NodeID", "")[:12]),
@@ -173,7 +222,9 @@ class SwarmDriver:
             detail=detail,
             cpu_percent=cpu,
             memory_bytes=memory,
-            extra={"state": state, "desired": task.get("DesiredState", ""), "slot": task.get("Slot"),
+            extra={"state": "lost" if node_down and state == "running" else state,
+                   "node_id": task.get("NodeID", ""), "node_state": node.get("state", ""),
+                   "desired": task.get("DesiredState", ""), "slot": task.get("Slot"),
                    "since": st.get("Timestamp", ""), "container": container[:12],
                    "spec_version": labels.get(f"{LABEL}.spec_version", ""),
                    "replicas": (service_spec.get("Mode") or {}).get("Replicated", {}).get("Replicas"),
@@ -184,8 +235,9 @@ class SwarmDriver:
         raise DriverError("the swarm driver is declarative: set_replicas() lets Swarm start tasks")
 
     def stop_instance(self, spec: ServiceSpec, ref: str, *, grace_seconds: float = 5.0) -> None:
-        """Stop one task's container (when it runs on this engine's node): Swarm notices and
-        replaces the task. Used when a probe declares a task unhealthy."""
+        """Stop one task's container through the engine of the node it runs on (the manager's, or
+        one HMS_SWARM_NODE_ENGINES names): Swarm notices and replaces the task. Used when a probe
+        declares a task unhealthy."""
         from docker.errors import APIError, NotFound
 
         api = self.engine.api
@@ -198,23 +250,16 @@ class SwarmDriver:
             if labels.get(f"{LABEL}.namespace") != console_namespace() or labels.get(f"{LABEL}.service") != spec.name:
                 return
             container = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
-            if container and task.get("NodeID") == self._local():
+            engine = self._engine_of(task.get("NodeID", ""))
+            if container and engine is not None:
                 try:
-                    api.stop(container, timeout=max(0, int(round(grace_seconds))))
+                    engine.api.stop(container, timeout=max(0, int(round(grace_seconds))))
                 except (NotFound, APIError):
                     pass
-
-    def remove_service(self, spec: ServiceSpec) -> None:
-        from docker.errors import NotFound
-
-        current = self._find(spec)
-        if current is None:
-            return
-        with engine_errors("service removal"):
-            try:
-                self.engine.api.remove_service(current["ID"])
-            except NotFound:
-                pass
+                return
+        # No engine of that node to reach (HMS_SWARM_NODE_ENGINES names none): Swarm has no call
+        # to stop one task, so the task keeps running until its node's engine can be reached.
+        log.warning("cannot stop swarm task %s: no engine for its node", ref)
 
     # nodes
     def _local(self) -> str:
@@ -223,16 +268,54 @@ class SwarmDriver:
                 self._local_node = (self.engine.api.info().get("Swarm") or {}).get("NodeID", "")
         return self._local_node
 
-    def _node_map(self) -> dict[str, dict[str, str]]:
-        if time.monotonic() - self._nodes_at > NODE_CACHE_SECONDS or not self._nodes:
-            self._local()
-            nodes = {}
-            for n in self.engine.api.nodes():
-                addr = (n.get("Status") or {}).get("Addr", "")
-                if addr in ("", "0.0.0.0") and n["ID"] == self._local_node:
-                    addr = "127.0.0.1"  # a node that did not advertise an address: reach it locally
-                nodes[n["ID"]] = {"hostname": (n.get("Description") or {}).get("Hostname", n["ID"][:12]),
-                                  "addr": addr}
-            self._nodes, self._nodes_at = nodes, time.monotonic()
+    def node_map(self) -> dict[str, NodeInfo]:
+        """Every node of the swarm, by id: one call (the manager answers from its own state)."""
+        local = self._local()
+        with engine_errors("node list"):
+            self._nodes = {n["ID"]: node_info(n, local) for n in self.engine.api.nodes()}
+        self._nodes_at = time.monotonic()
         return self._nodes
 
+    def nodes(self, max_age: float = 0.0) -> list[NodeInfo]:
+        """The swarm's nodes, sorted by hostname; the last listing when it is at most max_age old
+        (the tick's own listing, taken moments before)."""
+        fresh = self._nodes and time.monotonic() - self._nodes_at <= max_age
+        return sorted((self._nodes if fresh else self.node_map()).values(), key=lambda n: n["hostname"])
+
+    def set_availability(self, node_id: str, availability: str) -> None:
+        """Drain, pause or activate a node: Swarm moves a drained node's tasks elsewhere itself."""
+        from docker.errors import APIError
+
+        if availability not in ("active", "pause", "drain"):
+            raise DriverError(f"unknown availability {availability!r}")
+        api = self.engine.api
+        with engine_errors("node update"):
+            node = api.inspect_node(node_id)
+            spec = dict(node.get("Spec") or {}, Availability=availability)
+            try:
+                api.update_node(node_id, node["Version"]["Index"], spec)
+            except APIError as exc:
+                raise DriverError(f"Swarm refused to set {node_id[:12]} {availability}: {exc.explanation}") from exc
+
+    def _engine_of(self, node_id: str) -> Engine | None:
+        if node_id and node_id == self._local():
+            return self.engine
+        pair = self._node_pair(node_id, self._nodes.get(node_id, {}))
+        return pair[0] if pair else None
+
+    def _sampler(self, node_id: str, node: NodeInfo) -> StatsSampler | None:
+        if node_id and node_id == self._local_node:
+            return self.stats
+        pair = self._node_pair(node_id, node)
+        return pair[1] if pair else None
+
+    def _node_pair(self, node_id: str, node: NodeInfo) -> tuple[Engine, StatsSampler] | None:
+        engines = node_engines()
+        url = engines.get(node.get("hostname", "")) or engines.get(node_id)
+        if not url:
+            return None
+        pair = self._node_engines.get(url)
+        if pair is None:
+            engine = Engine(url)
+            pair = self._node_engines[url] = (engine, StatsSampler(engine))
+        return pair

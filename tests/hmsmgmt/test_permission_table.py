@@ -92,6 +92,14 @@ def channel(ctx: Ctx) -> None:
                                              actor="system:test")
 
 
+def swarm_node(ctx: Ctx) -> None:
+    from fleet.models import SwarmNode
+
+    now = timezone.now()
+    ctx.obj = SwarmNode.objects.create(node_id="n" * 25, hostname="node-1", role="manager", state="ready",
+                                       availability="active", state_since=now, seen_at=now)
+
+
 # --- pages: keyed by the URL pattern as the resolver spells it ------------------------------------
 PAGES: dict[str, list[Row]] = {
     "": [Row("GET", lambda c: "/", page(302, 200, 200, 200, 200))],
@@ -161,6 +169,15 @@ PAGES: dict[str, list[Row]] = {
     ],
     "audit/": [Row("GET", lambda c: "/audit/", page(302, 403, 403, 403, 200))],
     "system/": [Row("GET", lambda c: "/system/", page(302, 403, 403, 403, 200), notes="staff only")],
+    # Nodes: seeing them needs fleet.view_swarmnode (operators), acting fleet.manage_nodes (admins).
+    "nodes/": [Row("GET", lambda c: "/nodes/", page(302, 403, 200, 403, 200), setup=swarm_node)],
+    "nodes/<str:hostname>/availability/": [
+        # Without confirm: the preflight only (nothing changes on the engine).
+        Row("POST", lambda c: "/nodes/node-1/availability/", page(302, 403, 403, 403, 200), {"availability": "drain"},
+            setup=swarm_node, htmx=True),
+        Row("POST", lambda c: "/nodes/no-such-node/availability/", page(302, 403, 404, 403, 404),
+            {"availability": "drain"}, htmx=True),
+    ],
     "audit/<int:pk>/": [
         Row("GET", lambda c: f"/audit/{AuditEntry.objects.order_by('id').first().pk}/",
             page(302, 403, 403, 403, 200)),
@@ -221,6 +238,15 @@ API: dict[tuple[str, str], list[Row]] = {
             page(401, 404, 404, 404, 404, other=404), {"approve": True}),
     ],
     ("GET", "/mgmt/audit"): [Row("GET", lambda c: "/mgmt/audit", page(401, 403, 403, 403, 200))],
+    ("GET", "/mgmt/nodes"): [Row("GET", lambda c: "/mgmt/nodes", page(401, 403, 200, 403, 200), setup=swarm_node)],
+    ("POST", "/mgmt/nodes/{hostname}/drain"): [
+        Row("POST", lambda c: "/mgmt/nodes/node-1/drain?dry_run=true", page(401, 403, 403, 403, 200), setup=swarm_node),
+        Row("POST", lambda c: "/mgmt/nodes/no-such-node/drain", page(401, 403, 404, 403, 404)),
+    ],
+    ("POST", "/mgmt/nodes/{hostname}/activate"): [
+        Row("POST", lambda c: "/mgmt/nodes/node-1/activate?dry_run=true", page(401, 403, 403, 403, 200),
+            setup=swarm_node),
+    ],
     ("GET", "/mgmt/system"): [Row("GET", lambda c: "/mgmt/system", page(401, 403, 403, 403, 200), notes="staff")],
     ("GET", "/mgmt/audit/export"): [Row("GET", lambda c: "/mgmt/audit/export", page(401, 403, 403, 403, 200))],
     ("GET", "/mgmt/audit/{entry_id}"): [
