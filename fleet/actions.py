@@ -27,6 +27,7 @@ from core.errors import ApiError
 from fleet.drivers import get_driver
 from fleet.locks import LockTimeout, service_lock
 from fleet.models import Instance, Service
+from fleet.nodes import drain_preview
 from policies.enforce import Decision, enforce
 from policies.models import Policy
 
@@ -286,8 +287,6 @@ def set_node_availability(node: Any, availability: str, *, actor: Any) -> Any:
     core.permissions). The drain preflight decides first: a drain with no room elsewhere, or one
     a last-node guard forbids, is refused and changes nothing. The engine call happens inside
     the transaction so a refused call leaves no audit entry; the row follows on the next sync."""
-    from fleet.nodes import drain_preview
-
     preview = drain_preview(node) if availability == "drain" else None
     if preview is not None and (preview.blocked or (preview.moves and not preview.room)):
         raise ApiError(409, "drain_refused", preview.detail)

@@ -76,8 +76,6 @@ class DrainPreview:
 
 def drain_preview(node: SwarmNode) -> DrainPreview:
     """Which replicas a drain of `node` moves, and whether the other nodes have room (pure reads)."""
-    from policies.enforce import check_drain
-
     live = Instance.objects.filter(driver="swarm", state__in=Instance.LIVE_STATES).select_related("service")
     moves: Counter[str] = Counter()
     nodes_of: dict[str, set[str]] = {}

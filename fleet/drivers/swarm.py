@@ -261,6 +261,18 @@ class SwarmDriver:
         # to stop one task, so the task keeps running until its node's engine can be reached.
         log.warning("cannot stop swarm task %s: no engine for its node", ref)
 
+    def remove_service(self, spec: ServiceSpec) -> None:
+        from docker.errors import NotFound
+
+        current = self._find(spec)
+        if current is None:
+            return
+        with engine_errors("service removal"):
+            try:
+                self.engine.api.remove_service(current["ID"])
+            except NotFound:
+                pass
+
     # nodes
     def _local(self) -> str:
         if not self._local_node:
