@@ -19,6 +19,7 @@ from typing import Any
 from django.utils import timezone
 
 from fleet.models import Instance, SwarmNode
+from policies.enforce import check_drain
 
 log = logging.getLogger(__name__)
 FIELDS = ("hostname", "addr", "role", "leader", "state", "message", "availability", "engine_version",
