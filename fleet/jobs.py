@@ -7,6 +7,8 @@ import logging
 import threading
 import time
 
+from django.db import InterfaceError, OperationalError
+
 from fleet import actions, nodes, reconcile
 from fleet.drivers import EngineUnavailable, Observed, get_driver
 from fleet.locks import LockTimeout
@@ -66,6 +68,8 @@ class Reconciler:
             self.engine_unavailable(driver, exc)
         except LockTimeout:
             pass  # a web request is converging this service right now
+        except (OperationalError, InterfaceError):
+            raise  # the database went away: the loop's outage handling waits for it (quietly)
         except Exception:
             log.exception("reconcile of %s failed", name)
 

@@ -14,6 +14,7 @@ from fleet.nodes import drain_preview, nodes_table
 from fleet.selectors import node_for
 
 router = Router(tags=["nodes"])
+HOSTNAME = Path(..., example="node-3", pattern=NO_NUL)
 
 
 class NodeOut(Schema):
@@ -79,16 +80,16 @@ DRAIN_EXAMPLE = {"node": "node-3", "availability": "drain", "moves": {"HMS-SVC":
 
 @router.post("/nodes/{hostname}/drain",
              summary="Drain a node (Swarm moves its tasks elsewhere); ?dry_run=1 only previews",
-             **documented(DrainOut, errors=(403, 404, 409, 503), response_example=DRAIN_EXAMPLE,
+             **documented(DrainOut, errors=(403, 404, 409, 503), body=True, response_example=DRAIN_EXAMPLE,
                           error_examples={409: {"error": "drain_refused",
                                                 "detail": "draining node-3 moves 2 × HMS-SVC; no other ready, "
                                                           "active node can take them"}}))
-def drain_node(request: HttpRequest, hostname: str = Path(..., pattern=NO_NUL), dry_run: bool = False) -> Any:
+def drain_node(request: HttpRequest, hostname: str = HOSTNAME, dry_run: bool = False) -> Any:
     return _set(request, hostname, "drain", dry_run)
 
 
 @router.post("/nodes/{hostname}/activate", summary="Let a drained node take tasks again",
-             **documented(DrainOut, errors=(403, 404, 503), response_example=DRAIN_EXAMPLE | {
+             **documented(DrainOut, errors=(403, 404, 503), body=True, response_example=DRAIN_EXAMPLE | {
                  "availability": "active", "moves": {}, "detail": "node-3 takes tasks again"}))
-def activate_node(request: HttpRequest, hostname: str = Path(..., pattern=NO_NUL), dry_run: bool = False) -> Any:
+def activate_node(request: HttpRequest, hostname: str = HOSTNAME, dry_run: bool = False) -> Any:
     return _set(request, hostname, "active", dry_run)

@@ -25,6 +25,8 @@ KIND_HELP: dict[str, str] = {
     "after the previous change (409).",
     Policy.Kind.CHANGE_FREEZE: "Refuse scaling and/or runs (409) between start and end (UTC); members of the "
     "exempt group may still act.",
+    Policy.Kind.LAST_NODE_GUARD: "Refuse (409) draining a Swarm node that runs every replica of a service "
+    "(every service; nothing to fill in).",
 }
 
 

@@ -24,7 +24,8 @@ from tests.conftest import service_with, wait_for
 
 def test_each_app_registers_its_jobs_on_one_loop_each() -> None:
     by_loop = {name: [j.name for j in loops.jobs(name)] for name in loop_periods()}
-    assert by_loop["tick"] == ["fleet.reconcile", "workflows.sweep", "workflows.requeue_stranded"]
+    assert by_loop["tick"] == ["fleet.reconcile", "fleet.nodes", "fleet.rebalance", "workflows.sweep",
+                               "workflows.requeue_stranded"]
     assert by_loop["sealer"] == ["audit.seal"]  # one sealer, nowhere else
     assert by_loop["failover"] == ["fleet.failover"]
     assert by_loop["probes"] == ["health.probes"]  # alone: nothing slow shares the probes' loop

@@ -96,8 +96,8 @@ def swarm_node(ctx: Ctx) -> None:
     from fleet.models import SwarmNode
 
     now = timezone.now()
-    ctx.obj = SwarmNode.objects.create(node_id="n" * 25, hostname="node-1", role="manager", state="ready",
-                                       availability="active", state_since=now, seen_at=now)
+    ctx.obj, _ = SwarmNode.objects.get_or_create(node_id="n" * 25, defaults=dict(
+        hostname="node-1", role="manager", state="ready", availability="active", state_since=now, seen_at=now))
 
 
 # --- pages: keyed by the URL pattern as the resolver spells it ------------------------------------
