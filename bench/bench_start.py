@@ -34,7 +34,6 @@ import argparse
 import glob
 import json
 import os
-import re
 import shutil
 import signal
 import statistics
@@ -48,7 +47,7 @@ from typing import Any
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PY, ROOT, env_for, free_port, fresh_database, manage  # noqa: E402
+from common import PY, ROOT, env_for, free_port, fresh_database, manage, wrk_post  # noqa: E402
 
 DB_NAME = "bench_start"
 SETUP = """
@@ -277,40 +276,6 @@ def kill_fleet(namespace: str) -> int:
 
 
 # --- load ---------------------------------------------------------------------------------------
-def wrk(url: str, bodies: list[str], headers: dict[str, str], seconds: int, connections: int,
-        threads: int) -> dict[str, float]:
-    """wrk POSTs cycling through `bodies`; req/s, p50/p99 (ms), non-2xx and request count."""
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is required for this benchmark: apt-get install -y wrk")
-    lua = "wrk.method = \"POST\"\n" + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
-    lua += "bodies = {" + ", ".join(f"[[{b}]]" for b in bodies) + "}\ni = 0\n"
-    lua += ("request = function()\n  i = i + 1\n"
-            "  return wrk.format(nil, nil, nil, bodies[(i % #bodies) + 1])\nend\n")
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
-        fh.write(lua)
-    try:
-        out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
-                              fh.name, url], capture_output=True, text=True, timeout=seconds + 60)
-    finally:
-        os.unlink(fh.name)
-    if out.returncode != 0:
-        raise RuntimeError(f"wrk failed: {out.stdout}{out.stderr}")
-    text = out.stdout
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)),
-        "p50": _ms(re.search(r"50%\s+([\d.]+\w+)", text).group(1)),
-        "p99": _ms(re.search(r"99%\s+([\d.]+\w+)", text).group(1)),
-        "non2xx": float(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)) else 0.0,
-        "requests": float(re.search(r"(\d+) requests in", text).group(1)),
-        "errors": float(m.group(1)) if (m := re.search(r"Socket errors:.*timeout (\d+)", text)) else 0.0,
-    }
-
-
-def _ms(text: str) -> float:
-    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
-
-
 def slices(conn: psycopg.Connection, sql: str, t0: float, seconds: int, width: int = 10) -> list[int]:
     """Rows per `width`-second slice from epoch t0, by the rows' own timestamps (sql: one column of
     epoch seconds, filtered to the phase)."""
@@ -393,12 +358,14 @@ def main() -> None:
 
         def load(name: str, path: str, bodies: list[str], headers: dict[str, str], count_sql: str,
                  secs: int = seconds) -> dict[str, Any]:
-            wrk(base + path, bodies, headers, 3, args.connections, args.threads)  # warm-up
+            # warm-up
+            wrk_post(base + path, bodies, headers, seconds=3, connections=args.connections, threads=args.threads)
             time.sleep(1)
             if private is not None:
                 conn.execute("SELECT pg_stat_statements_reset()")
             cpu0, t0 = machine.snapshot(), time.time()
-            r = wrk(base + path, bodies, headers, secs, args.connections, args.threads)
+            r = wrk_post(base + path, bodies, headers, seconds=secs, connections=args.connections,
+                         threads=args.threads)
             cpu1 = machine.snapshot()
             r["slices"] = slices(conn, count_sql, t0, secs)
             r["cpu_ms"] = {k: 1000 * (cpu1.get(k, 0) - cpu0.get(k, 0)) / max(1.0, r["requests"])

@@ -82,27 +82,33 @@ class Gunicorn:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def wrk_post(url: str, body: str, headers: dict[str, str], *, seconds: int = 10, connections: int = 8,
-             threads: int = 2) -> dict[str, float]:
-    """POST load with wrk; returns req/s, p50/p99 in ms and non-2xx count."""
+def wrk_post(url: str, body: str | list[str], headers: dict[str, str], *, seconds: int = 10,
+             connections: int = 8, threads: int = 2) -> dict[str, float]:
+    """POST load with wrk (a list of bodies is cycled through, one per request); returns req/s,
+    p50/p99 in ms, the non-2xx count, the request count and socket timeouts."""
     if not shutil.which("wrk"):
         raise SystemExit("wrk is required for this benchmark: apt-get install -y wrk")
-    lua_headers = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
-    script = f'wrk.method = "POST"\nwrk.body = [[{body}]]\n{lua_headers}'
+    bodies = [body] if isinstance(body, str) else body
+    script = 'wrk.method = "POST"\n' + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+    script += "bodies = {" + ", ".join(f"[[{b}]]" for b in bodies) + "}\ni = 0\n"
+    script += "request = function()\n  i = i + 1\n  return wrk.format(nil, nil, nil, bodies[(i % #bodies) + 1])\nend\n"
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         fh.write(script)
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", fh.name,
-                          url], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"wrk failed: {out.stdout}{out.stderr}")
-    out = out.stdout
-    os.unlink(fh.name)
+    try:
+        done = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
+                               fh.name, url], capture_output=True, text=True, timeout=seconds + 60)
+    finally:
+        os.unlink(fh.name)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed: {done.stdout}{done.stderr}")
+    out = done.stdout
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "p50": _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),
         "p99": _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),
         "non2xx": float(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)) else 0.0,
         "requests": float(re.search(r"(\d+) requests in", out).group(1)),
+        "errors": float(m.group(1)) if (m := re.search(r"Socket errors:.*timeout (\d+)", out)) else 0.0,
     }
 
 
