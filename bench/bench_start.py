@@ -31,15 +31,12 @@ Needs PostgreSQL on 127.0.0.1 (BENCH_PG_URL) and wrk. Database: bench_start (dro
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +45,9 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PY, ROOT, env_for, free_port, fresh_database, manage, wrk_post  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.faults.outage_rig import PrivatePostgres  # noqa: E402
 
 DB_NAME = "bench_start"
 SETUP = """
@@ -129,39 +129,6 @@ def pile_up(db_url: str, active: int) -> dict[str, int]:
                 conn.execute(sql, {"flow": flow, "tags": tags, "run_status": status, "n": n})
         conn.execute("ANALYZE")
         return dict(conn.execute("SELECT status, count(*) FROM workflows_workflowrun GROUP BY status").fetchall())
-
-
-# --- a private PostgreSQL (optional: pg_stat_statements, and only our processes in it) ----------
-class PrivatePostgres:
-    def __init__(self) -> None:
-        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-        if not bins or not shutil.which("runuser"):
-            raise SystemExit("--private-pg needs /usr/lib/postgresql/*/bin and runuser")
-        self.bin = Path(bins[-1]).parent
-        self.dir = Path(tempfile.mkdtemp(prefix="hms-bench-pg-"))
-        shutil.chown(self.dir, "postgres", "postgres")
-        self.port = free_port()
-        self._run("initdb", "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres", "-E", "UTF8",
-                  "--locale", "C", "--no-sync")
-        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200 "
-                "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all "
-                "-c shared_buffers=256MB")
-        self._run("pg_ctl", "-D", str(self.dir / "data"), "-o", opts, "-l", str(self.dir / "server.log"),
-                  "-w", "-t", "30", "start")
-        self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
-
-    def _run(self, tool: str, *args: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", str(self.bin / tool), *args], check=True,
-                       capture_output=True, timeout=120)
-
-    def postmaster_pid(self) -> int:
-        return int((self.dir / "data" / "postmaster.pid").read_text().split()[0])
-
-    def destroy(self) -> None:
-        try:
-            self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "-w", "-t", "30", "stop")
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # --- processes and their CPU ---------------------------------------------------------------------
@@ -308,12 +275,17 @@ def main() -> None:
     burst = args.burst if args.burst is not None else (100 if args.quick else 300)
     phases = set(args.only.split(","))
 
-    private = PrivatePostgres() if args.private_pg else None
-    if private is not None:
-        os.environ["BENCH_PG_URL"] = private.url
+    private = None
+    if args.private_pg:
+        # Only our processes in it, and pg_stat_statements for the statements of each phase.
+        private = PrivatePostgres()
+        private.start(fsync=True, extra="-c shared_preload_libraries=pg_stat_statements "
+                                        "-c pg_stat_statements.track=all -c shared_buffers=256MB")
+        admin_url = f"postgres://postgres@127.0.0.1:{private.port}/postgres"
+        os.environ["BENCH_PG_URL"] = admin_url
         import common
 
-        common.BASE_PG = private.url
+        common.BASE_PG = admin_url
     procs: list[subprocess.Popen] = []
     namespace = ""
     figures: dict[str, Any] = {"seconds": seconds, "active_runs": active}

@@ -64,11 +64,16 @@ class PrivatePostgres:
         subprocess.run(["runuser", "-u", "postgres", "--", str(self.bin / tool), *args], check=True,
                        capture_output=True, timeout=60)
 
-    def start(self) -> None:
-        # fsync off: a test instance, and the outage is a clean stop, not a crash.
-        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    def start(self, *, fsync: bool = False, extra: str = "") -> None:
+        """fsync off by default: a test instance, and the outage is a clean stop, not a crash (a
+        benchmark keeps it on). extra: more server options (`-c name=value …`)."""
+        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200"
+                f"{'' if fsync else ' -c fsync=off'} {extra}")
         self._as_postgres("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.dir / "server.log"),
                           "-w", "-t", "30", "start")
+
+    def postmaster_pid(self) -> int:
+        return int((self.data / "postmaster.pid").read_text().split()[0])
 
     def stop(self, mode: str = "fast") -> None:
         """fast: every session is terminated (what a restart or failover does to clients)."""
