@@ -133,16 +133,22 @@ class Rebalancer:
             return
         ready = list(SwarmNode.objects.filter(state="ready", availability="active", gone=False)
                      .values_list("hostname", flat=True))
+        # Every such service's live tasks in one query, whatever the fleet's size.
+        live: dict[int, list[tuple[str, str, str]]] = {svc.pk: [] for svc in services}
+        for service_id, node, state, health in (Instance.objects.filter(
+                service__in=services, driver="swarm", state__in=Instance.LIVE_STATES)
+                .values_list("service_id", "node", "state", "health")):
+            live[service_id].append((node, state, health))
         for svc in services:
-            live = list(Instance.objects.filter(service=svc, driver="swarm", state__in=Instance.LIVE_STATES)
-                        .values_list("node", "state", "health"))
             counts = dict.fromkeys(ready, 0)
-            for node, state, _health in live:
+            for node, state, _health in live[svc.pk]:
                 if state == Instance.State.RUNNING and node in counts:
                     counts[node] += 1
-            healthy = sum(1 for _n, state, health in live if state == Instance.State.RUNNING and health == "up")
-            started = self.surge_started.get(svc.pk)
-            age = time.monotonic() - started if started else None
+            healthy = sum(1 for _n, state, health in live[svc.pk]
+                          if state == Instance.State.RUNNING and health == Instance.Health.UP)
+            # A surge found in progress (a new leader, a restart) is timed from now.
+            started = self.surge_started.setdefault(svc.pk, time.monotonic()) if svc.surge else None
+            age = time.monotonic() - started if started is not None else None
             step = nodes.rebalance_step(svc.desired_instances, svc.surge, counts, healthy, age)
             if step == "surge":
                 self.surge_started[svc.pk] = time.monotonic()

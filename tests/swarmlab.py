@@ -295,12 +295,12 @@ def down(count: int = DEFAULT_NODES) -> None:
     for node in lab:
         crash(node)  # whatever is left: shims, proxies, container processes
         for cg in Path("/sys/fs/cgroup").glob(f"*/{node.cgroup}"):
-            for d in sorted((p for p in cg.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                d.rmdir() if not any(d.iterdir()) else None
-            try:
-                cg.rmdir()
-            except OSError:
-                pass
+            # Empty cgroup directories, deepest first (runc leaves them after a SIGKILL).
+            for d in sorted((p for p in cg.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [cg]:
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
         if _netns_exists(node.netns):
             _run("ip", "netns", "del", node.netns, check=False)
     if _link_exists(HOST_IF):

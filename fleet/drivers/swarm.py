@@ -76,7 +76,8 @@ class SwarmDriver:
         self._nodes: dict[str, NodeInfo] = {}
         self._nodes_at = 0.0  # monotonic time of the last node listing
         self._local_node = ""
-        # Engines of the other nodes (HMS_SWARM_NODE_ENGINES), with a stats sampler each.
+        # Engines of the other nodes (HMS_SWARM_NODE_ENGINES, read once), with a stats sampler each.
+        self._engine_urls = node_engines()
         self._node_engines: dict[str, tuple[Engine, StatsSampler]] = {}
 
     # naming and labels
@@ -310,20 +311,20 @@ class SwarmDriver:
                 raise DriverError(f"Swarm refused to set {node_id[:12]} {availability}: {exc.explanation}") from exc
 
     def _engine_of(self, node_id: str) -> Engine | None:
-        if node_id and node_id == self._local():
-            return self.engine
+        self._local()
         pair = self._node_pair(node_id, self._nodes.get(node_id, {}))
         return pair[0] if pair else None
 
     def _sampler(self, node_id: str, node: NodeInfo) -> StatsSampler | None:
-        if node_id and node_id == self._local_node:
-            return self.stats
         pair = self._node_pair(node_id, node)
         return pair[1] if pair else None
 
     def _node_pair(self, node_id: str, node: NodeInfo) -> tuple[Engine, StatsSampler] | None:
-        engines = node_engines()
-        url = engines.get(node.get("hostname", "")) or engines.get(node_id)
+        """The engine and stats sampler of a node: the manager's own for its node, else the one
+        HMS_SWARM_NODE_ENGINES names (by hostname or node id), else none."""
+        if node_id and node_id == self._local_node:
+            return self.engine, self.stats
+        url = self._engine_urls.get(node.get("hostname", "")) or self._engine_urls.get(node_id)
         if not url:
             return None
         pair = self._node_engines.get(url)
