@@ -202,7 +202,9 @@ class ProcessDriver:
                 **ids,
             )
         except OSError as exc:
-            raise DriverError(f"cannot start {argv[0]}: {exc}") from exc
+            hint = (f" (instances run as {account.pw_name}, HMS_PROCESS_USER: the program and the "
+                    f"project directory must be readable by that account)") if account else ""
+            raise DriverError(f"cannot start {argv[0]}: {exc}{hint}") from exc
         finally:
             log.close()
         _children[proc.pid] = proc
