@@ -108,6 +108,7 @@ def scale_service(
                     "scale",
                     svc,
                     lock=not dry_run,
+                    service_id=svc.pk,
                     service=svc.name,
                     current=svc.desired_instances,
                     requested=instances,
@@ -212,8 +213,12 @@ def delete_service(service: Service, *, actor: Any) -> None:
     )
     spec = service.spec()
     with transaction.atomic():
-        record(events.SERVICE_DELETE, actor=actor, target=service,
-               payload={"name": service.name, "engines": sorted(drivers)})
+        # Its bounds and rate policies go with it (they refer to it): the entry names them.
+        policies = sorted(Policy.objects.filter(service=service).values_list("name", flat=True))
+        payload: dict[str, Any] = {"name": service.name, "engines": sorted(drivers)}
+        if policies:
+            payload["policies_removed"] = policies
+        record(events.SERVICE_DELETE, actor=actor, target=service, payload=payload)
         service.delete()
         transaction.on_commit(lambda: remove_engine_objects(spec, drivers))
 
