@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -24,14 +25,20 @@ from audit import events
 from audit.actions import record
 from audit.models import AuditEntry
 from core.errors import ApiError
+from core.permissions import can
 from fleet.drivers import get_driver
+from fleet.envvars import changed_names
 from fleet.locks import LockTimeout, service_lock
 from fleet.models import Instance, Service
 from fleet.nodes import drain_preview
 from policies.enforce import Decision, enforce
 from policies.models import Policy
 
-SPEC_FIELDS = ("driver", "command", "image", "port", "health_path")
+SPEC_FIELDS = ("driver", "command", "image", "port", "health_path", "env")
+# Fields that are code execution on the console's host (the process command; the environment,
+# which can make any program run something else: LD_PRELOAD, PYTHONSTARTUP, PATH). Setting them
+# needs fleet.change_command_service, which no standing group has: administrators only.
+COMMAND_FIELDS = ("command", "env")
 log = logging.getLogger("hmsmgmt.fleet")
 EARLY_DEATH = timedelta(seconds=10)  # an instance dying younger than this counts toward a crash loop
 MAX_BACKOFF_SECONDS = 60
@@ -103,6 +110,7 @@ def scale_service(
                     "scale",
                     svc,
                     lock=not dry_run,
+                    service_id=svc.pk,
                     service=svc.name,
                     current=svc.desired_instances,
                     requested=instances,
@@ -144,16 +152,33 @@ def scale_service(
     raise AssertionError("unreachable: the locked pass always decides")  # pragma: no cover
 
 
+def may_set_command(actor: Any, service: Service) -> bool:
+    """May actor set the service's command or environment? Users need change_command_service;
+    system actors (the demo, tests' set-up, management commands) are the operator's own code."""
+    if isinstance(actor, str):
+        return actor.startswith("system:")
+    return can(actor, "change_command", service)
+
+
 def save_service(service: Service, *, actor: Any, created: bool, before: dict[str, Any] | None = None) -> Service:
     """Create or update a service definition (admin). A change of driver or spec bumps
-    spec_version, which makes the reconciler roll instances over one at a time."""
+    spec_version, which makes the reconciler roll instances over one at a time.
+
+    The command and the environment (COMMAND_FIELDS) are set only by an actor who may
+    (may_set_command): PermissionDenied otherwise, with nothing saved. The audit entry names the
+    environment variables added, removed or changed, never their values."""
+    diff: dict[str, list[Any]] = {}
+    if not created and before is not None:
+        for name, old in before.items():
+            new = getattr(service, name)
+            if old != new:
+                diff[name] = [old, new]
+    touched = [f for f in COMMAND_FIELDS if f in diff] if not created else \
+        [f for f in COMMAND_FIELDS if getattr(service, f)]
+    if touched and not may_set_command(actor, service):
+        raise PermissionDenied(f"Setting a service's {' and '.join(touched)} needs the permission "
+                               f"fleet.change_command_service (it runs code on the console's host).")
     with transaction.atomic():
-        diff: dict[str, list[Any]] = {}
-        if not created and before is not None:
-            for name, old in before.items():
-                new = getattr(service, name)
-                if old != new:
-                    diff[name] = [old, new]
         if created:
             service.save()
         elif diff:
@@ -163,11 +188,17 @@ def save_service(service: Service, *, actor: Any, created: bool, before: dict[st
             if any(name in diff for name in SPEC_FIELDS):
                 Service.objects.filter(pk=service.pk).update(spec_version=F("spec_version") + 1)
                 service.spec_version = Service.objects.values_list("spec_version", flat=True).get(pk=service.pk)
+        changes = {k: v for k, v in diff.items() if k != "env"}
+        if "env" in diff:
+            changes["env"] = changed_names(diff["env"][0] or {}, diff["env"][1] or {})  # names only
+        created_payload = {"name": service.name, "driver": service.driver}
+        if created and service.env:
+            created_payload["env"] = sorted(service.env)
         record(
             events.SERVICE_CREATE if created else events.SERVICE_UPDATE,
             actor=actor,
             target=service,
-            payload={"changes": diff} if not created else {"name": service.name, "driver": service.driver},
+            payload={"changes": changes} if not created else created_payload,
         )
     return service
 
@@ -184,8 +215,12 @@ def delete_service(service: Service, *, actor: Any) -> None:
     )
     spec = service.spec()
     with transaction.atomic():
-        record(events.SERVICE_DELETE, actor=actor, target=service,
-               payload={"name": service.name, "engines": sorted(drivers)})
+        # Its bounds and rate policies go with it (they refer to it): the entry names them.
+        policies = sorted(Policy.objects.filter(service=service).values_list("name", flat=True))
+        payload: dict[str, Any] = {"name": service.name, "engines": sorted(drivers)}
+        if policies:
+            payload["policies_removed"] = policies
+        record(events.SERVICE_DELETE, actor=actor, target=service, payload=payload)
         service.delete()
         transaction.on_commit(lambda: remove_engine_objects(spec, drivers))
 
@@ -195,7 +230,7 @@ def remove_engine_objects(spec: Any, drivers: set[str]) -> list[str]:
     could not be reached."""
     failed = []
     try:
-        with service_lock(spec.name, timeout=settings.HMS_SCALE_WAIT_SECONDS):
+        with service_lock(spec.service_id, timeout=settings.HMS_SCALE_WAIT_SECONDS):
             for name in sorted(drivers):
                 try:
                     get_driver(name).remove_service(spec)

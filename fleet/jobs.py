@@ -8,6 +8,7 @@ import threading
 import time
 
 from django.db import InterfaceError, OperationalError
+from django.db.models import Q
 
 from fleet import actions, nodes, reconcile
 from fleet.drivers import EngineUnavailable, Observed, get_driver
@@ -100,7 +101,12 @@ class FailoverWatch:
             return
         failing_over.set()
         try:
-            for svc_id, name, driver in Service.objects.filter(name__in=reported).values_list("id", "name", "driver"):
+            # Engines report the service's key (ServiceSpec.key): its id, or "name:<name>" for an
+            # instance started before ids were carried.
+            ids = [int(k) for k in reported if k.isdigit()]
+            names = [k[5:] for k in reported if k.startswith("name:")]
+            rows = Service.objects.filter(Q(pk__in=ids) | Q(name__in=names))
+            for svc_id, name, driver in rows.values_list("id", "name", "driver"):
                 self.reconciler.converge(svc_id, name, driver)
         finally:
             failing_over.clear()

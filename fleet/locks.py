@@ -26,7 +26,10 @@ def _lock_id(name: str) -> int:
 
 
 @contextmanager
-def service_lock(name: str, *, timeout: float = 30.0) -> Iterator[None]:
+def service_lock(service_id: int, *, timeout: float = 30.0) -> Iterator[None]:
+    """Held by the service's id, not its name: a rename while a converge runs must not let a
+    second converger in under the new name."""
+    name = f"service:{service_id}"
     deadline = time.monotonic() + timeout
     if connection.vendor == "postgresql":
         lock_id = _lock_id(name)

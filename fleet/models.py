@@ -6,6 +6,7 @@ from django.db import models
 
 from core.permissions import RestrictedQuerySet
 from fleet.drivers.base import ServiceSpec
+from fleet.envvars import env_errors
 
 NAME_VALIDATOR = RegexValidator(r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$", "Letters, digits, '-', '_' and '.' only.")
 
@@ -30,6 +31,11 @@ class Service(models.Model):
         help_text="process driver: command line; {python} and {port} are filled in",
     )
     image = models.CharField(max_length=200, blank=True, help_text="docker/swarm: image reference")
+    # The service's own variables, the only ones its instances get besides the allowlist and the
+    # markers (fleet.envvars). Values may be secrets: never shown back in full, never audited.
+    env = models.JSONField(default=dict, blank=True,
+                           help_text='environment of every instance, as {"NAME": "value"}; '
+                                     "never the console's own variables")
     port = models.PositiveIntegerField(default=8080, help_text="port the instance listens on (in the container)")
     health_path = models.CharField(max_length=200, default="/health")
     desired_instances = models.PositiveIntegerField(default=0)
@@ -54,7 +60,13 @@ class Service(models.Model):
 
     class Meta:
         ordering = ["name"]
-        permissions = [("scale_service", "Can scale service")]
+        permissions = [
+            ("scale_service", "Can scale service"),
+            # The process command runs on the console's host, and the environment can make any
+            # program run something else (LD_PRELOAD, PYTHONSTARTUP, PATH): both are code execution,
+            # so neither is part of change_service. Nobody has it by default but superusers.
+            ("change_command_service", "Can change a service's command and environment"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -64,10 +76,14 @@ class Service(models.Model):
             raise ValidationError({"command": "The process driver needs a command."})
         if self.driver in (self.Driver.DOCKER, self.Driver.SWARM) and not self.image:
             raise ValidationError({"image": "Docker and Swarm drivers need an image."})
+        if problems := env_errors(self.env):
+            raise ValidationError({"env": problems})
 
     def spec(self) -> ServiceSpec:
         return ServiceSpec(
             name=self.name,
+            service_id=self.pk or 0,
+            env=tuple(sorted((self.env or {}).items())),
             command=self.command,
             image=self.image,
             port=self.port,

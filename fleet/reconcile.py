@@ -105,12 +105,10 @@ def converge(
     service_id: int, *, component: str = "controller", lock_timeout: float = 30.0, name: str | None = None,
     listed: list[Observed] | None = None,
 ) -> Status:
-    """One reconcile pass over a service, under its lock. name (when the caller has it) spares a
-    query before the lock: the fail-over path counts every millisecond. listed: what the tick's
-    fleet-wide engine listing showed for this service (see `_observed`)."""
-    if name is None:
-        name = Service.objects.values_list("name", flat=True).get(pk=service_id)
-    with service_lock(name, timeout=lock_timeout):
+    """One reconcile pass over a service, under its lock (held by id: see fleet.locks). name: kept
+    for callers' logs; unused. listed: what the tick's fleet-wide engine listing showed for this
+    service (see `_observed`)."""
+    with service_lock(service_id, timeout=lock_timeout):
         svc = Service.objects.get(pk=service_id)
         driver = get_driver(svc.driver)
         spec = svc.spec()
@@ -697,7 +695,7 @@ def stop_local_instances(*, component: str) -> int:
     desired counts stay, so the next start brings them back."""
     stopped = 0
     for svc in Service.objects.filter(driver=Service.Driver.PROCESS):
-        with service_lock(svc.name, timeout=10):
+        with service_lock(svc.pk, timeout=10):
             for inst in svc.instances.filter(state__in=Instance.LIVE_STATES, driver=Service.Driver.PROCESS):
                 _stop(svc, inst, reason=f"console stopped ({component})")
                 stopped += 1

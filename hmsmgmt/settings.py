@@ -295,6 +295,9 @@ HMS_SAMPLE_IMAGE = os.environ.get("HMS_SAMPLE_IMAGE", "hmsmgmt/sample:latest")
 # --- Engines (docs/engines.md) -----------------------------------------------------------------
 HMS_START_TIMEOUT_SECONDS = envfloat("HMS_START_TIMEOUT_SECONDS", 30, minimum=1)  # never healthy → dead
 HMS_DOCKER_WARM_SPARES = envint("HMS_DOCKER_WARM_SPARES", 0, minimum=0)
+# The account process-driver instances run as (docs/security.md): blank = `nobody` when the console
+# runs as root, else the console's own account.
+HMS_PROCESS_USER = os.environ.get("HMS_PROCESS_USER", "").strip()
 HMS_DOCKER_TIMEOUT = envfloat("HMS_DOCKER_TIMEOUT", 5, minimum=0.1)  # Docker API call timeout
 # The tick waits this long for an engine's listing before opening its breaker (fleet/breakers.py).
 HMS_ENGINE_WAIT_SECONDS = envfloat("HMS_ENGINE_WAIT_SECONDS", 1.0, minimum=0.05)

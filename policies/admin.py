@@ -36,7 +36,7 @@ def summary(policy: Policy) -> str:
     if k == Policy.Kind.CONCURRENT_RUNS:
         scope = f"tag '{policy.scope_tag}'" if policy.scope_tag else f"flow {policy.scope_flow}"
         return f"≤ {policy.limit} active runs of {scope} {'per user' if policy.per_user else 'in total'}"
-    svc = policy.service_name or "every service"
+    svc = policy.service.name if policy.service_id else "every service"
     if k == Policy.Kind.INSTANCE_BOUNDS:
         return f"{svc}: {policy.min_instances if policy.min_instances is not None else 0}" \
                f"–{policy.max_instances if policy.max_instances is not None else '∞'} instances"
@@ -66,7 +66,8 @@ class PolicyAdmin(admin.ModelAdmin):
     form = PolicyForm
     list_display = ("name", "kind", "rule", "enabled", "updated_at")
     list_filter = ("kind", "enabled")
-    search_fields = ("name", "description", "scope_flow", "scope_tag", "service_name")
+    list_select_related = ("service", "exempt_group")  # the rule column names them
+    search_fields = ("name", "description", "scope_flow", "scope_tag", "service__name")
     choose_kind_template = "policies/admin_choose_kind.html"
 
     @admin.display(description="rule")

@@ -97,7 +97,8 @@ def _in_group(actor: Any, group_id: int | None) -> bool:
 def enforce(actor: Any, action: str, target: Any, *, lock: bool = False, **context: Any) -> Decision:
     """Decide. `action` is "scale" or "run".
 
-    scale context: service (name), current (desired now), requested, last_scaled_at (datetime|None)
+    scale context: service_id (Service.pk: what a policy's service refers to), service (its name,
+    for the reasons), current (desired now), requested, last_scaled_at (datetime|None)
     run context: flow (slug), tags (list of str)
     With lock=True (inside the acting transaction), quota checks take their lock first, so the
     count and the following insert are atomic against concurrent requests.
@@ -118,7 +119,7 @@ def enforce(actor: Any, action: str, target: Any, *, lock: bool = False, **conte
         if policy.kind == Policy.Kind.CHANGE_FREEZE:
             _check_freeze(decision, policy, actor, action, now)
         elif action == "scale" and policy.kind in (Policy.Kind.INSTANCE_BOUNDS, Policy.Kind.SCALING_RATE):
-            if policy.service_name and policy.service_name != context.get("service"):
+            if policy.service_id is not None and policy.service_id != context.get("service_id"):
                 continue
             if policy.kind == Policy.Kind.INSTANCE_BOUNDS:
                 _check_bounds(decision, policy, context)

@@ -36,9 +36,12 @@ class Policy(models.Model):
     limit = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)],
                                         help_text="Most active (pending or running) runs at once.")
 
-    # instance_bounds / scaling_rate: service name, blank = every service
-    service_name = models.CharField(max_length=100, blank=True,
-                                    help_text="Service this applies to, e.g. HMS-SVC; blank = every service.")
+    # instance_bounds / scaling_rate: the service itself (blank = every service), never its name
+    # text: a renamed service keeps its policies, and a new service under an old name gets none
+    # of them. Referenced by label, not imported (policies sits below fleet); a policy of a
+    # deleted service goes with it (fleet.actions.delete_service names them in its audit entry).
+    service = models.ForeignKey("fleet.Service", null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="+", help_text="Service this applies to; blank = every service.")
     min_instances = models.PositiveIntegerField(null=True, blank=True, help_text="Fewest instances allowed.")
     max_instances = models.PositiveIntegerField(null=True, blank=True, help_text="Most instances allowed.")
     max_step = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)],
@@ -63,13 +66,13 @@ class Policy(models.Model):
     # numbers behind (and the admin shows only these).
     KIND_FIELDS: dict[str, tuple[str, ...]] = {
         Kind.CONCURRENT_RUNS: ("scope_flow", "scope_tag", "per_user", "limit"),
-        Kind.INSTANCE_BOUNDS: ("service_name", "min_instances", "max_instances"),
-        Kind.SCALING_RATE: ("service_name", "max_step", "cooldown_seconds"),
+        Kind.INSTANCE_BOUNDS: ("service", "min_instances", "max_instances"),
+        Kind.SCALING_RATE: ("service", "max_step", "cooldown_seconds"),
         Kind.CHANGE_FREEZE: ("freeze_start", "freeze_end", "applies_to", "exempt_group"),
         Kind.LAST_NODE_GUARD: (),  # every service: nothing to fill in
     }
     TRACKED_FIELDS = ("name", "kind", "enabled", "description", "scope_flow", "scope_tag", "per_user", "limit",
-                      "service_name", "min_instances", "max_instances", "max_step", "cooldown_seconds",
+                      "service", "min_instances", "max_instances", "max_step", "cooldown_seconds",
                       "freeze_start", "freeze_end", "applies_to", "exempt_group")
 
     def __str__(self) -> str:
@@ -80,8 +83,8 @@ class Policy(models.Model):
         defaults = {"per_user": True, "applies_to": self.Applies.BOTH}
         for name in self.TRACKED_FIELDS[4:]:
             if name not in used:
-                attr = "exempt_group_id" if name == "exempt_group" else name
-                blank = "" if name in ("scope_flow", "scope_tag", "service_name") else None
+                attr = f"{name}_id" if name in ("exempt_group", "service") else name
+                blank = "" if name in ("scope_flow", "scope_tag") else None
                 setattr(self, attr, defaults.get(name, blank))
 
     def snapshot(self) -> dict[str, object]:
@@ -91,6 +94,9 @@ class Policy(models.Model):
             value = getattr(self, name)
             if name == "exempt_group":
                 value = value.name if value is not None else None
+            elif name == "service":
+                # Its id (what the rule refers to) and its name at the time (for the reader).
+                value = {"id": value.pk, "name": value.name} if value is not None else None
             elif hasattr(value, "isoformat"):
                 value = value.isoformat()
             out[name] = value

@@ -62,7 +62,8 @@ def preflight(request: HttpRequest) -> HttpResponse:
             return _bad(request, "Enter a whole number of instances.")
         if not 0 <= requested <= settings.HMS_MAX_INSTANCES:
             return _bad(request, f"Instances must be between 0 and {settings.HMS_MAX_INSTANCES}.")
-        decision = enforce(request.user, "scale", svc, service=svc.name, current=svc.desired_instances,
+        decision = enforce(request.user, "scale", svc, service_id=svc.pk, service=svc.name,
+                           current=svc.desired_instances,
                            requested=requested, last_scaled_at=svc.last_scaled_at)
         subject = f"{svc.name}: {svc.desired_instances} → {requested}"
     elif action == "run":

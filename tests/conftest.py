@@ -23,6 +23,16 @@ from audit import triggers
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Process-driver instances run as `nobody` when the console runs as root (HMS_PROCESS_USER), and
+# the tests' interpreter ({python}: the venv's, under a home only root may enter) is no program
+# `nobody` may run. The suite keeps its instances as the running user, here and in the
+# controllers and workers it spawns (they inherit os.environ); tests/fleet/test_service_privileges.py
+# shows the switch to `nobody` with programs that account may run.
+os.environ.setdefault("HMS_PROCESS_USER", "root" if os.geteuid() == 0 else "")
+from django.conf import settings as _settings  # noqa: E402  (after the environment above)
+
+_settings.HMS_PROCESS_USER = os.environ["HMS_PROCESS_USER"]
+
 
 # --- audit triggers vs. test teardown ---------------------------------------------------------
 @pytest.fixture(autouse=True)

@@ -35,7 +35,9 @@ from django.db import connection, models, transaction
 from django.db.migrations.executor import MigrationExecutor
 
 # The last migrations before the split, and the apps that did not exist before it.
-PRE_SPLIT = [("services", "0002_sla_probes_incidents_autoscale"), ("hmsmgmt", "0004_operator_run_permissions")]
+# policies 0003 (issue 14) points its policies at fleet's services: before the split it was at 0002.
+PRE_SPLIT = [("services", "0002_sla_probes_incidents_autoscale"), ("hmsmgmt", "0004_operator_run_permissions"),
+             ("policies", "0002_help_texts_and_minimums")]
 NEW_APPS = ("fleet", "health", "slo", "autoscaling", "accounts")
 OLD_APPS = ("services", "hmsmgmt")
 
@@ -73,7 +75,8 @@ SERVICE_AUDIT_ACTIONS = ["service.create", "service.scale", "service.scale", "se
 
 def pre_split_targets(leaves: list[tuple[str, str]]) -> list[tuple[str, str | None]]:
     """Old apps at their last pre-split migration, new apps unapplied, everything else at its leaf."""
-    others = [node for node in leaves if node[0] not in (*NEW_APPS, *OLD_APPS)]
+    pinned = {app for app, _ in PRE_SPLIT}
+    others = [node for node in leaves if node[0] not in (*NEW_APPS, *OLD_APPS, *pinned)]
     return [*PRE_SPLIT, *[(app, None) for app in NEW_APPS], *others]
 
 
@@ -113,6 +116,8 @@ def relabel_to_pre_split(apps: Apps) -> None:
             Permission.objects.get_or_create(content_type=ct, codename=f"{action}_{model}",
                                              defaults={"name": f"Can {action} {model}"})
     ContentType.objects.filter(app_label__in=NEW_APPS).delete()  # none existed before the split
+    # Permissions added after the split (issue 14's change_command_service) were not in an old database.
+    Permission.objects.filter(content_type__app_label="services", codename="change_command_service").delete()
 
 
 def populate(apps: Apps) -> dict[str, Any]:

@@ -6,11 +6,14 @@ console that owns it:
 
     hmsmgmt.managed=true          (CI and the tests clean up by this label)
     hmsmgmt.namespace=<console>   (two consoles on one engine never see each other's containers)
-    hmsmgmt.service=<name>
+    hmsmgmt.service_id=<Service.pk>  (what we match: a renamed service keeps its containers)
+    hmsmgmt.service=<name>           (for people: `docker ps`; matched only on containers that
+                                      predate service_id)
     hmsmgmt.instance=<Instance.pk>
     hmsmgmt.spec_version=<n>
 
-The container name is derived from (namespace, service, instance id), so the engine itself refuses
+A container's environment is PORT, the HMSMGMT_* markers and the service's own variables (never
+the console's). The container name is derived from (namespace, service id, instance id), so the engine itself refuses
 a second container for the same instance: a retried or racing start adopts the existing container
 instead of creating a duplicate. Ports are published on 127.0.0.1 only, on a port the engine picks.
 Connection failures and timeouts become EngineUnavailable quickly (HMS_DOCKER_TIMEOUT, default 5 s)
@@ -31,7 +34,7 @@ from typing import Any
 import requests
 from django.conf import settings
 
-from fleet.drivers.base import DriverError, EngineUnavailable, Observed, ServiceSpec
+from fleet.drivers.base import DriverError, EngineUnavailable, Observed, ServiceSpec, keys_of, match_key
 from fleet.drivers.process import console_namespace
 
 LABEL = "hmsmgmt"
@@ -206,10 +209,29 @@ class DeathReports:
             return entry[1] if entry else None
 
 
+def service_env(spec: ServiceSpec, instance: str) -> dict[str, str]:
+    """A container's (or Swarm task's) environment: the service's own variables, then the markers
+    (which win); nothing of the console's. instance: the Instance.pk, or "" (Swarm, spares)."""
+    env = {k: v for k, v in spec.env if not k.startswith("HMSMGMT_") and k != "PORT"}
+    env |= {"PORT": str(spec.port), "HMSMGMT_SERVICE": spec.name, "HMSMGMT_SERVICE_ID": spec.key}
+    if instance:
+        env["HMSMGMT_INSTANCE"] = instance
+    return env
+
+
+def event_key(attrs: dict[str, str]) -> str | None:
+    """The service key (ServiceSpec.key) an engine event's labels name: its id, or for a container
+    from before ids were labelled, "name:<name>"."""
+    if key := attrs.get(f"{LABEL}.service_id"):
+        return key
+    name = attrs.get(f"{LABEL}.service")
+    return f"name:{name}" if name else None
+
+
 def watch_deaths(
     engine: Engine, on_death: Callable[[str], None], *, driver: str, reports: DeathReports | None = None
 ) -> threading.Thread:
-    """Follow the engine's event stream and call on_death(service name) as soon as one of this
+    """Follow the engine's event stream and call on_death(service key, see event_key) as soon as one of this
     console's containers dies, so fail-over does not wait for the next reconcile tick. Each death is
     first noted in reports (before on_death), with its exit code. Reconnects (every 2 s) while the
     engine is away; polling by the controller stays the safety net."""
@@ -229,7 +251,7 @@ def watch_deaths(
                 for event in client.api.events(filters=filters, decode=True):
                     actor = event.get("Actor") or {}
                     attrs = actor.get("Attributes") or {}
-                    name = attrs.get(f"{LABEL}.service")
+                    name = event_key(attrs)
                     # Swarm tasks carry the same labels; only the driver that runs them cares.
                     is_task = "com.docker.swarm.task.id" in attrs
                     if not name or is_task != (driver == "swarm"):
@@ -282,7 +304,9 @@ class DockerDriver:
     # naming and labels
     @staticmethod
     def container_name(spec: ServiceSpec, instance_id: int) -> str:
-        safe = re.sub(r"[^a-zA-Z0-9_.-]", "-", spec.name).lower()
+        # By the service's id, not its name: a start retried after a rename still finds (and
+        # adopts) the container of its instance.
+        safe = re.sub(r"[^a-zA-Z0-9_.-]", "-", spec.key).lower()
         return f"hms-{console_namespace()}-{safe}-{instance_id}"
 
     @staticmethod
@@ -290,19 +314,17 @@ class DockerDriver:
         return {
             f"{LABEL}.managed": "true",
             f"{LABEL}.namespace": console_namespace(),
+            f"{LABEL}.service_id": spec.key,
             f"{LABEL}.service": spec.name,
             f"{LABEL}.instance": str(instance_id),
             f"{LABEL}.spec_version": str(spec.version),
         }
 
-    def _filters(self, spec: ServiceSpec) -> dict[str, Any]:
-        return {
-            "label": [
-                f"{LABEL}.managed=true",
-                f"{LABEL}.namespace={console_namespace()}",
-                f"{LABEL}.service={spec.name}",
-            ]
-        }
+    @staticmethod
+    def _filters() -> dict[str, Any]:
+        # The namespace only: a service's containers are picked by match_key (its id label, or its
+        # name on containers from before ids were labelled), which the engine's filter cannot say.
+        return {"label": [f"{LABEL}.managed=true", f"{LABEL}.namespace={console_namespace()}"]}
 
     # Driver protocol
     def start_instance(self, spec: ServiceSpec, instance_id: int) -> Observed:
@@ -335,11 +357,7 @@ class DockerDriver:
                     spec.image,
                     name=name,
                     labels=labels,
-                    environment={
-                        "PORT": str(spec.port),
-                        "HMSMGMT_SERVICE": spec.name,
-                        "HMSMGMT_INSTANCE": instance_env,
-                    },
+                    environment=service_env(spec, instance_env),
                     ports=[spec.port],
                     host_config=api.create_host_config(
                         port_bindings={spec.port: ("127.0.0.1",)},
@@ -393,7 +411,10 @@ class DockerDriver:
             except NotFound:
                 return  # already gone
             labels = info["Config"].get("Labels") or {}
-            if labels.get(f"{LABEL}.service") != spec.name or labels.get(f"{LABEL}.namespace") != console_namespace():
+            by_key, by_name = keys_of({spec.name: spec})
+            if (labels.get(f"{LABEL}.namespace") != console_namespace()
+                    or match_key(by_key, by_name, labels.get(f"{LABEL}.service_id"), labels.get(f"{LABEL}.service"))
+                    is None):
                 return  # not ours: never touch a container another console or person runs
             try:
                 if info["State"].get("Running"):
@@ -409,22 +430,24 @@ class DockerDriver:
                 raise DriverError(f"cannot stop container {ref}: {exc.explanation}") from exc
 
     def list_instances(self, spec: ServiceSpec) -> list[Observed]:
-        return self._list({spec.name: spec}, self._filters(spec))[spec.name]
+        return self._list({spec.name: spec})[spec.name]
 
     def list_all(self, specs: dict[str, ServiceSpec]) -> dict[str, list[Observed]]:
         """The containers of every named service from one list call by label (the controller's
         tick lists the engine once for the whole fleet)."""
-        return self._list(specs, {"label": [f"{LABEL}.managed=true", f"{LABEL}.namespace={console_namespace()}"]})
+        return self._list(specs)
 
-    def _list(self, specs: dict[str, ServiceSpec], filters: dict[str, Any]) -> dict[str, list[Observed]]:
+    def _list(self, specs: dict[str, ServiceSpec]) -> dict[str, list[Observed]]:
         api = self.engine.api
         found: dict[str, list[Observed]] = {name: [] for name in specs}
+        by_key, by_name = keys_of(specs)
         with engine_errors("container list"):
-            rows = api.containers(all=True, filters=filters)
+            rows = api.containers(all=True, filters=self._filters())
             node = self._node_name()
             for row in rows:
                 labels = row.get("Labels") or {}
-                spec = specs.get(labels.get(f"{LABEL}.service", ""))
+                listed = match_key(by_key, by_name, labels.get(f"{LABEL}.service_id"), labels.get(f"{LABEL}.service"))
+                spec = specs[listed] if listed is not None else None
                 if spec is None or "com.docker.swarm.task.id" in labels:
                     # A service this listing was not asked about, or a Swarm task's container (it
                     # carries our labels too, and only the swarm driver may count or remove it).
@@ -455,7 +478,7 @@ class DockerDriver:
                     except Exception:
                         detail = row.get("Status", "exited")
                 instance = labels.get(f"{LABEL}.instance", "")
-                found[spec.name].append(
+                found[listed].append(
                     Observed(
                         ref=ref,
                         alive=alive,
@@ -487,15 +510,20 @@ class DockerDriver:
         from docker.errors import NotFound
 
         api = self.engine.api
+        by_key, by_name = keys_of({spec.name: spec})
         with engine_errors("container removal"):
-            for row in api.containers(all=True, filters=self._filters(spec)):
+            for row in api.containers(all=True, filters=self._filters()):
+                labels = row.get("Labels") or {}
+                if ("com.docker.swarm.task.id" in labels or match_key(
+                        by_key, by_name, labels.get(f"{LABEL}.service_id"), labels.get(f"{LABEL}.service")) is None):
+                    continue
                 try:
                     api.remove_container(row["Id"], force=True)
                 except NotFound:
                     pass
 
     def watch(self, on_death: Callable[[str], None]) -> None:
-        """Call on_death(service name) whenever one of our containers dies (see watch_deaths)."""
+        """Call on_death(service key) whenever one of our containers dies (see watch_deaths)."""
         if self._watcher is None:
             self._watcher = watch_deaths(self.engine, on_death, driver=self.name, reports=self.deaths)
 

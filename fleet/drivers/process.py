@@ -1,15 +1,21 @@
 """process driver: real OS processes on this host, on free loopback ports.
 
 Each instance runs in its own session (so it outlives the web worker or controller that started
-it, and a stop reaches its whole process group) and carries HMSMGMT_SERVICE / HMSMGMT_INSTANCE in
-its environment: that marker, read back from /proc, is how any of our processes finds them again
-and how we avoid signalling a recycled pid that now belongs to someone else.
+it, and a stop reaches its whole process group) and carries HMSMGMT_SERVICE_ID / HMSMGMT_INSTANCE
+in its environment: that marker, read back from /proc, is how any of our processes finds them again
+(by the service's id, so a renamed service keeps its instances) and how we avoid signalling a
+recycled pid that now belongs to someone else.
+
+An instance's environment is minimal (fleet.envvars: an allowlist, the service's own variables,
+the markers), never the console's, which holds its secrets. The command is code execution on this
+host: when the console runs as root, instances run as HMS_PROCESS_USER (default `nobody`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import pwd
 import shlex
 import signal
 import socket
@@ -21,7 +27,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from fleet.drivers.base import DriverError, Observed, ServiceSpec
+from fleet.drivers.base import DriverError, Observed, ServiceSpec, keys_of, match_key
+from fleet.envvars import instance_environment
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 LOG_DIR = Path(settings.VAR_DIR) / "log"
@@ -35,6 +42,20 @@ def console_namespace() -> str:
     s = connection.settings_dict
     key = f"{connection.vendor}:{s.get('HOST', '')}:{s.get('PORT', '')}:{s['NAME']}"
     return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def run_as() -> pwd.struct_passwd | None:
+    """The account instances run as: HMS_PROCESS_USER when set; `nobody` when the console runs
+    as root (a service's command must not get the console's root); else None (the console's own
+    account: an unprivileged console cannot switch users, and needs not)."""
+    name = settings.HMS_PROCESS_USER or ("nobody" if os.geteuid() == 0 else "")
+    if not name:
+        return None
+    try:
+        account = pwd.getpwnam(name)
+    except KeyError as exc:
+        raise DriverError(f"HMS_PROCESS_USER {name!r} is not an account on this host") from exc
+    return None if account.pw_uid == os.geteuid() else account
 
 
 # Children this process started; polled so exited ones are reaped instead of lingering as zombies.
@@ -151,16 +172,23 @@ class ProcessDriver:
         port = _free_port()
         argv = shlex.split(spec.command.format(python=sys.executable, port=port, instance=instance_id))
         LOG_DIR.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
+        account = run_as()
+        markers = {
             "PORT": str(port),
-            "HMSMGMT_SERVICE": spec.name,
+            "HMSMGMT_SERVICE": spec.name,  # for people reading `ps e`; the id is what we match
+            "HMSMGMT_SERVICE_ID": spec.key,
             "HMSMGMT_NAMESPACE": console_namespace(),
             "HMSMGMT_INSTANCE": str(instance_id),
             "HMSMGMT_PORT": str(port),
-            "PYTHONUNBUFFERED": "1",
         }
+        env = {"PYTHONUNBUFFERED": "1",
+               **({"HOME": account.pw_dir, "USER": account.pw_name} if account else
+                  {k: os.environ[k] for k in ("HOME", "USER") if k in os.environ})}
+        env = {**env, **instance_environment(os.environ, dict(spec.env), markers)}
+        # Opened by us, before the switch, and handed over as stdout: the instance writes its log
+        # without needing any right on var/ (which stays the console's).
         log = open(LOG_DIR / f"{spec.name}-{instance_id}.log", "ab")  # noqa: SIM115 (child keeps it)
+        ids: dict = {} if account is None else {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
         try:
             proc = subprocess.Popen(
                 argv,
@@ -171,9 +199,12 @@ class ProcessDriver:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
+                **ids,
             )
         except OSError as exc:
-            raise DriverError(f"cannot start {argv[0]}: {exc}") from exc
+            hint = (f" (instances run as {account.pw_name}, HMS_PROCESS_USER: the program and the "
+                    f"project directory must be readable by that account)") if account else ""
+            raise DriverError(f"cannot start {argv[0]}: {exc}{hint}") from exc
         finally:
             log.close()
         _children[proc.pid] = proc
@@ -189,8 +220,10 @@ class ProcessDriver:
 
     def _owned(self, spec: ServiceSpec, ref: str) -> bool:
         env = _read_environ(int(ref)) if ref.isdigit() else None
-        return (bool(env) and env.get("HMSMGMT_SERVICE") == spec.name
-                and env.get("HMSMGMT_NAMESPACE") == console_namespace())
+        if not env or env.get("HMSMGMT_NAMESPACE") != console_namespace():
+            return False
+        by_key, by_name = keys_of({spec.name: spec})
+        return match_key(by_key, by_name, env.get("HMSMGMT_SERVICE_ID"), env.get("HMSMGMT_SERVICE")) is not None
 
     def stop_instance(self, spec: ServiceSpec, ref: str, *, grace_seconds: float = 5.0) -> None:
         if not self._owned(spec, ref):
@@ -222,6 +255,7 @@ class ProcessDriver:
         _reap()
         namespace = console_namespace()
         found: dict[str, list[Observed]] = {name: [] for name in specs}
+        by_key, by_name = keys_of(specs)
         try:
             uptime: float | None = float(Path("/proc/uptime").read_text().split()[0])
         except (OSError, ValueError):
@@ -233,7 +267,10 @@ class ProcessDriver:
                 continue
             pid = int(entry.name)
             env = _read_environ(pid, marker)
-            if not env or env.get("HMSMGMT_NAMESPACE") != namespace or env.get("HMSMGMT_SERVICE") not in found:
+            if not env or env.get("HMSMGMT_NAMESPACE") != namespace:
+                continue
+            listed = match_key(by_key, by_name, env.get("HMSMGMT_SERVICE_ID"), env.get("HMSMGMT_SERVICE"))
+            if listed is None:
                 continue
             # Only the session leader is the instance; its own children inherit the marker.
             try:
@@ -244,7 +281,7 @@ class ProcessDriver:
             fields = _stat_fields(pid)
             zombie = exited(pid, fields)
             cpu, memory = (None, None) if zombie else _usage(pid, uptime, fields)
-            found[env["HMSMGMT_SERVICE"]].append(
+            found[listed].append(
                 Observed(
                     ref=str(pid),
                     alive=not zombie,

@@ -8,7 +8,10 @@ published for that task, never "localhost".
 
 Each task publishes the service port in host mode on a port Swarm picks, so every task is reachable
 (and probed) on its own; the routing mesh would hide which task answers. The Swarm service carries
-hmsmgmt.managed=true, hmsmgmt.namespace and hmsmgmt.service labels, and so do its containers.
+hmsmgmt.managed=true, hmsmgmt.namespace, hmsmgmt.service_id and hmsmgmt.service labels, and so do
+its containers. It is found again by its service_id label and named after the id, so a renamed
+service keeps its Swarm service (one created before ids were labelled is found by its name label).
+Its tasks' environment is PORT, the markers and the service's own variables, never the console's.
 
 Several machines: the driver talks to one manager (DOCKER_HOST). The node list comes with every
 listing (one call), so a node going Down is seen on the next tick, and a task that Swarm still
@@ -27,8 +30,8 @@ import re
 import time
 from typing import Any
 
-from fleet.drivers.base import DriverError, EngineUnavailable, Observed, ServiceSpec
-from fleet.drivers.docker import LABEL, Engine, StatsSampler, engine_errors, parse_time
+from fleet.drivers.base import DriverError, EngineUnavailable, Observed, ServiceSpec, keys_of, match_key
+from fleet.drivers.docker import LABEL, Engine, StatsSampler, engine_errors, parse_time, service_env
 from fleet.drivers.process import console_namespace
 
 log = logging.getLogger(__name__)
@@ -86,7 +89,9 @@ class SwarmDriver:
         # Swarm names are DNS labels (letters, digits, '-'; at most 63): ours may hold '_' and '.'.
         namespace = console_namespace()
         safe = re.sub(r"[^a-z0-9-]", "-", spec.name.lower()).strip("-")[:30] or "svc"
-        digest = hashlib.sha1(f"{namespace}:{spec.name}".encode()).hexdigest()[:8]
+        # The digest is of the id: a Swarm service created before a rename keeps its name anyway
+        # (updates keep it), and the next one of a service created afresh under an old name differs.
+        digest = hashlib.sha1(f"{namespace}:{spec.key}".encode()).hexdigest()[:8]
         return f"hms-{safe}-{digest}"
 
     @staticmethod
@@ -94,14 +99,20 @@ class SwarmDriver:
         return {
             f"{LABEL}.managed": "true",
             f"{LABEL}.namespace": console_namespace(),
+            f"{LABEL}.service_id": spec.key,
             f"{LABEL}.service": spec.name,
             f"{LABEL}.spec_version": str(spec.version),
         }
 
     def _find(self, spec: ServiceSpec) -> dict[str, Any] | None:
+        ours = [f"{LABEL}.managed=true", f"{LABEL}.namespace={console_namespace()}"]
         with engine_errors("service lookup"):
-            found = self.engine.api.services(filters={"label": [
-                f"{LABEL}.managed=true", f"{LABEL}.namespace={console_namespace()}", f"{LABEL}.service={spec.name}"]})
+            found = self.engine.api.services(filters={"label": [*ours, f"{LABEL}.service_id={spec.key}"]})
+            if not found:
+                # Created before ids were labelled: by its name, if it carries no id at all.
+                found = [svc for svc in self.engine.api.services(
+                    filters={"label": [*ours, f"{LABEL}.service={spec.name}"]})
+                    if f"{LABEL}.service_id" not in (svc["Spec"].get("Labels") or {})]
         return found[0] if found else None
 
     def _task_template(self, spec: ServiceSpec) -> Any:
@@ -110,7 +121,7 @@ class SwarmDriver:
         return TaskTemplate(
             container_spec=ContainerSpec(
                 spec.image,
-                env=[f"PORT={spec.port}", f"HMSMGMT_SERVICE={spec.name}"],
+                env=[f"{k}={v}" for k, v in service_env(spec, "").items()],
                 labels=self.labels(spec),
                 stop_grace_period=5_000_000_000,
             ),
@@ -176,17 +187,22 @@ class SwarmDriver:
         rest from one that still converges."""
         api = self.engine.api
         found: dict[str, list[Observed]] = {name: [] for name in specs}
+        by_key, by_name = keys_of(specs)
         with engine_errors("service list"):
             services = api.services(filters={"label": [f"{LABEL}.managed=true",
                                                         f"{LABEL}.namespace={console_namespace()}"]})
-            ours = {svc["ID"]: svc for svc in services
-                    if (svc["Spec"].get("Labels") or {}).get(f"{LABEL}.service") in specs}
+            ours: dict[str, tuple[str, dict[str, Any]]] = {}
+            for svc in services:
+                labels = svc["Spec"].get("Labels") or {}
+                listed = match_key(by_key, by_name, labels.get(f"{LABEL}.service_id"), labels.get(f"{LABEL}.service"))
+                if listed is not None:
+                    ours[svc["ID"]] = (listed, svc)
             tasks = api.tasks() if ours else []
             nodes = self.node_map()  # every tick: a node going Down must be seen at once
         for task in tasks:
-            current = ours.get(task.get("ServiceID", ""))
-            if current is not None:
-                name = current["Spec"]["Labels"][f"{LABEL}.service"]
+            mine = ours.get(task.get("ServiceID", ""))
+            if mine is not None:
+                name, current = mine
                 found[name].append(self._observed(task, specs[name], current, nodes))
         return found
 
@@ -248,7 +264,10 @@ class SwarmDriver:
             except (NotFound, APIError):
                 return
             labels = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Labels") or {}
-            if labels.get(f"{LABEL}.namespace") != console_namespace() or labels.get(f"{LABEL}.service") != spec.name:
+            by_key, by_name = keys_of({spec.name: spec})
+            if (labels.get(f"{LABEL}.namespace") != console_namespace()
+                    or match_key(by_key, by_name, labels.get(f"{LABEL}.service_id"), labels.get(f"{LABEL}.service"))
+                    is None):
                 return
             container = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
             engine = self._engine_of(task.get("NodeID", ""))

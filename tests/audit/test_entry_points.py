@@ -163,7 +163,7 @@ def test_policy_denial_is_not_counted_twice(personas, tokens, demo) -> None:
     from policies.models import Policy
 
     svc = Service.objects.first()
-    Policy.objects.create(name="tiny", kind=Policy.Kind.INSTANCE_BOUNDS, service_name=svc.name,
+    Policy.objects.create(name="tiny", kind=Policy.Kind.INSTANCE_BOUNDS, service=svc,
                           min_instances=0, max_instances=1)
     mark = _mark()
     r = api(Client(), "POST", "/mgmt/scale", {"service": svc.name, "instances": 5, "dryRun": False},

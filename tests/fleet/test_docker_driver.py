@@ -213,7 +213,7 @@ def test_reported_death_is_replaced_while_the_fail_over_is_recorded(docker_demo,
     monkeypatch.setattr(actions, "record_failover", spy)
     victim = fleet[0]
     docker_demo.api.kill(victim.ref)
-    wait_for(lambda: reports.get(victim.ref) and "HMS-SVC" in woken, timeout=10, message="death reported")
+    wait_for(lambda: reports.get(victim.ref) and str(svc.pk) in woken, timeout=10, message="death reported")
     assert reports.get(victim.ref) == "exited with code 137, killed (SIGKILL)"
 
     status = reconcile.converge(svc.pk, component="test")  # the pass the controller runs on the report

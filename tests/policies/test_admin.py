@@ -80,8 +80,11 @@ def test_kind_cannot_be_switched_on_an_existing_policy(clients, demo) -> None:
 
 
 def test_create_and_delete_are_audited(clients) -> None:
+    from fleet.models import Service
+
+    svc = Service.objects.create(name="HMS-SVC", command="x")
     page = clients["alice"].post(ADD + "?kind=instance_bounds", {
-        "kind": "instance_bounds", "name": "svc bounds", "enabled": "on", "service_name": "HMS-SVC",
+        "kind": "instance_bounds", "name": "svc bounds", "enabled": "on", "service": str(svc.pk),
         "min_instances": "1", "max_instances": "3", "per_user": "on", "applies_to": "both"})
     assert page.status_code == 302
     policy = Policy.objects.get(name="svc bounds")

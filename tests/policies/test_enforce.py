@@ -12,9 +12,15 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fleet.models import Service
 from policies.enforce import enforce
 from policies.models import Policy
 from workflows.models import WorkflowDefinition, WorkflowRun
+
+
+def _sid(name: str) -> int:
+    return Service.objects.get(name=name).pk
+
 
 pytestmark = pytest.mark.django_db
 
@@ -70,20 +76,25 @@ def test_system_actor_is_not_counted_per_user_and_is_held_by_a_freeze(personas, 
 
 def test_bounds_rate_and_freeze_reasons(personas) -> None:
     bob, now = personas["bob"], timezone.now()
-    Policy.objects.create(name="bounds", kind=Policy.Kind.INSTANCE_BOUNDS, service_name="HMS-SVC",
+    for name in ("HMS-SVC", "HMS-API"):
+        Service.objects.create(name=name, command="x")
+    Policy.objects.create(name="bounds", kind=Policy.Kind.INSTANCE_BOUNDS, service=Service.objects.get(name="HMS-SVC"),
                           min_instances=1, max_instances=4)
     Policy.objects.create(name="rate", kind=Policy.Kind.SCALING_RATE, max_step=2, cooldown_seconds=60)
-    d = enforce(bob, "scale", None, service="HMS-SVC", current=1, requested=5, last_scaled_at=None)
+    d = enforce(bob, "scale", None, service_id=_sid("HMS-SVC"), service="HMS-SVC", current=1, requested=5,
+                last_scaled_at=None)
     assert (d.status, d.policy) == (422, "bounds")
     assert d.reasons == ["HMS-SVC may run at most 4 instances; 5 requested.",
                          "HMS-SVC may change by at most 2 instances per request; 1 → 5 is 4."]
-    d = enforce(bob, "scale", None, service="HMS-SVC", current=1, requested=0, last_scaled_at=None)
+    d = enforce(bob, "scale", None, service_id=_sid("HMS-SVC"), service="HMS-SVC", current=1, requested=0,
+                last_scaled_at=None)
     assert d.detail == "HMS-SVC must keep at least 1 instances; 0 requested." and d.status == 422
-    d = enforce(bob, "scale", None, service="HMS-SVC", current=1, requested=2,
+    d = enforce(bob, "scale", None, service_id=_sid("HMS-SVC"), service="HMS-SVC", current=1, requested=2,
                 last_scaled_at=now - timedelta(seconds=10))
     assert d.status == 409 and (d.limit, d.policy) == (60, "rate") and 10 <= d.current < 60
     # A bound scoped to another service does not apply; the rate policy (every service) does.
-    d = enforce(bob, "scale", None, service="HMS-API", current=1, requested=9, last_scaled_at=None)
+    d = enforce(bob, "scale", None, service_id=_sid("HMS-API"), service="HMS-API", current=1, requested=9,
+                last_scaled_at=None)
     assert d.policy == "rate" and d.checked == ["rate"]
 
 
@@ -182,7 +193,8 @@ def test_enforce_matches_the_reference_model(personas, demo, policies: list[P], 
     groups = {g.name: g for g in Group.objects.all()}
     for name, p in named:
         Policy.objects.create(
-            name=name, kind=p.kind, enabled=p.enabled, service_name=p.service, min_instances=p.lo,
+            name=name, kind=p.kind, enabled=p.enabled,
+            service=Service.objects.get(name=p.service) if p.service else None, min_instances=p.lo,
             max_instances=p.hi, max_step=p.step, cooldown_seconds=p.cooldown,
             freeze_start=now + timedelta(hours=p.freeze[0]) if p.freeze else None,
             freeze_end=now + timedelta(hours=p.freeze[1]) if p.freeze else None, applies_to=p.applies,
@@ -191,7 +203,8 @@ def test_enforce_matches_the_reference_model(personas, demo, policies: list[P], 
     action, target, a, b, elapsed = req
     if action == "scale":
         last = now - timedelta(seconds=elapsed) if elapsed is not None else None
-        d = enforce(carol, "scale", None, service=target, current=a, requested=b, last_scaled_at=last)
+        d = enforce(carol, "scale", None, service_id=_sid(target), service=target, current=a, requested=b,
+                    last_scaled_at=last)
     else:
         flow = WorkflowDefinition.objects.get(slug=target)
         _runs(flow, carol, a)

@@ -15,7 +15,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pyte
 
 
 def test_scale_preflight_follows_the_typed_count(live_server, page, personas, demo):  # noqa: F811
-    Policy.objects.create(name="svc bounds", kind=Policy.Kind.INSTANCE_BOUNDS, service_name="HMS-SVC",
+    Policy.objects.create(name="svc bounds", kind=Policy.Kind.INSTANCE_BOUNDS,
+                          service=Service.objects.get(name="HMS-SVC"),
                           max_instances=3)
     login(page, live_server, "bob", "pw-bob-123")
     verdict = "tr[data-service='HMS-SVC'] .preflight"

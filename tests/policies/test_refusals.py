@@ -39,7 +39,8 @@ def audits(action: str, outcome: str) -> int:
 # --- REST API ----------------------------------------------------------------------------------
 
 def test_bounds_refuse_with_422_and_the_numbers(clients, tokens, demo) -> None:
-    Policy.objects.create(name="svc bounds", kind=Policy.Kind.INSTANCE_BOUNDS, service_name="HMS-SVC",
+    Policy.objects.create(name="svc bounds", kind=Policy.Kind.INSTANCE_BOUNDS,
+                          service=Service.objects.get(name="HMS-SVC"),
                           min_instances=0, max_instances=3)
     r = scale(clients, tokens, "bob", 4)
     assert r.status_code == 422
