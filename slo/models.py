@@ -6,6 +6,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from core.numbers import validate_finite
+from core.outbound import redact_target
 from fleet.models import Service
 
 
@@ -73,8 +74,6 @@ class AlertChannel(models.Model):
     @property
     def shown_target(self) -> str:
         """The target as pages show it (a webhook URL redacted: core.outbound.redact_url)."""
-        from core.outbound import redact_target
-
         return redact_target(self.kind, self.target)
 
 
