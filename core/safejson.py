@@ -17,15 +17,22 @@ class UnstorableJSON(ValueError):
     """Parsed, but holds a value no database column or JSON encoder here accepts."""
 
 
-def _reject_constant(name: str) -> Any:
-    raise UnstorableJSON(f"{name} is not a JSON number.")
+class _Unfinite(float):
+    """NaN, ±Infinity or a number that overflowed, kept with the text it was written as, so that
+    problem() can name both the field it is in and what was sent."""
+
+    text: str
+
+
+def _unfinite(text: str) -> float:
+    value = _Unfinite(text if text in ("NaN", "Infinity", "-Infinity") else "inf" if text[0] != "-" else "-inf")
+    value.text = text[:40]
+    return value
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
-    if not math.isfinite(value):
-        raise UnstorableJSON(f"The number {text[:40]} is too large.")
-    return value
+    return value if math.isfinite(value) else _unfinite(text)
 
 
 def text_problem(value: str) -> str | None:
@@ -52,7 +59,8 @@ def problem(value: Any) -> str | None:
             if (why := text_problem(item)) is not None:
                 return f"{_at(where)} {why}"
         elif isinstance(item, float) and not math.isfinite(item):
-            return f"{_at(where)} is not a finite number"
+            sent = getattr(item, "text", repr(item))
+            return f"{_at(where)} ({sent}) is not a finite number (NaN and infinities are refused)"
         elif isinstance(item, dict):
             for key, child in item.items():
                 path = f"{where}.{key}" if where else str(key)
@@ -68,7 +76,9 @@ def loads(raw: str | bytes) -> Any:
     """json.loads, then the checks above. Raises ValueError (json.JSONDecodeError for syntax,
     UnstorableJSON for content) with a message fit for an API error's detail."""
     try:
-        value = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+        # NaN/Infinity (which Python's json accepts) and overflowing numbers are parsed, then
+        # refused by problem() naming where they are: "The value at 'instances' (NaN) ...".
+        value = json.loads(raw, parse_constant=_unfinite, parse_float=_finite_float)
     except RecursionError:
         raise UnstorableJSON("The JSON is nested too deeply.") from None
     if (why := problem(value)) is not None:

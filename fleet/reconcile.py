@@ -84,7 +84,8 @@ def _probe(host: str, port: int | None, health_path: str) -> bool:
     if not host or not port:
         return False
     try:
-        resp = requests.get(f"http://{host}:{port}{health_path}", timeout=HEALTH_TIMEOUT)
+        resp = requests.get(f"http://{host}:{port}{health_path}", timeout=HEALTH_TIMEOUT,
+                            allow_redirects=False)  # the instance itself, never where it points
     except requests.RequestException:
         return False
     return resp.status_code == 200

@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
+from core.numbers import validate_finite
 from core.stats import LATENCY_BUCKETS_MS  # noqa: F401  (re-exported: the roll-ups' bucket bounds)
 from fleet.models import Instance, Service
 
@@ -96,8 +97,8 @@ class ProbeSettings(models.Model):
     One row per service, created with it (health/apps.py)."""
 
     service = models.OneToOneField(Service, on_delete=models.CASCADE, primary_key=True, related_name="probe_settings")
-    probe_interval_seconds = models.FloatField(default=5.0, validators=[MinValueValidator(1.0)])
-    probe_timeout_seconds = models.FloatField(default=1.0, validators=[MinValueValidator(0.1)])
+    probe_interval_seconds = models.FloatField(default=5.0, validators=[validate_finite, MinValueValidator(1.0)])
+    probe_timeout_seconds = models.FloatField(default=1.0, validators=[validate_finite, MinValueValidator(0.1)])
     failure_threshold = models.PositiveIntegerField(default=2, validators=[MinValueValidator(1)])
     success_threshold = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
 

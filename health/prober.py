@@ -50,6 +50,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from core.numbers import finite_or
 from fleet.models import Instance
 from health import probes
 from health.selectors import in_maintenance
@@ -98,6 +99,15 @@ def next_due(due: float, interval: float, now: float) -> float:
     if nxt <= now:
         nxt += math.floor((now - nxt) / interval + 1) * interval
     return nxt
+
+
+def timing(interval: object, timeout: object) -> tuple[float, float]:
+    """A service's (interval, timeout) as the schedule uses them: a value that is not a finite
+    number in range (a row written around the validators) falls back to the default, so one bad
+    setting cannot break the event loop's timers (NaN cannot be ordered in its heap, an infinite
+    interval makes math.ceil raise) and with them every other instance's probes."""
+    every = max(1.0, finite_or(interval, 5.0, high=86400.0))
+    return every, finite_or(timeout, 1.0, low=0.001, high=86400.0)
 
 
 # --- probing: the asyncio thread -----------------------------------------------------------------
@@ -204,7 +214,7 @@ class Prober:
         targets: dict[int, Target] = {}
         streaks: dict[int, probes.Streak] = {}
         for pk, svc_id, host, port, path, health, failures, successes, interval, timeout, fail_at, up_at in rows:
-            targets[pk] = Target(pk, svc_id, host, port, path, max(1.0, interval), timeout)
+            targets[pk] = Target(pk, svc_id, host, port, path, *timing(interval, timeout))
             streaks[pk] = probes.Streak(pk, health, failures, successes, fail_at, up_at)
         self.streaks = streaks
         with self.lock:  # an instance failed over is no longer running: forget it

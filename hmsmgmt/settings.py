@@ -269,6 +269,18 @@ if HMS_METRICS_TOKEN and (len(HMS_METRICS_TOKEN) < 16 or not HMS_METRICS_TOKEN.i
 HMS_METRICS_ALLOW = envnetworks("HMS_METRICS_ALLOW",
                                 ("127.0.0.0/8", "::1/128") if DEBUG and not HMS_METRICS_TOKEN else ())
 
+# Outbound requests made on a user's behalf (alert webhooks, Alertmanager; core/outbound.py) may
+# not reach loopback, private, link-local or metadata addresses unless named here: comma-separated
+# host names, addresses or CIDRs (alertmanager, 10.0.0.0/8). A metadata address (169.254.169.254)
+# only by that very address. Empty: public addresses only.
+HMS_OUTBOUND_ALLOW = envlist("HMS_OUTBOUND_ALLOW", [])
+try:
+    from core.outbound import parse_allowlist
+
+    parse_allowlist(HMS_OUTBOUND_ALLOW)
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"HMS_OUTBOUND_ALLOW: {_exc}") from None
+
 # --- Domain knobs ----------------------------------------------------------------------------
 HMS_MAX_INSTANCES = envint("HMS_MAX_INSTANCES", 50, minimum=1)
 HMS_SCALE_WAIT_SECONDS = envint("HMS_SCALE_WAIT_SECONDS", 20, minimum=1)

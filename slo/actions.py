@@ -15,6 +15,7 @@ from django_q.tasks import async_task
 from audit import events
 from audit.actions import actor_label, record
 from audit.models import AuditEntry
+from core import outbound
 from core.rows import apply_fields
 from fleet.models import Service
 from slo.models import AlertChannel, AlertDelivery, Incident, Objectives
@@ -127,8 +128,10 @@ def save_alert_channel(channel: Any, *, actor: Any) -> Any:
     created = channel.pk is None
     with transaction.atomic():
         channel.save()
+        # The target redacted: a webhook URL's path, query and user-info are its credentials.
         record(events.ALERT_CHANNEL_CREATE if created else "alert_channel.update", actor=actor, target=channel,
-               payload={"name": channel.name, "kind": channel.kind, "target": channel.target,
+               payload={"name": channel.name, "kind": channel.kind,
+                        "target": outbound.redact_target(channel.kind, channel.target),
                         "service": channel.service.name if channel.service_id else None})
     return channel
 

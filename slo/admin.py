@@ -16,8 +16,10 @@ class IncidentAdmin(ReadOnlyAdmin):
 
 @admin.register(AlertChannel)
 class AlertChannelAdmin(ReadOnlyAdmin):
-    list_display = ("name", "kind", "target", "service", "enabled", "created_at")
+    list_display = ("name", "kind", "shown_target", "service", "enabled", "created_at")
     list_filter = ("kind", "enabled")
+    exclude = ("target",)  # read-only here: shown redacted, a webhook URL's path and query are its secret
+    readonly_fields = ("shown_target",)
 
 
 @admin.register(AlertDelivery)

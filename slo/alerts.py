@@ -12,13 +12,13 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-import requests
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from core import outbound
 from slo import actions
 from slo.models import AlertChannel, AlertDelivery, Incident
 
@@ -58,12 +58,10 @@ def _send(d: AlertDelivery) -> tuple[bool, int | None, str]:
         # retried after the incident resolved must not make Alertmanager fire it again.
         return _post_alertmanager(channel, alertmanager_alerts(d.incident, now=timezone.now()))
     if channel.kind == AlertChannel.Kind.WEBHOOK:
-        try:
-            resp = requests.post(channel.target, json=d.payload, timeout=settings.HMS_ALERT_TIMEOUT_SECONDS,
+        # Through the outbound guard, checked again now (DNS may have changed since the save).
+        res = outbound.post_json(channel.target, d.payload, timeout=settings.HMS_ALERT_TIMEOUT_SECONDS,
                                  headers={"User-Agent": "hmsmgmt-alerts/1", "X-HMS-Event": d.event})
-        except requests.RequestException as exc:
-            return False, None, str(exc)[:300]
-        return 200 <= resp.status_code < 300, resp.status_code, "" if resp.ok else f"HTTP {resp.status_code}"
+        return res.ok, res.status, res.error
     p = d.payload
     subject = f"[hmsmgmt] {p.get('event', '')}: {p.get('title', '')}"[:200]
     body = "\n".join(f"{k}: {v}" for k, v in p.items())
@@ -104,14 +102,11 @@ def _am_alert(incident: Incident, severity: str, ends_at: datetime | None) -> di
 
 def _post_alertmanager(channel: AlertChannel, alerts: list[dict[str, Any]]) -> tuple[bool, int | None, str]:
     url = channel.target.rstrip("/") + "/api/v2/alerts"
-    try:
-        resp = requests.post(url, json=alerts, timeout=settings.HMS_ALERT_TIMEOUT_SECONDS,
+    # Status code and reason only: the response body is the far end's text (an internal service
+    # reached by mistake would otherwise have its answer shown on the console's pages).
+    res = outbound.post_json(url, alerts, timeout=settings.HMS_ALERT_TIMEOUT_SECONDS,
                              headers={"User-Agent": "hmsmgmt-alerts/1"})
-    except requests.RequestException as exc:
-        return False, None, str(exc)[:300]
-    if resp.ok:
-        return True, resp.status_code, ""
-    return False, resp.status_code, f"HTTP {resp.status_code}: {resp.text[:200]}"
+    return res.ok, res.status, res.error
 
 
 def _firing_for(channel: AlertChannel) -> Any:

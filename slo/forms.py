@@ -4,6 +4,7 @@ from typing import Any
 
 from django import forms
 
+from core import outbound
 from slo.models import AlertChannel, Objectives
 
 
@@ -25,6 +26,11 @@ class AlertChannelForm(forms.ModelForm):
             self.add_error("target", "An Alertmanager target must be its base http(s) URL, e.g. http://alertmanager:9093.")
         if kind == AlertChannel.Kind.EMAIL and "@" not in target:
             self.add_error("target", "An email target must be an address.")
+        if kind in (AlertChannel.Kind.WEBHOOK, AlertChannel.Kind.ALERTMANAGER) and "target" not in self.errors:
+            # Checked here (a 400 naming the field) and again at every send (DNS can change).
+            if (why := outbound.url_problem(target)) is not None:
+                self.add_error("target", f"The target URL is {why}; only public addresses, or those the "
+                                         "operator names in HMS_OUTBOUND_ALLOW, may be called.")
         return data
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from core.numbers import validate_finite
+from core.outbound import redact_target
 from fleet.models import Service
 
 
@@ -63,9 +65,17 @@ class AlertChannel(models.Model):
 
     class Meta:
         ordering = ["name"]
+        # A channel for every service hears about services its creator may not see: a global
+        # permission of its own (slo.add_alertchannel alone covers channels of visible services).
+        permissions = [("add_global_alertchannel", "Can add alert channels for every service")]
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def shown_target(self) -> str:
+        """The target as pages show it (a webhook URL redacted: core.outbound.redact_url)."""
+        return redact_target(self.kind, self.target)
 
 
 class AlertDelivery(models.Model):
@@ -103,7 +113,7 @@ BURN_PAIRS: tuple[tuple[str, str, int, int, float, str], ...] = (
     ("6h/30m", "burn_6h", 6 * 3600, 1800, 6.0, Incident.Severity.PAGE),
     ("3d/6h", "burn_3d", 3 * 86400, 6 * 3600, 1.0, Incident.Severity.TICKET),
 )
-_FACTOR = [MinValueValidator(0.1), MaxValueValidator(1000)]
+_FACTOR = [validate_finite, MinValueValidator(0.1), MaxValueValidator(1000)]
 
 
 class Objectives(models.Model):
@@ -112,7 +122,8 @@ class Objectives(models.Model):
     One row per service, created with it (slo/apps.py)."""
 
     service = models.OneToOneField(Service, on_delete=models.CASCADE, primary_key=True, related_name="objectives")
-    uptime_objective = models.FloatField(default=99.9, validators=[MinValueValidator(50), MaxValueValidator(99.999)])
+    uptime_objective = models.FloatField(default=99.9, validators=[validate_finite, MinValueValidator(50),
+                                                                    MaxValueValidator(99.999)])
     latency_objective_ms = models.PositiveIntegerField(default=300, validators=[MinValueValidator(1)])
     burn_1h_factor = models.FloatField(default=14.4, validators=_FACTOR,
                                        help_text="alert when the 1 h and 5 min windows both burn at least this fast")

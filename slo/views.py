@@ -103,8 +103,10 @@ def _overview_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
                          ("uptime_30d", "30 d"), ("budget", "Budget left (30 d)"), ("burn", "Burn 1 h")],
         "shown": len(rows),
         "incidents": incidents,
-        "channels": list(AlertChannel.objects.select_related("service")) if can(request.user, "view", AlertChannel())
-        else [],
+        # Global channels and those of services the user sees (not another team's webhooks).
+        "channels": list(AlertChannel.objects.select_related("service").filter(
+            Q(service__isnull=True) | Q(service__in=Service.objects.restrict(request.user).values("pk"))))
+        if can(request.user, "view", AlertChannel()) else [],
         "can_channels": can(request.user, "add", AlertChannel()),
         # Who may acknowledge: asked for the (at most 30) incidents' services, not the whole fleet.
         "scalable": can_many(request.user, "scale", {i.service_id: i.service for i in incidents}.values()),
@@ -128,14 +130,20 @@ def acknowledge(request: HttpRequest, incident_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def channel_create(request: HttpRequest) -> HttpResponse:
+    # A service named must be one the user sees (404 otherwise: before, an unseen name silently made
+    # the channel global); a channel for every service hears of services its creator may not
+    # see, so it needs the global slo.add_global_alertchannel as well.
+    name = request.POST.get("service", "")
+    service = service_for(request.user, name[:63]) if name else None
     if not can(request.user, "add", AlertChannel()):
         raise PermissionDenied("You may not add alert channels.")
+    if service is None and not request.user.has_perm("slo.add_global_alertchannel"):
+        raise PermissionDenied("You may not add alert channels for every service: name a service.")
     form = AlertChannelForm(request.POST)
     if not form.is_valid():
         return render(request, "slo/sla.html", _overview_context(request, error=form_problem(form)), status=400)
     channel = form.save(commit=False)
-    if request.POST.get("service"):
-        channel.service = Service.objects.restrict(request.user).filter(name=request.POST["service"]).first()
+    channel.service = service
     actions.save_alert_channel(channel, actor=request.user)
     messages.success(request, f"Alert channel {channel.name} added.")
     return redirect("sla-overview")
@@ -144,7 +152,9 @@ def channel_create(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def channel_delete(request: HttpRequest, channel_id: int) -> HttpResponse:
-    channel = get_object_or_404(AlertChannel, pk=channel_id)
+    channel = get_object_or_404(AlertChannel.objects.select_related("service"), pk=channel_id)
+    if channel.service is not None:
+        service_for(request.user, channel.service.name)  # a channel of a service not seen: 404
     if not can(request.user, "delete", channel):
         raise PermissionDenied("You may not delete alert channels.")
     actions.delete_alert_channel(channel, actor=request.user)

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 
+from core.numbers import validate_finite
 from core.permissions import RestrictedQuerySet
 
 FLOW_ID_VALIDATOR = RegexValidator(r"^[A-Za-z][A-Za-z0-9_-]{0,99}$", "A flow id is a slug like exportPatientData.")
@@ -105,7 +106,8 @@ class StepRun(models.Model):
     claims = models.PositiveIntegerField(default=0)
     worker = models.CharField(max_length=100, blank=True, help_text="host:pid of the worker that claimed it last")
     retries = models.PositiveIntegerField(default=0, help_text="retries per round (a manual retry adds a round)")
-    backoff_seconds = models.FloatField(default=1.0, help_text="first retry delay; doubles each attempt")
+    backoff_seconds = models.FloatField(default=1.0, validators=[validate_finite],
+                                        help_text="first retry delay; doubles each attempt")
     optional = models.BooleanField(default=False, help_text="its failure neither fails the run nor blocks dependents")
     timeout_seconds = models.PositiveIntegerField(default=60)
     lease_until = models.DateTimeField(null=True, blank=True)

@@ -21,9 +21,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
+from core.numbers import is_finite_number
 from core.permissions import can
 from fleet import reconcile
 from fleet.actions import count_error, scale_service
@@ -158,8 +160,8 @@ def _number_or_ref(params: dict[str, Any], key: str, *, required: bool, integer:
     value = params[key]
     if is_reference(value):
         return
-    kinds = (int,) if integer else (int, float)
-    if not isinstance(value, kinds) or isinstance(value, bool) or value < 0:
+    # is_finite_number: NaN passes "value < 0" (every comparison with it is false), inf is no duration.
+    if not is_finite_number(value) or (integer and not isinstance(value, int)) or value < 0:
         kind = "integer" if integer else "number"
         raise ValueError(f"params.{key} must be a non-negative {kind} or a $data./$steps. reference")
 
@@ -221,7 +223,7 @@ def noop(ctx: StepContext) -> dict[str, Any]:
 @action("sleep", validate=_validate_sleep)
 def sleep(ctx: StepContext) -> dict[str, Any]:
     seconds = _param(ctx, "seconds", 1)
-    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
+    if not is_finite_number(seconds) or seconds < 0:
         raise StepError(f"sleep needs a non-negative number of seconds, got {seconds!r}")
     # wait() rather than time.sleep(): a cancel or timeout sets ctx.stop and ends it at once.
     if ctx.stop.wait(float(seconds)):
@@ -248,13 +250,22 @@ def http(ctx: StepContext) -> dict[str, Any]:
               for name, out in ctx.outputs.items() if isinstance(out, dict)}
     body = {"runId": ctx.run_id, "step": ctx.step_name, "data": ctx.data, "inputs": inputs,
             **(render(ctx.params.get("body") or {}, ctx))}
+    url = f"http://{host}:{port}{path}"
+    # The fleet's own addresses (written by its drivers, never by a flow's author): not the
+    # outbound guard's business, but the request must stay on them. The rendered path cannot move
+    # it to another host, and a redirect is not followed: a service answering 3xx to
+    # http://169.254.169.254/ must not make the worker fetch it and put the answer in the run.
+    parts = urlsplit(url)
+    if parts.hostname != host.strip("[]").lower() or parts.port != port:
+        raise StepError(f"params.path {path!r} does not stay on the instance {host}:{port}")
     try:
         resp = requests.request(
             method,
-            f"http://{host}:{port}{path}",
+            url,
             json=body,
             timeout=ctx.timeout,
             headers={"Idempotency-Key": f"run-{ctx.run_id}/{ctx.step_name}"},
+            allow_redirects=False,
         )
     except requests.RequestException as exc:
         raise StepError(f"{service} {host}:{port}{path}: {exc.__class__.__name__}: {exc}") from exc

@@ -116,8 +116,12 @@ PAGES: dict[str, list[Row]] = {
     # SLA monitoring, incidents, maintenance, overrides (services/views_sla.py)
     "sla/": [Row("GET", lambda c: "/sla/", page(302, 200, 200, 200, 200))],
     "sla/channels/": [
+        # A public address (a private one is a 400 unless HMS_OUTBOUND_ALLOW names it).
         Row("POST", lambda c: "/sla/channels/", page(302, 403, 403, 403, 302),
-            {"name": "ops", "kind": "webhook", "target": "http://127.0.0.1:9/"}),
+            {"name": "ops", "kind": "webhook", "target": "https://93.184.215.14/hook"}),
+        # For one service: unseen is a 404 before any permission is asked (carol, dave).
+        Row("POST", lambda c: "/sla/channels/", page(302, 404, 403, 404, 302),
+            {"name": "ops", "kind": "webhook", "target": "https://93.184.215.14/hook", "service": "HMS-SVC"}),
     ],
     "sla/channels/<int:channel_id>/delete/": [
         # Channels carry model-level permissions only (no per-object scope): 403, not 404.

@@ -65,7 +65,7 @@ def test_a_webhook_arrives_while_every_workflow_worker_is_busy(transactional_db,
                                                                 hook: Hook) -> None:
     flow = make_flow("long", [step("nap", action="sleep", params={"seconds": 60}, timeout=120)])
     spawn("qcluster", HMS_Q_WORKERS="1")  # the workflow pool: one worker, about to be busy for a minute
-    spawn("qcluster", Q_CLUSTER_NAME="alerts")  # the alerts pool
+    spawn("qcluster", Q_CLUSTER_NAME="alerts", HMS_OUTBOUND_ALLOW="127.0.0.1")  # the alerts pool
     run = workflow_actions.start_run(flow, {}, actor=personas["alice"]).run
     wait_for(lambda: StepRun.objects.filter(run=run, status=StepRun.Status.RUNNING).exists(), timeout=30,
              message="the workflow worker busy with its long step")

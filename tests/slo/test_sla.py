@@ -231,7 +231,8 @@ def test_slow_then_failing_instances_page_scale_up_and_fail_over(transactional_d
                        target_cpu_percent=None, scale_down_stabilization_seconds=300)
     slo_actions.save_alert_channel(AlertChannel(name="ops", kind="webhook", target=hook.url), actor="system:test")
     actions.scale_service(svc, 1, actor="system:autoscaler")
-    env = {"HMS_SLA_EVAL_SECONDS": "1", "HMS_AUTOSCALE_PERIOD_SECONDS": "1", "HMS_CONTROLLER_TICK_MS": "300"}
+    env = {"HMS_SLA_EVAL_SECONDS": "1", "HMS_AUTOSCALE_PERIOD_SECONDS": "1", "HMS_CONTROLLER_TICK_MS": "300",
+           "HMS_OUTBOUND_ALLOW": "127.0.0.1"}
     spawn("controller", **env)
     spawn("qcluster", **env)
     spawn("qcluster", Q_CLUSTER_NAME="alerts", **env)  # alerts have a worker pool of their own
