@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('slo', '0005_delivery_claimed_at'),
+        ('slo', '0006_capacity_incidents'),
     ]
 
     operations = [

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('slo', '0006_alertchannel_global_permission'),
+        ('slo', '0007_alertchannel_global_permission'),
     ]
 
     operations = [
