@@ -17,6 +17,7 @@ from audit import triggers
 from audit.actions import record
 from audit.models import AuditEntry
 from audit.sealer import seal_pending
+from tests.conftest import as_owner
 
 pytestmark = pytest.mark.django_db
 
@@ -34,9 +35,12 @@ def chain(settings, tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def untriggered() -> Iterator[None]:
-    triggers.uninstall(connection)
-    yield
-    triggers.install(connection)
+    """An attacker with the tables' owner's rights (in the two-role run the test acts as the
+    owner for this: the runtime role could do none of it, see tests/console/test_runtime_role.py)."""
+    with as_owner():
+        triggers.uninstall(connection)
+        yield
+        triggers.install(connection)
 
 
 def verify(*args: str) -> str:
@@ -86,11 +90,12 @@ def test_an_edit_made_before_sealing_is_caught() -> None:
         first = record("policy.update", actor="alice", target_type="policies.policy", target_id="1",
                        payload={"changes": {"limit": [1, 2]}})
     assert len(first.content_hash) == 64
-    triggers.uninstall(connection)  # as the tables' owner could
-    try:
-        AuditEntry.objects.filter(pk=first.pk).update(payload={"changes": {"limit": [1, 999]}})
-    finally:
-        triggers.install(connection)
+    with as_owner():  # the tables' owner, triggers bypassed
+        triggers.uninstall(connection)
+        try:
+            AuditEntry.objects.filter(pk=first.pk).update(payload={"changes": {"limit": [1, 999]}})
+        finally:
+            triggers.install(connection)
     assert seal_pending() == 1
     with pytest.raises(CommandError, match=r"seq 1: content does not match the hash computed when it was written"):
         verify()
