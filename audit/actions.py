@@ -14,12 +14,22 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from audit import events
+from audit.chain import content_digest
 from audit.context import current_context, mark_audited
 from audit.models import AuditEntry, AuditVerification
 
 SECRET_KEYS = {"password", "token", "secret", "authorization", "api_key", "apikey", "password1", "password2",
                "private_key", "cookie", "sessionid", "csrfmiddlewaretoken", "signature_key"}
 REDACTED = "[redacted]"
+# Client-supplied headers kept in entries (User-Agent; X-Request-ID is kept only when short and
+# printable, see audit.middleware) are capped: a client must not make each entry kilobytes big.
+HEADER_MAX = 256
+
+
+def client_header(value: Any, limit: int = HEADER_MAX) -> str:
+    """A client-supplied header as stored: printable characters only, at most `limit` of them."""
+    text = "".join(c if c.isprintable() else "?" for c in str(value or "")[:limit])
+    return text[:limit]
 
 
 def _is_secret_key(key: Any) -> bool:
@@ -73,21 +83,25 @@ def record(
         target_repr = target_repr or str(target)
     name, user_id = actor_label(actor)
     ctx = current_context()
-    entry = AuditEntry.objects.create(
-        created_at=timezone.now(),
-        actor=name[:150],
-        actor_user_id=user_id,
-        action=action[:64],
-        outcome=str(outcome),
-        target_type=str(target_type)[:64],
-        target_id=str(target_id)[:200],
-        target_repr=str(target_repr)[:200],
-        payload=scrub(payload or {}),
-        ip=str(ctx.get("ip", ""))[:64],
-        user_agent=str(ctx.get("user_agent", ""))[:300],
-        token_id=ctx.get("token_id"),
-        request_id=str(ctx.get("request_id", ""))[:64],
-    )
+    token_id = ctx.get("token_id")
+    values: dict[str, Any] = {
+        "created_at": timezone.now(),
+        "actor": name[:150],
+        "actor_user_id": user_id,
+        "action": action[:64],
+        "outcome": str(outcome),
+        "target_type": str(target_type)[:64],
+        "target_id": str(target_id)[:200],
+        "target_repr": str(target_repr)[:200],
+        "payload": scrub(payload or {}),
+        "ip": str(ctx.get("ip", ""))[:64],
+        "user_agent": client_header(ctx.get("user_agent", "")),
+        "token_id": int(token_id) if token_id is not None else None,
+        "request_id": client_header(ctx.get("request_id", ""), 64),
+    }
+    # Hashed here, in the writing transaction, from exactly the values inserted: a sha256 in
+    # Python, no extra query on the write path.
+    entry = AuditEntry.objects.create(**values, content_hash=content_digest(values))
     mark_audited()
     return entry
 

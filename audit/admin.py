@@ -14,7 +14,7 @@ from django.db import models, transaction
 
 from audit import events
 from audit.actions import record
-from audit.models import AuditCheckpoint, AuditEntry, AuditVerification
+from audit.models import AuditCheckpoint, AuditEntry, AuditVerification, RefusalBucket
 from core.admin import ReadOnlyAdmin
 
 
@@ -40,6 +40,14 @@ class AuditCheckpointAdmin(AuditEntryAdmin):
     list_display = ("id", "created_at", "last_seq", "count", "alg", "exported_to", "webhook_status")
     list_filter = ("alg",)
     search_fields = ("last_hash",)
+
+
+@admin.register(RefusalBucket)
+class RefusalBucketAdmin(ReadOnlyAdmin):
+    """Refusals being counted this minute (audit.refusals); each closed minute becomes one entry."""
+
+    list_display = ("minute", "status", "ip", "actor", "count", "first_entry", "last_path")
+    list_filter = ("status",)
 
 
 # --- field-level diffs --------------------------------------------------------------------------

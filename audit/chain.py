@@ -1,9 +1,11 @@
 """Hash chain: canonical encoding, hashing and verification of audit entries.
 
 An entry's hash covers its own content, its `seq` and the previous entry's hash, so editing,
-deleting or reordering a sealed entry breaks every link after it. Hashes are computed by the
-sealer from the values as stored (read back from the database), so verification, which also reads
-them back, sees the very same bytes whatever the database did to JSON key order or time zones.
+deleting or reordering a sealed entry breaks every link after it. An entry also carries a content
+hash computed by its writer (content_digest), so an edit made before sealing is caught too. Chain
+hashes are computed by the sealer from the values as stored (read back from the database), so
+verification, which also reads them back, sees the very same bytes whatever the database did to
+JSON key order or time zones.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ HASHED_FIELDS = (
 )
 # Fields added after the first chain format: hashed only when non-empty, so entries sealed before
 # they existed keep verifying (their canonical form never had the key).
-OPTIONAL_HASHED_FIELDS = ("target_repr",)
+OPTIONAL_HASHED_FIELDS = ("target_repr", "content_hash")
+# What an entry says, without its place in the chain: the write-time content hash covers these.
+CONTENT_FIELDS = tuple(f for f in HASHED_FIELDS if f != "seq") + ("target_repr",)
 
 
 def _default(value: Any) -> Any:
@@ -67,6 +71,33 @@ def canonical(fields: dict[str, Any]) -> bytes:
 
 def entry_hash(prev_hash: str, fields: dict[str, Any]) -> str:
     return hashlib.sha256(prev_hash.encode() + b"\n" + canonical(fields)).hexdigest()
+
+
+def _plain_numbers(value: Any) -> Any:
+    """PostgreSQL's jsonb keeps numbers as decimals: 1e20 comes back as the integer
+    100000000000000000000 and -0.0 as 0. The content hash is computed before the row is stored and
+    checked after it is read back, so integral floats count as the integers they equal."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _plain_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_numbers(v) for v in value]
+    return value
+
+
+def content_digest(source: Any) -> str:
+    """sha256 of what an entry says (CONTENT_FIELDS), from a model instance, a values() dict or
+    an export line. record() computes it from the values it writes, in the writing transaction;
+    verification recomputes it from the values read back. Pure Python, no query."""
+    get = source.get if isinstance(source, dict) else lambda name, default=None: getattr(source, name, default)
+    body = {name: get(name) for name in CONTENT_FIELDS}
+    body["target_repr"] = body["target_repr"] or ""
+    if isinstance(body["created_at"], datetime):
+        body["created_at"] = _utc_iso(body["created_at"])
+    body["payload"] = _plain_numbers(body["payload"])
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default)
+    return hashlib.sha256(b"hmsmgmt-audit-content/1\n" + text.encode()).hexdigest()
 
 
 @dataclass
@@ -116,6 +147,12 @@ def verify_entries(
         if recomputed != stored_hash:
             return broken(seq, "content does not match its hash (entry edited)",
                           stored_hash=stored_hash, recomputed_hash=recomputed)
+        written = entry.get("content_hash") if isinstance(entry, dict) else getattr(entry, "content_hash", "")
+        if written and content_digest(entry) != written:
+            # The chain links what the sealer read; the content hash is what the writer wrote.
+            return broken(seq, "content does not match the hash computed when it was written "
+                               "(entry edited before it was sealed)",
+                          content_hash=written, recomputed_content_hash=content_digest(entry))
         prev_hash = stored_hash
         last_seq = seq
         expected_seq += 1

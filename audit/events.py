@@ -53,6 +53,8 @@ USER_PASSWORD_CHANGE = "user.password_change"
 AUTH_LOGIN = "auth.login"
 AUTH_LOGOUT = "auth.logout"
 ACCESS_REFUSED = "access.refused"
+# The refusals of one source, kind and minute after the first (audit.refusals): one entry with the count.
+ACCESS_REFUSED_REPEATED = "access.refused_repeated"
 # --- audit ---------------------------------------------------------------------------------------
 AUDIT_VERIFY = "audit.verify"
 
@@ -61,6 +63,8 @@ FROM = "from"
 TO = "to"
 INSTANCE = "instance"
 CAUSE = "cause"
+COUNT = "count"  # access.refused_repeated: how many refusals the entry stands for
+FIRST_ENTRY = "first_entry"  # access.refused_repeated: id of the entry of the first one
 
 # Entries written before the layout split name a moved model by its old app label; readers of a
 # target's history ask for every name it has had.

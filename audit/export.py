@@ -18,7 +18,12 @@ from django.db.models import QuerySet
 from audit.chain import GENESIS, VerifyResult, _utc_iso, verify_entries
 
 COLUMNS = ("id", "seq", "created_at", "actor", "actor_user_id", "action", "outcome", "target_type", "target_id",
-           "target_repr", "payload", "ip", "user_agent", "token_id", "request_id", "prev_hash", "hash", "sealed_at")
+           "target_repr", "payload", "ip", "user_agent", "token_id", "request_id", "content_hash", "prev_hash", "hash",
+           "sealed_at")
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...), +cmd|...,
+# @SUM, and tab/CR which some import paths strip before looking). Entries hold text clients chose
+# (user agent, target names, payload strings), so CSV cells starting so get a leading apostrophe.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def row(values: dict[str, Any]) -> dict[str, Any]:
@@ -52,14 +57,26 @@ class _Line:
         return value
 
 
+def csv_cell(value: Any) -> Any:
+    """A value as a CSV cell a spreadsheet shows and never runs. Numbers stay numbers (a negative
+    number is data, not a formula); text that starts like a formula is prefixed with '."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def csv_lines(items: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """CSV for people and spreadsheets (JSON Lines is the format to re-verify from: CSV cells are
+    neutralised, so they are not byte-for-byte what was hashed)."""
     line = _Line()
     writer = csv.writer(line.buf)
     writer.writerow(COLUMNS)
     yield line.take()
     for item in items:
-        writer.writerow([json.dumps(item["payload"], ensure_ascii=False, sort_keys=True) if name == "payload"
-                         else ("" if item[name] is None else item[name]) for name in COLUMNS])
+        writer.writerow([csv_cell(json.dumps(item["payload"], ensure_ascii=False, sort_keys=True)
+                                  if name == "payload" else item[name]) for name in COLUMNS])
         yield line.take()
 
 

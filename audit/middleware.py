@@ -1,7 +1,11 @@
-"""AuditMiddleware: every 401/403/429 refusal that reached the console is audited exactly once.
+"""AuditMiddleware: every 401/403/429 refusal that reached the console is audited, and so is a
+404 that hid an existing object from its caller (core.permissions notes it), as a denied access.
 
-A refusal the action already audited (a policy denial records outcome=denied and marks the request
-through audit.context.mark_audited) is skipped.
+Bounded per source (audit.refusals): the first refusal of each kind from one client address and
+identity in a minute is an entry, the rest are counted into one summary entry when the minute
+closes, so a flood cannot grow the log by an entry per request. A refusal the action already
+audited (a policy denial records outcome=denied and marks the request through
+audit.context.mark_audited) is skipped.
 
 It also runs every Django admin POST in one transaction, for two reasons:
 - django-guardian's object-permission pages: the permission changes of one form submission and
@@ -22,14 +26,15 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from audit import events
-from audit.actions import record
-from audit.context import reset_context, set_context
-from audit.models import AuditEntry
+from audit import refusals
+from audit.actions import HEADER_MAX
+from audit.context import current_context, reset_context, set_context
 from audit.signals import flush_admin_log, flush_permission_changes
 from core.logging import bind_request, reset_request
+from core.permissions import stop_watching_hidden, watch_hidden
 
 REFUSALS = (401, 403, 429)
+HIDDEN = 404  # audited only when core.permissions hid an existing object
 log = logging.getLogger("audit.middleware")
 
 
@@ -61,7 +66,7 @@ class RequestIdMiddleware:
         token = set_context(
             request_id=request_id,
             ip=request.META.get("REMOTE_ADDR", ""),
-            user_agent=request.headers.get("User-Agent", ""),
+            user_agent=request.headers.get("User-Agent", "")[:HEADER_MAX],
             token_id=None,
         )
         # The same id for log lines (core.logging reads it; core cannot import audit.context).
@@ -84,6 +89,7 @@ class AuditMiddleware:
         state: dict = {"audited": False, "perm_changes": [], "admin_perm": is_admin_permission_post(request),
                        "admin_post": admin_post, "started_at": timezone.now(), "user": getattr(request, "user", None)}
         token = set_context(request_state=state)
+        hidden, hidden_token = watch_hidden()
         try:
             if admin_post:
                 with transaction.atomic():
@@ -92,15 +98,22 @@ class AuditMiddleware:
                     flush_admin_log(state)
             else:
                 response = self.get_response(request)
-            if response.status_code in REFUSALS and not state["audited"]:
-                record_refusal(request, response)
+            refused = response.status_code in REFUSALS or (response.status_code == HIDDEN and hidden)
+            if refused and not state["audited"]:
+                record_refusal(request, response, hidden=hidden)
         finally:
+            stop_watching_hidden(hidden_token)
             reset_context(token)
         return response
 
 
-def record_refusal(request: HttpRequest, response: HttpResponse) -> None:
+def record_refusal(request: HttpRequest, response: HttpResponse, *, hidden: list[tuple[str, str]] = ()) -> None:
     payload: dict = {"status": response.status_code, "method": request.method, "path": request.path[:300]}
+    target_type = target_id = ""
+    if response.status_code == HIDDEN and hidden:
+        # Answered "not found" so the caller learns nothing; the log says what was asked for.
+        target_type, target_id = hidden[0]
+        payload["reason"] = "hidden from the caller"
     # The JSON error code/detail says why (bad token, missing permission, throttled); query strings
     # are left out because they may carry secrets.
     if not response.streaming and response.get("Content-Type", "").startswith("application/json"):
@@ -113,8 +126,8 @@ def record_refusal(request: HttpRequest, response: HttpResponse) -> None:
             pass
     user = getattr(request, "user", None)
     try:
-        with transaction.atomic():
-            record(events.ACCESS_REFUSED, actor=user, outcome=AuditEntry.Outcome.DENIED, payload=payload)
+        refusals.record_refusal(response.status_code, actor=user, ip=str(current_context().get("ip", "")),
+                                path=request.path, payload=payload, target_type=target_type, target_id=target_id)
     except DatabaseError:
         # The caller is refused either way; a database hiccup must not turn a 401 into a 500.
         log.exception("could not audit a %s refusal of %s %s", response.status_code, request.method, request.path)

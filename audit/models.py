@@ -34,6 +34,10 @@ class AuditEntry(models.Model):
     user_agent = models.CharField(max_length=300, blank=True)
     token_id = models.BigIntegerField(null=True, blank=True)
     request_id = models.CharField(max_length=64, blank=True)
+    # sha256 of what the entry says (audit.chain.content_digest), computed by record() in the
+    # writing transaction: an edit made before the sealer links the entry into the chain no longer
+    # matches it. Empty on entries written before it existed.
+    content_hash = models.CharField(max_length=64, blank=True, default="")
     prev_hash = models.CharField(max_length=64, blank=True, default="")
     hash = models.CharField(max_length=64, blank=True, default="")
     sealed_at = models.DateTimeField(null=True, blank=True)
@@ -65,7 +69,9 @@ class AuditEntry(models.Model):
 
 
 class AuditCheckpoint(models.Model):
-    """A signed statement "the log had `count` sealed entries, ending at `last_seq` with
+    """Append-only like the entries (audit.triggers; the runtime role may only INSERT).
+
+    A signed statement "the log had `count` sealed entries, ending at `last_seq` with
     `last_hash`", also exported off the box. A chain alone cannot show that its tail was cut; a
     checkpoint kept elsewhere can."""
 
@@ -87,7 +93,10 @@ class AuditCheckpoint(models.Model):
 
 
 class AuditVerification(models.Model):
-    """A "Verify chain" run started from the audit page (inline for small logs, else a task)."""
+    """A "Verify chain" run started from the audit page (inline for small logs, else a task).
+
+    Append-only but for its own progress: the trigger lets a queued or running verification record
+    its progress and result, once; a finished one never changes, and none is ever deleted."""
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -111,3 +120,31 @@ class AuditVerification(models.Model):
 
     def __str__(self) -> str:
         return f"verification {self.pk} {self.status}"
+
+
+class RefusalBucket(models.Model):
+    """The counter behind bounded refusal auditing (audit.refusals): one row per source (client
+    address + actor), kind (401, 403, 404 by design, 429) and minute. The first refusal of a bucket
+    writes an audit entry; the rest only add to `count` here, and when the minute has closed the
+    sealer job writes one access.refused_repeated entry with the total and deletes the row.
+
+    Not part of the chain and not append-only: it is a working counter that lives for about a
+    minute. The evidence is the entries (the first refusal and the summary)."""
+
+    minute = models.DateTimeField(help_text="start of the minute the refusals fall in")
+    status = models.PositiveSmallIntegerField(help_text="401, 403, 404 (hidden object) or 429")
+    ip = models.CharField(max_length=64, blank=True)
+    actor = models.CharField(max_length=150, help_text="username, or anonymous")
+    actor_user_id = models.BigIntegerField(null=True, blank=True)
+    count = models.BigIntegerField(default=1, help_text="refusals in this bucket, the first included")
+    first_entry = models.BigIntegerField(null=True, blank=True, help_text="id of the entry of the first refusal")
+    last_path = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["minute", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["minute", "status", "ip", "actor"], name="audit_refusal_bucket_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.status} from {self.ip or '?'} as {self.actor} at {self.minute:%H:%M}: {self.count}"

@@ -7,6 +7,7 @@ permission is a 403.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -17,6 +18,27 @@ from guardian.core import ObjectPermissionChecker
 from guardian.shortcuts import get_objects_for_user
 
 M = TypeVar("M", bound=Model)
+
+# Objects a request asked for that exist but are hidden from its caller (a 404 by design). The
+# audit middleware opens a list per request and audits such a 404 as a denied access; core cannot
+# import audit, so it only notes what it hid. None (the default) outside a request: nothing noted.
+_hidden: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar("hms_hidden", default=None)
+
+
+def watch_hidden() -> tuple[list[tuple[str, str]], contextvars.Token]:
+    """Start noting hidden objects for the current request; returns the list and a reset token."""
+    noted: list[tuple[str, str]] = []
+    return noted, _hidden.set(noted)
+
+
+def stop_watching_hidden(token: contextvars.Token) -> None:
+    _hidden.reset(token)
+
+
+def _note_hidden(obj: Model) -> None:
+    noted = _hidden.get()
+    if noted is not None:
+        noted.append((obj._meta.label_lower, str(obj.pk)))
 
 
 def _codename(qs: QuerySet, action: str) -> str:
@@ -126,6 +148,7 @@ def get_for_user(qs: QuerySet[M], user: Any, action: str = "view", **lookup: Any
     except (qs.model.DoesNotExist, qs.model.MultipleObjectsReturned, ValueError, TypeError):
         raise missing from None
     if not can(user, "view", obj):
+        _note_hidden(obj)  # audited as a denied access (audit.middleware), answered as absent
         raise missing  # exists, but not for this user: indistinguishable from absent
     if action != "view" and not can(user, action, obj):
         raise PermissionDenied(f"You may not {action} this {qs.model._meta.verbose_name}.")

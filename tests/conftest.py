@@ -11,12 +11,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, User
-from django.db import connection
+from django.db import DatabaseError, connection
+from django.db.backends.signals import connection_created
 from django.test import Client
 
 from audit import triggers
@@ -34,11 +36,95 @@ from django.conf import settings as _settings  # noqa: E402  (after the environm
 _settings.HMS_PROCESS_USER = os.environ["HMS_PROCESS_USER"]
 
 
+# --- two database roles (PostgreSQL): HMS_TEST_RUNTIME_ROLE -------------------------------------
+# With HMS_TEST_RUNTIME_ROLE set (.ci/run sets it for the PostgreSQL run), the suite runs as
+# production does (docs/production.md): the test database is created and migrated as the owner
+# (DATABASE_URL's user), the named role gets `manage.py grant_runtime_role`, and then every test
+# runs as that role: the test's own connection and any thread's switch to it (SET ROLE) as they
+# connect, and the web, worker and controller processes tests start log in as it
+# (database_url()). Only the suite's own housekeeping acts as the owner: installing the audit
+# triggers around flushes, and the few tests that play the tables' owner (tamper tests, the
+# migration test) through the `db_owner` fixture or `as_owner()`.
+RUNTIME_ROLE = "".join(c for c in os.environ.get("HMS_TEST_RUNTIME_ROLE", "") if c.isalnum() or c == "_")
+_split = {"on": False}
+
+
+def runtime_split() -> bool:
+    """True when tests run as the runtime role (PostgreSQL with HMS_TEST_RUNTIME_ROLE)."""
+    return _split["on"] and connection.vendor == "postgresql"
+
+
+def _set_role(conn: Any, role: str | None) -> None:
+    with conn.cursor() as cursor:
+        cursor.execute(f'SET ROLE "{role}"' if role else "RESET ROLE")
+
+
+def _runtime_on_connect(sender: Any, connection: Any, **kwargs: Any) -> None:
+    if _split["on"] and connection.vendor == "postgresql":
+        _set_role(connection, RUNTIME_ROLE)
+
+
+connection_created.connect(_runtime_on_connect, dispatch_uid="tests.runtime_role")
+
+
+def grant_runtime_role() -> None:
+    """As the owner: (re)grant the runtime role; tables a test re-created need their grants again."""
+    from django.core.management import call_command
+
+    call_command("grant_runtime_role", RUNTIME_ROLE, stdout=open(os.devnull, "w"))  # noqa: SIM115
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """pytest-django's set-up (create and migrate the test database, as the owner), then the
+    runtime role's grants when the two-role run is asked for."""
+    if RUNTIME_ROLE:
+        with django_db_blocker.unblock():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [RUNTIME_ROLE])
+                    if cursor.fetchone() is None:
+                        try:
+                            cursor.execute(f'CREATE ROLE "{RUNTIME_ROLE}" LOGIN')
+                        except DatabaseError:
+                            pass  # another test run on this server created it just now
+                grant_runtime_role()
+                _split["on"] = True
+    yield
+    _split["on"] = False
+
+
+@contextmanager
+def as_owner() -> Iterator[None]:
+    """Act as the tables' owner on the test's connection for a moment (no-op on one role)."""
+    if not runtime_split():
+        yield
+        return
+    _set_role(connection, None)
+    try:
+        yield
+    finally:
+        try:
+            _set_role(connection, RUNTIME_ROLE)
+        except DatabaseError:
+            pass  # the body's error aborted the transaction; its rollback restores the role
+
+
+@pytest.fixture
+def db_owner() -> Iterator[None]:
+    """For a test that plays the tables' owner (drops triggers, migrates). Grants again after."""
+    with as_owner():
+        yield
+        if runtime_split() and not connection.in_atomic_block:
+            grant_runtime_role()
+
+
 # --- audit triggers vs. test teardown ---------------------------------------------------------
 @pytest.fixture(autouse=True)
 def _audit_triggers(request: pytest.FixtureRequest) -> Iterator[None]:
-    """The audit table refuses DELETE/TRUNCATE, but a transactional test's teardown flushes every
-    table. Install the triggers for each DB test; drop them just before a flush."""
+    """The audit tables refuse DELETE/TRUNCATE, but a transactional test's teardown flushes every
+    table. Install the triggers for each DB test; drop them just before a flush. Both are the
+    owner's doing; the test itself runs as the runtime role when there is one."""
     marker = request.node.get_closest_marker("django_db")
     names = request.fixturenames
     transactional = (
@@ -50,9 +136,12 @@ def _audit_triggers(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     request.getfixturevalue("transactional_db" if transactional else "db")
-    triggers.install(connection)
+    with as_owner():
+        triggers.install(connection)
     yield
     if transactional:
+        if runtime_split():
+            _set_role(connection, None)  # the flush after this fixture truncates: the owner's job
         triggers.uninstall(connection)
 
 
@@ -108,11 +197,15 @@ def api(client: Client, method: str, path: str, body: object = None, token: str 
 
 
 # --- real subprocesses against the test database ----------------------------------------------
-def database_url() -> str:
+def database_url(*, owner: bool = False) -> str:
+    """The test database for a process a test starts: as the runtime role in the two-role run
+    (web, worker and controller never hold the owner's rights), unless `owner` is asked for."""
     s = connection.settings_dict
     if connection.vendor == "postgresql":
         host = s.get("HOST") or "127.0.0.1"
         port = s.get("PORT") or 5432
+        if runtime_split() and not owner:
+            return f"postgres://{RUNTIME_ROLE}@{host}:{port}/{s['NAME']}"
         auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "") + "@" if s.get("USER") else ""
         return f"postgres://{auth}{host}:{port}/{s['NAME']}"
     return f"sqlite:///{s['NAME']}"

@@ -18,6 +18,7 @@ from audit import triggers
 from audit.actions import record
 from audit.models import AuditEntry
 from audit.sealer import seal_pending
+from tests.conftest import as_owner
 
 pytestmark = pytest.mark.django_db
 
@@ -76,11 +77,12 @@ def test_a_rewritten_database_boundary_is_caught(tmp_path: Path) -> None:
     _entries(3)
     _archive(tmp_path)
     _entries(1, start=3)
-    triggers.uninstall(connection)
-    try:
-        AuditEntry.objects.filter(seq=4).update(prev_hash="f" * 64)
-    finally:
-        triggers.install(connection)
+    with as_owner():
+        triggers.uninstall(connection)
+        try:
+            AuditEntry.objects.filter(seq=4).update(prev_hash="f" * 64)
+        finally:
+            triggers.install(connection)
     with pytest.raises(CommandError, match=r"BROKEN at seq 4|seq 4 does not link"):
         _verify(tmp_path)
 

@@ -17,6 +17,7 @@ from audit.actions import record
 from audit.export import read_jsonl, verify_rows
 from audit.models import AuditEntry, AuditVerification
 from audit.sealer import seal_pending
+from tests.conftest import as_owner
 
 pytestmark = pytest.mark.django_db
 
@@ -198,11 +199,12 @@ def test_verify_chain_button_shows_the_first_broken_link(clients, log) -> None:
 
     from audit import triggers
 
-    triggers.uninstall(connection)
-    try:
-        AuditEntry.objects.filter(seq=2).update(payload={"changes": {"limit": [5, 1]}})
-    finally:
-        triggers.install(connection)
+    with as_owner():
+        triggers.uninstall(connection)
+        try:
+            AuditEntry.objects.filter(seq=2).update(payload={"changes": {"limit": [5, 1]}})
+        finally:
+            triggers.install(connection)
     r = clients["alice"].post("/audit/verify/", HTTP_HX_REQUEST="true")
     assert r.status_code == 200
     html = r.content.decode()

@@ -11,6 +11,7 @@ from audit.actions import record, scrub
 from audit.chain import GENESIS, entry_hash, hashed_values
 from audit.models import AuditEntry
 from audit.sealer import chain_head, seal_pending
+from tests.conftest import as_owner
 
 pytestmark = pytest.mark.django_db
 
@@ -130,13 +131,14 @@ def test_audit_verify_names_the_broken_seq() -> None:
 
     _write(3)
     seal_pending()
-    triggers.uninstall(connection)
-    try:
-        AuditEntry.objects.filter(seq=2).update(payload={"i": 42})
-        with pytest.raises(CommandError, match="seq 2"):
-            call_command("audit_verify")
-    finally:
-        triggers.install(connection)
+    with as_owner():  # an attacker with the owner's rights
+        triggers.uninstall(connection)
+        try:
+            AuditEntry.objects.filter(seq=2).update(payload={"i": 42})
+        finally:
+            triggers.install(connection)
+    with pytest.raises(CommandError, match="seq 2"):
+        call_command("audit_verify")
 
 
 def test_verify_warns_when_no_sealer_runs() -> None:

@@ -17,6 +17,7 @@ from audit import triggers
 from audit.actions import record
 from audit.models import AuditEntry
 from audit.sealer import seal_pending
+from tests.conftest import as_owner
 
 pytestmark = pytest.mark.django_db
 
@@ -34,9 +35,12 @@ def chain(settings, tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def untriggered() -> Iterator[None]:
-    triggers.uninstall(connection)
-    yield
-    triggers.install(connection)
+    """An attacker with the tables' owner's rights (in the two-role run the test acts as the
+    owner for this: the runtime role could do none of it, see tests/console/test_runtime_role.py)."""
+    with as_owner():
+        triggers.uninstall(connection)
+        yield
+        triggers.install(connection)
 
 
 def verify(*args: str) -> str:
@@ -57,13 +61,53 @@ def test_edit_is_caught(chain: Path, untriggered: None) -> None:
 
 
 def test_edit_with_a_recomputed_hash_is_caught_at_the_next_link(chain: Path, untriggered: None) -> None:
+    from audit.chain import content_digest, entry_hash, hashed_values
+
+    e = AuditEntry.objects.get(seq=3)
+    e.actor = "mallory"
+    e.content_hash = content_digest(e)  # an attacker who knows the format recomputes both hashes
+    AuditEntry.objects.filter(pk=e.pk).update(actor="mallory", content_hash=e.content_hash,
+                                              hash=entry_hash(e.prev_hash, hashed_values(e)))
+    with pytest.raises(CommandError, match=r"seq 4: prev_hash does not match"):
+        verify()
+
+
+def test_edit_with_only_the_chain_hash_recomputed_is_caught_by_the_content_hash(
+        chain: Path, untriggered: None) -> None:
     from audit.chain import entry_hash, hashed_values
 
     e = AuditEntry.objects.get(seq=3)
     e.actor = "mallory"
     AuditEntry.objects.filter(pk=e.pk).update(actor="mallory", hash=entry_hash(e.prev_hash, hashed_values(e)))
-    with pytest.raises(CommandError, match=r"seq 4: prev_hash does not match"):
+    with pytest.raises(CommandError, match=r"seq 3: content does not match the hash computed when it was written"):
         verify()
+
+
+def test_an_edit_made_before_sealing_is_caught() -> None:
+    """The chain links what the sealer reads: without a content hash taken at write time, a row
+    edited while pending would be sealed as edited and verify as intact."""
+    with transaction.atomic():
+        first = record("policy.update", actor="alice", target_type="policies.policy", target_id="1",
+                       payload={"changes": {"limit": [1, 2]}})
+    assert len(first.content_hash) == 64
+    with as_owner():  # the tables' owner, triggers bypassed
+        triggers.uninstall(connection)
+        try:
+            AuditEntry.objects.filter(pk=first.pk).update(payload={"changes": {"limit": [1, 999]}})
+        finally:
+            triggers.install(connection)
+    assert seal_pending() == 1
+    with pytest.raises(CommandError, match=r"seq 1: content does not match the hash computed when it was written"):
+        verify()
+
+
+def test_the_content_hash_survives_the_database_round_trip() -> None:
+    """Values the database normalises (jsonb numbers, key order, time zones) still verify."""
+    with transaction.atomic():
+        record("x.y", actor="system:test", target_type="t", target_id="-1", target_repr="=A1",
+               payload={"b": 1.0, "a": 1e20, "z": -0.0, "f": 0.1, "s": "ü\u2028", "n": None, "l": [2.5, {"k": 3}]})
+    seal_pending()
+    assert "intact up to seq 1" in verify()
 
 
 def test_delete_is_caught(chain: Path, untriggered: None) -> None:
@@ -90,12 +134,14 @@ def test_truncated_tail_passes_the_chain_but_not_the_checkpoint(chain: Path, unt
 
 
 def test_rewritten_tail_is_caught_by_the_checkpoint(chain: Path, untriggered: None) -> None:
-    from audit.chain import entry_hash, hashed_values
+    from audit.chain import content_digest, entry_hash, hashed_values
 
     call_command("audit_checkpoint", stdout=StringIO())
     e = AuditEntry.objects.get(seq=6)
     e.payload = {"changes": {"limit": [5, 0]}}
-    AuditEntry.objects.filter(pk=e.pk).update(payload=e.payload, hash=entry_hash(e.prev_hash, hashed_values(e)))
+    e.content_hash = content_digest(e)  # a careful rewrite: both hashes recomputed
+    AuditEntry.objects.filter(pk=e.pk).update(payload=e.payload, content_hash=e.content_hash,
+                                              hash=entry_hash(e.prev_hash, hashed_values(e)))
     assert "intact up to seq 6" in verify()
     with pytest.raises(CommandError, match=r"seq 6 has hash .* the checkpoint says"):
         verify("--checkpoint", str(chain))

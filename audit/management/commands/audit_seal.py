@@ -4,6 +4,7 @@ import time
 
 from django.core.management.base import BaseCommand
 
+from audit.refusals import close_buckets
 from audit.sealer import pending_count, seal_pending
 
 
@@ -17,11 +18,13 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         if not options["loop"]:
+            close_buckets()
             n = seal_pending()
             self.stdout.write(f"sealed {n} entries; {pending_count()} pending")
             return
         try:
             while True:
+                close_buckets()
                 seal_pending()
                 time.sleep(options["interval"])
         except KeyboardInterrupt:
