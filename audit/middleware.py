@@ -27,6 +27,7 @@ from audit.actions import record
 from audit.context import reset_context, set_context
 from audit.models import AuditEntry
 from audit.signals import flush_admin_log, flush_permission_changes
+from core.clientaddr import client_address
 from core.logging import bind_request, reset_request
 
 REFUSALS = (401, 403, 429)
@@ -60,7 +61,7 @@ class RequestIdMiddleware:
         request.request_id = request_id  # type: ignore[attr-defined]
         token = set_context(
             request_id=request_id,
-            ip=request.META.get("REMOTE_ADDR", ""),
+            ip=client_address(request),  # REMOTE_ADDR, or X-Forwarded-For via HMS_TRUSTED_PROXIES
             user_agent=request.headers.get("User-Agent", ""),
             token_id=None,
         )

@@ -239,9 +239,12 @@ SESSION_COOKIE_AGE = envint("HMS_SESSION_SECONDS", 12 * 3600, minimum=60)
 
 # Login throttling (accounts/throttle.py): failures counted in the database so every gunicorn
 # worker sees the same count.
-HMS_LOGIN_MAX_FAILURES = envint("HMS_LOGIN_MAX_FAILURES", 5, minimum=1)  # per username
+HMS_LOGIN_MAX_FAILURES = envint("HMS_LOGIN_MAX_FAILURES", 5, minimum=1)  # per username from one address
 HMS_LOGIN_MAX_FAILURES_PER_IP = envint("HMS_LOGIN_MAX_FAILURES_PER_IP", 20, minimum=1)
 HMS_LOGIN_WINDOW_SECONDS = envint("HMS_LOGIN_WINDOW_SECONDS", 900, minimum=1)
+# Per username from all addresses together: high, so that locking an account out for everyone takes
+# this many failures from at least this/HMS_LOGIN_MAX_FAILURES addresses, never one address's flood.
+HMS_LOGIN_MAX_FAILURES_PER_USER = envint("HMS_LOGIN_MAX_FAILURES_PER_USER", 100, minimum=1)
 
 # The REST API takes small JSON bodies; anything bigger is refused with 413 before parsing.
 HMS_MAX_BODY_BYTES = envint("HMS_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
@@ -268,6 +271,10 @@ if HMS_METRICS_TOKEN and (len(HMS_METRICS_TOKEN) < 16 or not HMS_METRICS_TOKEN.i
 # Only a development console (make up) with no token set scrapes from loopback without configuration.
 HMS_METRICS_ALLOW = envnetworks("HMS_METRICS_ALLOW",
                                 ("127.0.0.0/8", "::1/128") if DEBUG and not HMS_METRICS_TOKEN else ())
+
+# Reverse proxies whose X-Forwarded-For is believed (core/clientaddr.py): the client address is the
+# right-most hop that is not one of these. Empty (the default): REMOTE_ADDR, whatever the header says.
+HMS_TRUSTED_PROXIES = envnetworks("HMS_TRUSTED_PROXIES", ())
 
 # --- Domain knobs ----------------------------------------------------------------------------
 HMS_MAX_INSTANCES = envint("HMS_MAX_INSTANCES", 50, minimum=1)
