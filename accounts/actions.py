@@ -52,6 +52,39 @@ def revoke_api_token(token: ApiToken, *, actor: Any) -> None:
             record(events.TOKEN_REVOKE, actor=actor, target=token, payload={"prefix": token.prefix})
 
 
+def later_expiry(old: datetime | None, new: datetime | None) -> bool:
+    """Pure: would moving a token's expiry from `old` to `new` give it a longer life? (None: never.)"""
+    if old is None:
+        return False
+    return new is None or new > old
+
+
+def update_api_token(token: ApiToken, *, actor: Any, name: str | None = None,
+                     expires_at: datetime | None = None, clear_expiry: bool = False) -> ApiToken:
+    """Rename a token or bring its expiry earlier. An expiry is never moved later (or removed):
+    extending a token would hand an old secret a new life without anyone seeing it printed again;
+    issue a new token instead. Raises ValueError for a later expiry, and changes nothing."""
+    with transaction.atomic():
+        current = ApiToken.objects.select_for_update().get(pk=token.pk)
+        new_expiry = None if clear_expiry else (expires_at if expires_at is not None else current.expires_at)
+        if later_expiry(current.expires_at, new_expiry):
+            raise ValueError(f"A token's expiry may only be moved earlier (it expires "
+                             f"{current.expires_at.isoformat()}); create a new token instead.")
+        changes: dict[str, Any] = {}
+        if name is not None and name != current.name:
+            changes["name"] = [current.name, name]
+            current.name = name
+        if new_expiry != current.expires_at:
+            changes["expires_at"] = [current.expires_at.isoformat() if current.expires_at else None,
+                                     new_expiry.isoformat() if new_expiry else None]
+            current.expires_at = new_expiry
+        if changes:
+            current.save(update_fields=["name", "expires_at"])
+            record(events.TOKEN_UPDATE, actor=actor, target=current,
+                   payload={"prefix": current.prefix, "changes": changes})
+    return current
+
+
 def resolve_token(raw: str) -> ApiToken | None:
     """The active token for a presented bearer string, or None. Constant-time digest compare."""
     if not raw.startswith(TOKEN_PREFIX):
