@@ -12,9 +12,10 @@ from typing import Any
 from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.db import transaction
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
-from accounts.models import ApiToken, LoginFailure
+from accounts.models import ApiToken, LoginFailure, LoginThrottle
 from audit import events
 from audit.actions import record
 from audit.models import AuditEntry
@@ -49,6 +50,39 @@ def revoke_api_token(token: ApiToken, *, actor: Any) -> None:
         updated = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
         if updated:
             record(events.TOKEN_REVOKE, actor=actor, target=token, payload={"prefix": token.prefix})
+
+
+def later_expiry(old: datetime | None, new: datetime | None) -> bool:
+    """Pure: would moving a token's expiry from `old` to `new` give it a longer life? (None: never.)"""
+    if old is None:
+        return False
+    return new is None or new > old
+
+
+def update_api_token(token: ApiToken, *, actor: Any, name: str | None = None,
+                     expires_at: datetime | None = None, clear_expiry: bool = False) -> ApiToken:
+    """Rename a token or bring its expiry earlier. An expiry is never moved later (or removed):
+    extending a token would hand an old secret a new life without anyone seeing it printed again;
+    issue a new token instead. Raises ValueError for a later expiry, and changes nothing."""
+    with transaction.atomic():
+        current = ApiToken.objects.select_for_update().get(pk=token.pk)
+        new_expiry = None if clear_expiry else (expires_at if expires_at is not None else current.expires_at)
+        if later_expiry(current.expires_at, new_expiry):
+            raise ValueError(f"A token's expiry may only be moved earlier (it expires "
+                             f"{current.expires_at.isoformat()}); create a new token instead.")
+        changes: dict[str, Any] = {}
+        if name is not None and name != current.name:
+            changes["name"] = [current.name, name]
+            current.name = name
+        if new_expiry != current.expires_at:
+            changes["expires_at"] = [current.expires_at.isoformat() if current.expires_at else None,
+                                     new_expiry.isoformat() if new_expiry else None]
+            current.expires_at = new_expiry
+        if changes:
+            current.save(update_fields=["name", "expires_at"])
+            record(events.TOKEN_UPDATE, actor=actor, target=current,
+                   payload={"prefix": current.prefix, "changes": changes})
+    return current
 
 
 def resolve_token(raw: str) -> ApiToken | None:
@@ -97,7 +131,53 @@ def record_login_failure(username: str, ip: str, *, throttled: bool) -> None:
     with transaction.atomic():
         if not throttled:
             LoginFailure.objects.create(username=username.strip().lower()[:150], ip=ip, at=now)
-        # Keep the table small: anything past twice the window can no longer matter.
-        LoginFailure.objects.filter(at__lt=now - timedelta(seconds=2 * settings.HMS_LOGIN_WINDOW_SECONDS)).delete()
+        # Keep the tables small: anything past twice the window can no longer matter.
+        old = now - timedelta(seconds=2 * settings.HMS_LOGIN_WINDOW_SECONDS)
+        LoginFailure.objects.filter(at__lt=old).delete()
+        LoginThrottle.objects.filter(window_start__lt=old).delete()
         record(events.AUTH_LOGIN, actor="anonymous", outcome=AuditEntry.Outcome.DENIED,
                payload={"username": username[:150], "throttled": throttled})
+
+
+def take_login_slots(keys: list[tuple[str, int]], *, window: timedelta) -> bool:
+    """Take one slot in each (key, limit) counter before a password is checked, or none at all.
+
+    Each take is one conditional UPDATE (`count < limit`, or the window is over and the counter
+    starts again at 1): the database serialises concurrent takes on the row, and PostgreSQL re-checks
+    the condition on the row a concurrent writer left, so 50 parallel guesses cannot all read
+    "4 < 5" and pass, as a count-then-insert would let them. False: some counter is full (the slots
+    already taken are given back)."""
+    taken: list[str] = []
+    for key, limit in keys:
+        if not _take(key, limit, window):
+            return_login_slots(taken)
+            return False
+        taken.append(key)
+    return True
+
+
+def _take(key: str, limit: int, window: timedelta) -> bool:
+    for _ in range(3):  # a row pruned between the insert and the update: insert it again
+        now = timezone.now()
+        cutoff = now - window
+        # INSERT … ON CONFLICT DO NOTHING (INSERT OR IGNORE on SQLite): the row exists afterwards.
+        LoginThrottle.objects.bulk_create([LoginThrottle(key=key, window_start=now, count=0)],
+                                          ignore_conflicts=True)
+        over = Q(window_start__lte=cutoff)
+        # SET expressions read the row as it was before this UPDATE (SQL semantics, both databases).
+        updated = LoginThrottle.objects.filter(Q(key=key) & (over | Q(count__lt=limit))).update(
+            count=Case(When(over, then=Value(1)), default=F("count") + 1),
+            window_start=Case(When(over, then=Value(now)), default=F("window_start")),
+        )
+        if updated:
+            return True
+        if LoginThrottle.objects.filter(key=key).exists():
+            return False
+    return False
+
+
+def return_login_slots(keys: list[str]) -> None:
+    """A password check that did not fail (it succeeded, or it broke) gives its slots back: only
+    failures count toward a lock-out."""
+    if keys:
+        LoginThrottle.objects.filter(key__in=keys, count__gt=0).update(count=F("count") - 1)

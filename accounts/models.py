@@ -42,3 +42,17 @@ class LoginFailure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username} from {self.ip or '?'} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class LoginThrottle(models.Model):
+    """A sign-in counter for one key (a username from one address, one address, or one username),
+    counting failed (and in-flight) password checks since `window_start`. A password check first
+    takes a slot with one conditional UPDATE per key (accounts/throttle.py), so concurrent guesses
+    can never push a counter past its limit; a success gives its slots back."""
+
+    key = models.CharField(max_length=255, unique=True)
+    window_start = models.DateTimeField(default=timezone.now)
+    count = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.count} since {self.window_start:%Y-%m-%d %H:%M:%S}"

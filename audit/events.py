@@ -48,6 +48,7 @@ POLICY_DELETE = "policy.delete"
 # --- accounts ------------------------------------------------------------------------------------
 TOKEN_CREATE = "token.create"
 TOKEN_REVOKE = "token.revoke"
+TOKEN_UPDATE = "token.update"  # name or an earlier expiry (admin)
 USER_DISABLE = "user.disable"
 USER_PASSWORD_CHANGE = "user.password_change"
 AUTH_LOGIN = "auth.login"

@@ -30,6 +30,7 @@ from audit import refusals
 from audit.actions import HEADER_MAX
 from audit.context import current_context, reset_context, set_context
 from audit.signals import flush_admin_log, flush_permission_changes
+from core.clientaddr import client_address
 from core.logging import bind_request, reset_request
 from core.permissions import stop_watching_hidden, watch_hidden
 
@@ -65,7 +66,7 @@ class RequestIdMiddleware:
         request.request_id = request_id  # type: ignore[attr-defined]
         token = set_context(
             request_id=request_id,
-            ip=request.META.get("REMOTE_ADDR", ""),
+            ip=client_address(request),  # REMOTE_ADDR, or X-Forwarded-For via HMS_TRUSTED_PROXIES
             user_agent=request.headers.get("User-Agent", "")[:HEADER_MAX],
             token_id=None,
         )

@@ -59,6 +59,7 @@ from audit.models import AuditEntry
 from autoscaling.models import AutoscaleDecision
 from controller.loop import loop_periods
 from controller.models import LoopBeat
+from core.clientaddr import client_address
 from core.http import json_error
 from core.stats import LATENCY_BUCKETS_MS
 from fleet.models import Instance, Service
@@ -430,7 +431,7 @@ def _bearer(request: HttpRequest) -> str | None:
 
 
 def peer_allowed(addr: str, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
-    """The peer (REMOTE_ADDR, never a forwarded header a client could write) is in an allowed
+    """The client (REMOTE_ADDR; a forwarded header only through HMS_TRUSTED_PROXIES) is in an allowed
     network; an IPv4 peer seen through an IPv6 socket (::ffff:10.0.0.1) counts as itself."""
     try:
         ip = ipaddress.ip_address(addr)
@@ -448,7 +449,7 @@ def refusal(request: HttpRequest) -> HttpResponse | None:
     offered = _bearer(request)
     if token and offered is not None and hmac.compare_digest(offered.encode(), token.encode()):
         return None
-    if peer_allowed(request.META.get("REMOTE_ADDR", ""), networks):
+    if peer_allowed(client_address(request), networks):
         return None
     if token:
         resp = json_error(401, "unauthorized", "GET /metrics needs `Authorization: Bearer <HMS_METRICS_TOKEN>`"

@@ -2,9 +2,8 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from guardian.admin import GuardedModelAdmin
 
-from core.admin import ReadOnlyAdmin
+from core.admin import GrantingGuardedModelAdmin, ReadOnlyAdmin
 from fleet import actions
 from fleet.envvars import MASK, env_errors, masked, unmask
 from fleet.models import EngineState, Instance, Service, SwarmNode
@@ -38,7 +37,7 @@ class ServiceForm(forms.ModelForm):
 
 
 @admin.register(Service)
-class ServiceAdmin(GuardedModelAdmin):
+class ServiceAdmin(GrantingGuardedModelAdmin):
     """Edits go through fleet.actions so they are audited and bump the spec version. The apps that
     keep settings per service add their inline here (register_settings_inline), saved through
     their own actions. The command and environment are read-only to anyone without

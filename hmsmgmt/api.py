@@ -7,6 +7,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotAllowed
@@ -81,11 +82,30 @@ class ConsoleAPI(NinjaAPI):
     def urls(self) -> tuple[list[Any], str, str]:
         patterns, app_name, namespace = super().urls
         wrapped: list[Any] = [
-            URLPattern(p.pattern, _json_405(p.callback), p.default_args, p.name) if isinstance(p, URLPattern) else p
+            URLPattern(p.pattern, _json_405(_signed_in(p.callback) if p.name == "openapi-view" else p.callback),
+                       p.default_args, p.name) if isinstance(p, URLPattern) else p
             for p in patterns
         ]
         wrapped.append(path("<path:rest>", _no_such_endpoint, name="not-found"))
         return wrapped, app_name, namespace
+
+
+def _signed_in(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+    """/mgmt/docs is a page for people: sign in first (a redirect to the sign-in page, back here
+    after; an API token is accepted too). The schema it reads, /mgmt/openapi.json, stays public:
+    it names the operations and their errors, which the README documents anyway, and scripts read
+    it before they hold a token."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated or not user.is_active:
+            scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or resolve_token(raw.strip()) is None:
+                return redirect_to_login(request.get_full_path())
+        return view(request, *args, **kwargs)
+
+    return wrapper
 
 
 def _json_405(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:

@@ -93,6 +93,7 @@ INSTALLED_APPS = [
     "ninja",  # its bundled Swagger UI for /mgmt/docs (served by whitenoise), not a CDN: works offline
     "django_q",
     "guardian",
+    "csp",  # django-csp: its system checks (the header comes from its middleware)
     # Ours, lowest first: each may import only those listed before it (tests/test_layers.py).
     "core",
     "audit",
@@ -118,6 +119,7 @@ MIDDLEWARE = [
     "core.middleware.BodySizeLimitMiddleware",
     "core.middleware.UnstorableInputMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",  # Content-Security-Policy on every response (CONTENT_SECURITY_POLICY)
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -236,12 +238,34 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_AGE = envint("HMS_SESSION_SECONDS", 12 * 3600, minimum=60)
+# Content-Security-Policy (django-csp 4): scripts only from this origin's static files - no inline
+# <script>, no on*= handlers, no eval (htmx is told allowEval=false in base.html) - so an injected
+# tag or attribute cannot run. Styles allow 'unsafe-inline': templates carry <style> blocks and
+# style= attributes (chart colours, widths), Swagger UI sets inline styles, and CSS cannot run
+# script; moving them all would buy little (docs/security.md).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 # Login throttling (accounts/throttle.py): failures counted in the database so every gunicorn
 # worker sees the same count.
-HMS_LOGIN_MAX_FAILURES = envint("HMS_LOGIN_MAX_FAILURES", 5, minimum=1)  # per username
+HMS_LOGIN_MAX_FAILURES = envint("HMS_LOGIN_MAX_FAILURES", 5, minimum=1)  # per username from one address
 HMS_LOGIN_MAX_FAILURES_PER_IP = envint("HMS_LOGIN_MAX_FAILURES_PER_IP", 20, minimum=1)
 HMS_LOGIN_WINDOW_SECONDS = envint("HMS_LOGIN_WINDOW_SECONDS", 900, minimum=1)
+# Per username from all addresses together: high, so that locking an account out for everyone takes
+# this many failures from at least this/HMS_LOGIN_MAX_FAILURES addresses, never one address's flood.
+HMS_LOGIN_MAX_FAILURES_PER_USER = envint("HMS_LOGIN_MAX_FAILURES_PER_USER", 100, minimum=1)
 
 # The REST API takes small JSON bodies; anything bigger is refused with 413 before parsing.
 HMS_MAX_BODY_BYTES = envint("HMS_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
@@ -280,6 +304,10 @@ try:
     parse_allowlist(HMS_OUTBOUND_ALLOW)
 except ValueError as _exc:
     raise ImproperlyConfigured(f"HMS_OUTBOUND_ALLOW: {_exc}") from None
+
+# Reverse proxies whose X-Forwarded-For is believed (core/clientaddr.py): the client address is the
+# right-most hop that is not one of these. Empty (the default): REMOTE_ADDR, whatever the header says.
+HMS_TRUSTED_PROXIES = envnetworks("HMS_TRUSTED_PROXIES", ())
 
 # --- Domain knobs ----------------------------------------------------------------------------
 HMS_MAX_INSTANCES = envint("HMS_MAX_INSTANCES", 50, minimum=1)

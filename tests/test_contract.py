@@ -154,11 +154,15 @@ def test_quota_refusal_is_429_with_numbers(client, personas, tokens, demo):
     assert denied.action == "workflow.start" and denied.outcome == "denied"
 
 
-def test_openapi_and_docs_are_served(client):
+def test_openapi_and_docs_are_served(client, personas):
     spec = client.get("/mgmt/openapi.json")
     assert spec.status_code == 200
     paths = spec.json()["paths"]
     assert "/mgmt/scale" in paths and "/mgmt/workflows" in paths
+    # The docs page is for signed-in people; anonymous callers are sent to the sign-in page.
+    anon = client.get("/mgmt/docs")
+    assert anon.status_code == 302 and anon["Location"] == "/login/?next=/mgmt/docs"
+    client.force_login(personas["dave"])
     docs = client.get("/mgmt/docs")
     assert docs.status_code == 200
     # Swagger UI from the console itself: the docs page must work without internet access.

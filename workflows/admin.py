@@ -1,12 +1,12 @@
 from django.contrib import admin
-from guardian.admin import GuardedModelAdmin
 
+from core.admin import GrantingGuardedModelAdmin
 from workflows import actions
 from workflows.models import StepRun, WorkflowDefinition, WorkflowRun
 
 
 @admin.register(WorkflowDefinition)
-class WorkflowDefinitionAdmin(GuardedModelAdmin):
+class WorkflowDefinitionAdmin(GrantingGuardedModelAdmin):
     """Edits are validated by the model's clean() (the same DAG checks as load_flows): a cycle, an
     unknown action, a missing dependency or bad params is shown on the form and nothing is saved."""
 
@@ -28,7 +28,7 @@ class StepRunInline(admin.TabularInline):
 
 
 @admin.register(WorkflowRun)
-class WorkflowRunAdmin(GuardedModelAdmin):
+class WorkflowRunAdmin(GrantingGuardedModelAdmin):
     """Runs are created and changed only by the engine; read-only here."""
 
     list_display = ("id", "flow_slug", "actor", "status", "created_at", "finished_at")

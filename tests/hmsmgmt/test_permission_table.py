@@ -263,7 +263,8 @@ API: dict[tuple[str, str], list[Row]] = {
 API_META: dict[str, list[Row]] = {
     "mgmt/openapi.json": [Row("GET", lambda c: "/mgmt/openapi.json", page(200, 200, 200, 200, 200),
                               notes="the schema is public, like the chapter's client docs")],
-    "mgmt/docs": [Row("GET", lambda c: "/mgmt/docs", page(200, 200, 200, 200, 200))],
+    "mgmt/docs": [Row("GET", lambda c: "/mgmt/docs", page(302, 200, 200, 200, 200),
+                      notes="a page for people: anonymous is sent to sign in (the schema stays public)")],
     "mgmt/": [Row("GET", lambda c: "/mgmt/", page(404, 404, 404, 404, 404), notes="no root document")],
     "mgmt/<path:rest>": [Row("GET", lambda c: "/mgmt/no/such/endpoint", page(404, 404, 404, 404, 404),
                              notes="unknown API paths answer JSON 404 to everyone")],
