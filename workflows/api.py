@@ -34,7 +34,7 @@ class StartOut(Schema):
     status: Literal["started"]
 
 
-RunStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+RunStatus = Literal["pending", "running", "paused", "succeeded", "failed", "cancelled"]
 StepStatus = Literal["pending", "queued", "running", "retrying", "waiting", "succeeded", "failed", "cancelled",
                      "skipped"]
 
@@ -44,6 +44,7 @@ class StepOut(Schema):
     action: str
     status: StepStatus
     optional: bool
+    triggerRule: Literal["all_success", "all_done", "one_failed"] = "all_success"
     dependsOn: list[str]
     attempts: int
     maxAttempts: int
@@ -60,9 +61,11 @@ class RunOut(Schema):
     flowId: str
     status: RunStatus
     actor: str | None
+    actingAs: str | None = Field(None, description="whose rights the steps act with (the last retrier)")
     data: dict[str, Any]
     error: str
     createdAt: datetime
+    pausedAt: datetime | None = None
     startedAt: datetime | None
     finishedAt: datetime | None
     steps: list[StepOut]
@@ -182,6 +185,9 @@ def cancel(request: HttpRequest, run_id: int = RUN_ID) -> Any:
 @router.post(
     "/workflows/{run_id}/retry",
     summary="Retry a failed or cancelled run from the failed step",
+    description=("Acts with the caller's rights, checked now: `run` on the flow (403 `forbidden`), the flow "
+                 "enabled (409 `flow_disabled`), the run policies; a run with a rejected approval is final "
+                 "(409 `not_retryable`). From then on the run's steps act as the caller."),
     **documented(RunOut, errors=(403, 404, 409), policy=RUN_POLICIES, body=True, response_example=RUN_EXAMPLE,
                  error_examples=_NO_RUN | {409: {"error": "not_retryable",
                                                  "detail": "Run 42 is running; only a failed or cancelled run "
@@ -191,8 +197,10 @@ def retry(request: HttpRequest, run_id: int = RUN_ID) -> Any:
     run = run_for(request.user, run_id, "retry")
     try:
         outcome = actions.retry_run(run, actor=request.user)
-    except actions.RetryRefused as exc:
-        raise ApiError(409, "not_retryable", str(exc)) from None
+    except actions.Refused as exc:
+        raise ApiError(exc.status, exc.code, exc.detail) from None
+    if outcome.refused is not None:
+        raise ApiError(outcome.refused.status, outcome.refused.code, outcome.refused.detail)
     if not outcome.decision.allowed:
         raise PolicyViolation(outcome.decision)
     run.refresh_from_db()
@@ -209,10 +217,15 @@ class ApproveIn(Schema):
 @router.post(
     "/workflows/{run_id}/steps/{name}/approve",
     summary="Approve or reject a waiting approval step",
+    description=("Four eyes: the run's starter may not decide (403 `self_approval`) unless the step says "
+                 "`allow_self_approval: true`; a step naming `approvers` (a group, a permission) is decided "
+                 "only by them (403 `not_an_approver`). A rejection is final for the run."),
     **documented(RunOut, errors=(403, 404, 409), body=True, response_example=RUN_EXAMPLE,
                  request_example={"approve": True, "comment": "checked the export"},
-                 error_examples=_NO_RUN | {409: {"error": "not_waiting",
-                                                 "detail": "Step 'signoff' is not waiting for a decision."}}),
+                 error_examples=_NO_RUN | {
+                     409: {"error": "not_waiting", "detail": "Step 'signoff' is not waiting for a decision."},
+                     403: {"error": "self_approval", "detail": "Step 'signoff' needs a second person: alice "
+                                                               "started run 42 and may not decide its approval."}}),
 )
 def approve(request: HttpRequest, payload: ApproveIn, run_id: int = RUN_ID,
             name: str = Path(..., example="signoff", pattern=NO_NUL)) -> Any:
@@ -221,7 +234,41 @@ def approve(request: HttpRequest, payload: ApproveIn, run_id: int = RUN_ID,
         actions.decide_approval(run, name, approve=payload.approve, actor=request.user, comment=payload.comment)
     except StepRun.DoesNotExist:
         raise Http404(f"Run {run_id} has no step '{name}'.") from None
-    except actions.DecisionRefused as exc:
-        raise ApiError(409, "not_waiting", str(exc)) from None
+    except actions.Refused as exc:
+        raise ApiError(exc.status, exc.code, exc.detail) from None
+    run.refresh_from_db()
+    return serializers.run_summary(run)
+
+
+@router.post(
+    "/workflows/{run_id}/pause",
+    summary="Pause a run: no pending step starts until it is resumed; running steps finish",
+    **documented(RunOut, errors=(403, 404, 409), body=True, error_examples=_NO_RUN | {409: {
+        "error": "not_active", "detail": "Run 42 has finished (succeeded); only a pending or running run can be "
+                                         "paused."}},
+        response_example=RUN_EXAMPLE | {"status": "paused", "pausedAt": "2026-04-01T09:30:30.000Z"}),
+)
+def pause(request: HttpRequest, run_id: int = RUN_ID) -> Any:
+    run = run_for(request.user, run_id, "pause")
+    try:
+        actions.pause_run(run, actor=request.user)
+    except actions.Refused as exc:
+        raise ApiError(exc.status, exc.code, exc.detail) from None
+    run.refresh_from_db()
+    return serializers.run_summary(run)
+
+
+@router.post(
+    "/workflows/{run_id}/resume",
+    summary="Resume a paused run: the steps whose dependencies are met start at once",
+    **documented(RunOut, errors=(403, 404, 409), body=True, response_example=RUN_EXAMPLE,
+                 error_examples=_NO_RUN | {409: {"error": "not_paused", "detail": "Run 42 is running, not paused."}}),
+)
+def resume(request: HttpRequest, run_id: int = RUN_ID) -> Any:
+    run = run_for(request.user, run_id, "pause")
+    try:
+        actions.resume_run(run, actor=request.user)
+    except actions.Refused as exc:
+        raise ApiError(exc.status, exc.code, exc.detail) from None
     run.refresh_from_db()
     return serializers.run_summary(run)

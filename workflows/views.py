@@ -81,6 +81,13 @@ def _run_context(request: HttpRequest, run: WorkflowRun) -> dict[str, object]:
     columns = [[steps[n] for n in level if n in steps]
                for level in dag.levels([{"name": s.name, "depends_on": s.depends_on} for s in steps.values()])]
     active = run.status in WorkflowRun.ACTIVE
+    may_approve = any(s.status == StepRun.Status.WAITING for s in steps.values()) and can(request.user, "approve", run)
+    if may_approve:
+        for s in steps.values():
+            if s.status == StepRun.Status.WAITING and s.action == "approval":
+                why = actions.approval_refusal(s, run, request.user)
+                s.refusal = why.detail if why else ""  # type: ignore[attr-defined]
+    may_pause = active and can(request.user, "pause", run)
     return {
         "run": run,
         "run_data": json.dumps(run.data, default=str),
@@ -90,8 +97,9 @@ def _run_context(request: HttpRequest, run: WorkflowRun) -> dict[str, object]:
         "can_cancel": active and can(request.user, "cancel", run),
         "can_retry": run.status in (WorkflowRun.Status.FAILED, WorkflowRun.Status.CANCELLED)
         and can(request.user, "retry", run),
-        "can_approve": any(s.status == StepRun.Status.WAITING for s in steps.values())
-        and can(request.user, "approve", run),
+        "can_approve": may_approve,
+        "can_pause": may_pause and run.status in WorkflowRun.RUNNABLE,
+        "can_resume": may_pause and run.status == WorkflowRun.Status.PAUSED,
     }
 
 
@@ -121,12 +129,39 @@ def retry_run(request: HttpRequest, run_id: int) -> HttpResponse:
     run = run_for(request.user, run_id, "retry")
     try:
         outcome = actions.retry_run(run, actor=request.user)
-        if outcome.decision.allowed:
+        if outcome.refused is not None:
+            messages.error(request, outcome.refused.detail)
+        elif outcome.decision.allowed:
             messages.success(request, f"Run {run_id} retried from {', '.join(outcome.steps) or 'where it stopped'}.")
         else:
             messages.error(request, outcome.decision.detail)
-    except actions.RetryRefused as exc:
-        messages.error(request, str(exc))
+    except actions.Refused as exc:
+        messages.error(request, exc.detail)
+    return redirect("run-detail", run_id=run_id)
+
+
+@login_required
+@require_POST
+def pause_run(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = run_for(request.user, run_id, "pause")
+    try:
+        held = actions.pause_run(run, actor=request.user)
+        messages.success(request, f"Run {run_id} paused" + (f" ({held} queued step{'s' if held != 1 else ''} held)."
+                                                            if held else "."))
+    except actions.Refused as exc:
+        messages.error(request, exc.detail)
+    return redirect("run-detail", run_id=run_id)
+
+
+@login_required
+@require_POST
+def resume_run(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = run_for(request.user, run_id, "pause")
+    try:
+        actions.resume_run(run, actor=request.user)
+        messages.success(request, f"Run {run_id} resumed.")
+    except actions.Refused as exc:
+        messages.error(request, exc.detail)
     return redirect("run-detail", run_id=run_id)
 
 
@@ -144,6 +179,6 @@ def approve_step(request: HttpRequest, run_id: int, name: str) -> HttpResponse:
         messages.success(request, f"Step {name} {'approved' if approve else 'rejected'}.")
     except StepRun.DoesNotExist:
         raise Http404(f"Run {run_id} has no step '{name}'.") from None
-    except actions.DecisionRefused as exc:
-        messages.error(request, str(exc))
+    except actions.Refused as exc:
+        messages.error(request, exc.detail)
     return redirect("run-detail", run_id=run_id)
