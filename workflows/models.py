@@ -1,12 +1,33 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
+from django.contrib.auth.models import Group, Permission
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
 from core.permissions import RestrictedQuerySet
 
 FLOW_ID_VALIDATOR = RegexValidator(r"^[A-Za-z][A-Za-z0-9_-]{0,99}$", "A flow id is a slug like exportPatientData.")
+
+
+def check_approvers(steps: Any) -> None:
+    """The groups and permissions approval steps name must exist (a typo would otherwise leave an
+    approval nobody may decide); refused naming the step. Shape is checked first by dag."""
+    for step in steps if isinstance(steps, list) else []:
+        approvers = step.get("approvers") if isinstance(step, dict) else None
+        if not isinstance(approvers, dict):
+            continue
+        group, perm = approvers.get("group"), approvers.get("permission")
+        if isinstance(group, str) and not Group.objects.filter(name=group).exists():
+            raise ValidationError({"steps": f"step '{step.get('name')}': approvers.group: no group named {group!r}"})
+        if isinstance(perm, str) and "." in perm:
+            app, _, code = perm.partition(".")
+            if not Permission.objects.filter(content_type__app_label=app, codename=code).exists():
+                raise ValidationError({"steps": f"step '{step.get('name')}': approvers.permission: no permission "
+                                                f"{perm!r}"})
 
 
 class WorkflowDefinition(models.Model):
@@ -31,7 +52,6 @@ class WorkflowDefinition(models.Model):
 
     def clean(self) -> None:
         from workflows.dag import validate_definition  # dag → steps → fleet: loaded after this module
-        from workflows.selectors import check_approvers
 
         validate_definition(self.steps, self.tags)
         check_approvers(self.steps)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.http import Http404
 
 from core.permissions import get_for_user
@@ -37,21 +36,3 @@ def active_runs(*, user_id: int | None, flow: str | None, tag: str | None) -> in
         qs = qs.filter(tag_list__contains=f",{tag},")
     return qs.count()
 
-
-def check_approvers(steps: Any) -> None:
-    """The groups and permissions approval steps name must exist (a typo would otherwise leave an
-    approval nobody may decide); refused naming the step. Shape is checked first by dag."""
-    from django.contrib.auth.models import Group, Permission
-
-    for step in steps if isinstance(steps, list) else []:
-        approvers = step.get("approvers") if isinstance(step, dict) else None
-        if not isinstance(approvers, dict):
-            continue
-        group, perm = approvers.get("group"), approvers.get("permission")
-        if isinstance(group, str) and not Group.objects.filter(name=group).exists():
-            raise ValidationError({"steps": f"step '{step.get('name')}': approvers.group: no group named {group!r}"})
-        if isinstance(perm, str) and "." in perm:
-            app, _, code = perm.partition(".")
-            if not Permission.objects.filter(content_type__app_label=app, codename=code).exists():
-                raise ValidationError({"steps": f"step '{step.get('name')}': approvers.permission: no permission "
-                                                f"{perm!r}"})

@@ -71,6 +71,10 @@ def fail_run(ctx: Ctx) -> None:
     WorkflowRun.objects.filter(pk__in=[ctx.carol_run.pk, ctx.bob_run.pk]).update(status=WorkflowRun.Status.FAILED)
 
 
+def pause_runs(ctx: Ctx) -> None:
+    WorkflowRun.objects.filter(pk__in=[ctx.carol_run.pk, ctx.bob_run.pk]).update(status=WorkflowRun.Status.PAUSED)
+
+
 def incident(ctx: Ctx) -> None:
 
     ctx.obj = slo_actions.open_incident(Service.objects.get(name="HMS-SVC"), kind="availability", severity="page",
@@ -153,6 +157,14 @@ PAGES: dict[str, list[Row]] = {
     "runs/<int:run_id>/retry/": [
         Row("POST", lambda c: f"/runs/{c.run.pk}/retry/", page(302, 404, 302, 302, 302, other=404), setup=fail_run),
     ],
+    # Pause needs `pause` on the run (operators have it; an owner pauses their own run).
+    "runs/<int:run_id>/pause/": [
+        Row("POST", lambda c: f"/runs/{c.run.pk}/pause/", page(302, 404, 302, 302, 302, other=404)),
+    ],
+    "runs/<int:run_id>/resume/": [
+        Row("POST", lambda c: f"/runs/{c.run.pk}/resume/", page(302, 404, 302, 302, 302, other=404),
+            setup=pause_runs),
+    ],
     "runs/<int:run_id>/steps/<str:name>/approve/": [
         Row("POST", lambda c: f"/runs/{c.run.pk}/steps/crunch/approve/", page(302, 404, 302, 302, 302, other=404),
             {"approve": "true"}),
@@ -212,6 +224,17 @@ API: dict[tuple[str, str], list[Row]] = {
     ("POST", "/mgmt/workflows/{run_id}/retry"): [
         Row("POST", lambda c: f"/mgmt/workflows/{c.run.pk}/retry", page(401, 404, 200, 200, 200, other=404),
             setup=fail_run),
+    ],
+    ("POST", "/mgmt/workflows/{run_id}/pause"): [
+        Row("POST", lambda c: f"/mgmt/workflows/{c.run.pk}/pause", page(401, 404, 200, 200, 200, other=404)),
+        # Not paused: whoever may pause gets the 409.
+        Row("POST", lambda c: f"/mgmt/workflows/{c.run.pk}/pause", page(401, 404, 409, 409, 409, other=404),
+            setup=pause_runs),
+    ],
+    ("POST", "/mgmt/workflows/{run_id}/resume"): [
+        Row("POST", lambda c: f"/mgmt/workflows/{c.run.pk}/resume", page(401, 404, 200, 200, 200, other=404),
+            setup=pause_runs),
+        Row("POST", lambda c: f"/mgmt/workflows/{c.run.pk}/resume", page(401, 404, 409, 409, 409, other=404)),
     ],
     ("POST", "/mgmt/workflows/{run_id}/steps/{name}/approve"): [
         # analyticsReport's only step is not an approval: whoever may approve gets the 409.
