@@ -39,6 +39,7 @@ WORKFLOW_LEASE_EXPIRED = "workflow.lease_expired"
 WORKFLOW_REJECT = "workflow.reject"
 WORKFLOW_PAUSE = "workflow.pause"
 WORKFLOW_RESUME = "workflow.resume"
+WORKFLOW_BULK = "workflow.bulk"
 FLOW_CREATE = "flow.create"
 FLOW_UPDATE = "flow.update"
 # --- policies ------------------------------------------------------------------------------------

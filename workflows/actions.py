@@ -4,6 +4,7 @@ Each is atomic and writes exactly one audit entry in its transaction."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,7 +85,7 @@ def start_run(definition: WorkflowDefinition, data: dict[str, Any], *, actor: An
     return StartOutcome(decision, run)
 
 
-def cancel_run(run: WorkflowRun, *, actor: Any) -> bool:
+def cancel_run(run: WorkflowRun, *, actor: Any, bulk: str | None = None) -> bool:
     """Pending, queued and retrying steps never start; a running step is told to stop (its
     heartbeat finds the row no longer ours within a second and interrupts it) and its result is
     discarded (its conditional update loses). Returns False when the run had already finished."""
@@ -98,7 +99,8 @@ def cancel_run(run: WorkflowRun, *, actor: Any) -> bool:
         stopped = StepRun.objects.filter(run=run, status__in=dispatch.UNFINISHED).update(
             status=StepRun.Status.CANCELLED, finished_at=now, lease_until=None, not_before=None)
         record(events.WORKFLOW_CANCEL, actor=actor, target=run,
-               payload={"runId": run.pk, "flowId": run.flow_slug, "stepsStopped": stopped})
+               payload={"runId": run.pk, "flowId": run.flow_slug, "stepsStopped": stopped}
+               | ({events.BULK: bulk} if bulk else {}))
     return True
 
 
@@ -116,6 +118,7 @@ class Refused(Exception):
 
 class RetryRefused(Refused):
     status, code = 409, "not_retryable"
+    reason = "not failed or cancelled"  # what a bulk retry's count calls it
 
 
 @dataclass
@@ -136,7 +139,7 @@ def _rejected_approval(run: WorkflowRun) -> StepRun | None:
     return None
 
 
-def retry_run(run: WorkflowRun, *, actor: Any) -> RetryOutcome:
+def retry_run(run: WorkflowRun, *, actor: Any, bulk: str | None = None) -> RetryOutcome:
     """Run a failed (or cancelled) run again from where it stopped: steps that succeeded keep
     their output and never run again; failed, skipped and cancelled ones start over with a fresh
     round of attempts.
@@ -155,11 +158,15 @@ def retry_run(run: WorkflowRun, *, actor: Any) -> RetryOutcome:
             raise RetryRefused(f"Run {run.pk} is {locked.status}; only a failed or cancelled run can be retried.")
         rejected = _rejected_approval(locked)
         if rejected is not None:
-            raise RetryRefused(f"Run {run.pk}: step '{rejected.name}' was rejected by "
-                               f"{(rejected.output or {}).get('by') or 'an approver'}; a rejection is final for "
-                               "this run (start a new run instead).")
+            refusal = RetryRefused(f"Run {run.pk}: step '{rejected.name}' was rejected by "
+                                   f"{(rejected.output or {}).get('by') or 'an approver'}; a rejection is final for "
+                                   "this run (start a new run instead).")
+            refusal.reason = "rejected approval"
+            raise refusal
         starter = locked.actor.get_username() if locked.actor else None
         base = {"runId": run.pk, "flowId": run.flow_slug, events.STARTED_BY: starter, events.RETRIED_BY: _who(actor)}
+        if bulk:
+            base[events.BULK] = bulk
         refused: Refused | None = None
         if not definition.enabled:
             refused = RetryRefused(f"Flow '{definition.slug}' is disabled; its runs cannot be retried.",
@@ -296,6 +303,70 @@ def resume_run(run: WorkflowRun, *, actor: Any) -> None:
                       .values_list("id", "action", "timeout_seconds"))
         transaction.on_commit(lambda: (dispatch.dispatch_ready(run.pk),
                                        [dispatch.enqueue(i, dispatch.run_length(a, t)) for i, a, t in queued]))
+
+
+BULK_MAX = 500  # runs per bulk operation: one click stays a bounded amount of work
+BULK_OPS = {"cancel": "cancelled", "retry": "retried"}
+
+
+@dataclass
+class BulkOutcome:
+    op: str
+    done: list[int]
+    refused: dict[str, list[int]]  # reason -> run ids
+    left: int = 0  # matching runs beyond BULK_MAX, not touched
+
+    def summary(self) -> str:
+        """ "7 cancelled, 2 refused: not active, 1 refused: not permitted" """
+        parts = [f"{len(self.done)} {BULK_OPS[self.op]}"]
+        parts += [f"{len(ids)} refused: {reason}" for reason, ids in sorted(self.refused.items(),
+                                                                            key=lambda kv: (-len(kv[1]), kv[0]))]
+        if self.left:
+            parts.append(f"{self.left} more not touched (at most {BULK_MAX} per operation)")
+        return ", ".join(parts)
+
+
+def bulk_runs(op: str, runs: list[WorkflowRun], *, actor: Any, scope: dict[str, Any], left: int = 0,
+              missing: list[int] | None = None) -> BulkOutcome:
+    """Cancel or retry each of `runs` (already restricted to what the actor may see) as if one
+    had clicked on each: the permission is checked per run, each change is its own transaction
+    and audit entry (tagged with this operation's id), and a refusal of one run leaves the
+    others alone. A closing entry (`workflow.bulk`) records what was done and refused."""
+    if op not in BULK_OPS:
+        raise ValueError(f"unknown bulk operation {op!r}")
+    tag = uuid.uuid4().hex[:12]
+    out = BulkOutcome(op, [], {"not found": list(missing)} if missing else {}, left)
+
+    def refuse(reason: str, run: WorkflowRun) -> None:
+        out.refused.setdefault(reason, []).append(run.pk)
+
+    for run in runs:
+        if not can(actor, op, run):
+            refuse("not permitted", run)
+            continue
+        if op == "cancel":
+            if cancel_run(run, actor=actor, bulk=tag):
+                out.done.append(run.pk)
+            else:
+                refuse("not active", run)
+            continue
+        try:
+            outcome = retry_run(run, actor=actor, bulk=tag)
+        except RetryRefused as exc:
+            refuse(exc.reason, run)
+            continue
+        if outcome.refused is not None:
+            refuse("not permitted" if outcome.refused.code == "forbidden" else outcome.refused.code.replace("_", " "),
+                   run)
+        elif not outcome.decision.allowed:
+            refuse(f"policy {outcome.decision.policy}", run)
+        else:
+            out.done.append(run.pk)
+    with transaction.atomic():
+        record(events.WORKFLOW_BULK, actor=actor,
+               payload={"op": op, events.BULK: tag, "scope": scope, "done": out.done, "refused": out.refused,
+                        "left": left, "summary": out.summary()})
+    return out
 
 
 def save_flow(definition: WorkflowDefinition, *, actor: Any, created: bool, changes: dict[str, Any] | None = None,

@@ -162,6 +162,57 @@ def list_runs(
     }
 
 
+class BulkFilterIn(Schema):
+    status: Literal["", RunStatus] = ""
+    flowId: StrictStr = Field("", max_length=100, json_schema_extra={"pattern": NO_NUL})
+
+
+class BulkIn(Schema):
+    op: Literal["cancel", "retry"]
+    runIds: list[int] | None = Field(None, max_length=500, description="these runs (at most 500) ...")
+    filter: BulkFilterIn | None = Field(None, description="... or every run matching this filter (500 per call)")
+
+
+class BulkOut(Schema):
+    op: Literal["cancel", "retry"]
+    done: list[int]
+    refused: dict[str, list[int]] = Field(..., description="reason -> run ids")
+    left: int = Field(..., description="matching runs beyond the 500 of one call, not touched")
+    summary: str
+
+
+@router.post(
+    "/workflows/bulk",
+    summary="Cancel or retry many runs: the given ids, or every run matching a filter",
+    description=("Each run is permission-checked and audited on its own, as one click on it would be; a refusal "
+                 "of one leaves the others alone. The answer counts what was done and what was refused, and why."),
+    **documented(BulkOut, body=True, request_example={"op": "cancel", "runIds": [41, 42, 43]},
+                 response_example={"op": "cancel", "done": [41, 42], "refused": {"not active": [43]}, "left": 0,
+                                   "summary": "2 cancelled, 1 refused: not active"}),
+)
+def bulk(request: HttpRequest, payload: BulkIn) -> Any:
+    if (payload.runIds is None) == (payload.filter is None):
+        raise ApiError(400, "invalid_request", "Give either runIds or filter, not both and not neither.")
+    if payload.runIds is not None and any(i < 1 for i in payload.runIds):
+        raise ApiError(400, "invalid_request", "runIds are positive run ids.")
+    qs = restrict(WorkflowRun.objects.select_related("actor"), request.user).order_by("-id")
+    if payload.filter is not None:
+        if payload.filter.status:
+            qs = qs.filter(status=payload.filter.status)
+        if payload.filter.flowId:
+            qs = qs.filter(flow_slug=payload.filter.flowId)
+    else:
+        qs = qs.filter(pk__in=payload.runIds)
+    runs = list(qs[:actions.BULK_MAX])
+    left = qs.count() - len(runs) if len(runs) == actions.BULK_MAX else 0
+    missing = sorted(set(payload.runIds) - {r.pk for r in runs}) if payload.runIds is not None else []
+    scope = {"runs": payload.runIds} if payload.runIds is not None else {
+        "status": payload.filter.status, "flow": payload.filter.flowId}  # type: ignore[union-attr]
+    outcome = actions.bulk_runs(payload.op, runs, actor=request.user, scope=scope, left=left, missing=missing)
+    return {"op": outcome.op, "done": outcome.done, "refused": outcome.refused, "left": outcome.left,
+            "summary": outcome.summary()}
+
+
 @router.get("/workflows/{run_id}", summary="A run's status with its steps",
             **documented(RunOut, errors=(404,), response_example=RUN_EXAMPLE, error_examples=_NO_RUN))
 def get_run(request: HttpRequest, run_id: int = RUN_ID) -> Any:

@@ -5,18 +5,21 @@ functions live in workflows.actions."""
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from core.http import htmx_partial
 from core.permissions import can, restrict
 from workflows import actions, dag
-from workflows.forms import ApprovalForm, LaunchForm
+from workflows.forms import ApprovalForm, BulkForm, LaunchForm
 from workflows.models import StepRun, WorkflowDefinition, WorkflowRun
 from workflows.selectors import flow_for, run_for
 
@@ -34,26 +37,68 @@ def flow_list(request: HttpRequest) -> HttpResponse:
                                                     "selected_flow": request.GET.get("flow", "")})
 
 
-@login_required
-def run_list(request: HttpRequest) -> HttpResponse:
+def _filtered_runs(request: HttpRequest, status: str, flow: str) -> tuple[QuerySet[WorkflowRun], str, str]:
+    """The runs list's query: what the user may see, by status and flow (an unknown status: any)."""
     qs = restrict(WorkflowRun.objects.select_related("actor"), request.user).order_by("-id")
-    status, flow = request.GET.get("status", ""), request.GET.get("flow", "")
     if status in WorkflowRun.Status.values:
         qs = qs.filter(status=status)
     else:
         status = ""
     if flow:
         qs = qs.filter(flow_slug=flow)
-    context = {
-        "page": Paginator(qs, 25).get_page(request.GET.get("page")),
+    return qs, status, flow
+
+
+def _list_context(request: HttpRequest, qs: QuerySet[WorkflowRun], status: str, flow: str,
+                  page: str | None) -> dict[str, object]:
+    return {
+        "page": Paginator(qs, 25).get_page(page),
         "status": status,
         "flow": flow,
         "statuses": WorkflowRun.Status.values,
         "flows": _launchable(request),
     }
+
+
+@login_required
+def run_list(request: HttpRequest) -> HttpResponse:
+    qs, status, flow = _filtered_runs(request, request.GET.get("status", ""), request.GET.get("flow", ""))
+    context = _list_context(request, qs, status, flow, request.GET.get("page"))
     if htmx_partial(request):
         return render(request, "workflows/_runs.html", context)
     return render(request, "workflows/runs.html", context)
+
+
+@login_required
+@require_POST
+def bulk_runs(request: HttpRequest) -> HttpResponse:
+    """Cancel or retry the checked runs, or every run matching the list's filter; each run is
+    permission-checked and audited on its own (workflows.actions.bulk_runs); the answer counts
+    what was done and what was refused, and why."""
+    form = BulkForm(request.POST)
+    status, flow = request.POST.get("status", ""), request.POST.get("flow", "")
+    if not form.is_valid():
+        result, ok = " ".join(e for errs in form.errors.values() for e in errs), False
+    else:
+        data = form.cleaned_data
+        qs, status, flow = _filtered_runs(request, data["status"], data["flow"])
+        missing: list[int] = []
+        if data["scope"] == "selected":
+            qs = qs.filter(pk__in=data["runs"])
+        runs = list(qs[:actions.BULK_MAX])
+        left = qs.count() - len(runs) if len(runs) == actions.BULK_MAX else 0
+        if data["scope"] == "selected":
+            missing = sorted(set(data["runs"]) - {r.pk for r in runs})
+        outcome = actions.bulk_runs(data["op"], runs, actor=request.user, left=left, missing=missing,
+                                    scope={"scope": data["scope"], "status": status, "flow": flow,
+                                           "runs": data["runs"] if data["scope"] == "selected" else None})
+        result, ok = outcome.summary(), not outcome.refused
+    if htmx_partial(request):
+        qs, status, flow = _filtered_runs(request, status, flow)
+        context = _list_context(request, qs, status, flow, None) | {"bulk_result": result, "bulk_ok": ok}
+        return render(request, "workflows/_runs.html", context)
+    (messages.success if ok else messages.error)(request, result)
+    return redirect(f"{reverse('run-list')}?{urlencode({'status': status, 'flow': flow})}")
 
 
 @login_required

@@ -150,6 +150,10 @@ PAGES: dict[str, list[Row]] = {
         Row("POST", lambda c: "/runs/launch/", page(302, 404, 302, 302, 302), {"flowId": "analyticsReport"}),
         Row("POST", lambda c: "/runs/launch/", page(302, 404, 302, 404, 302), {"flowId": "exportPatientData"}),
     ],
+    # Bulk: each run is checked on its own; a user who may see nothing gets "0 cancelled".
+    "runs/bulk/": [
+        Row("POST", lambda c: "/runs/bulk/", page(302, 302, 302, 302, 302), {"op": "cancel", "scope": "filter"}),
+    ],
     "runs/<int:run_id>/": [Row("GET", lambda c: f"/runs/{c.run.pk}/", page(302, 404, 200, 200, 200, other=404))],
     "runs/<int:run_id>/cancel/": [
         Row("POST", lambda c: f"/runs/{c.run.pk}/cancel/", page(302, 404, 302, 302, 302, other=404)),
@@ -212,6 +216,10 @@ API: dict[tuple[str, str], list[Row]] = {
     ("POST", "/mgmt/workflows"): [
         Row("POST", lambda c: "/mgmt/workflows", page(401, 404, 200, 200, 200), {"flowId": "analyticsReport"}),
         Row("POST", lambda c: "/mgmt/workflows", page(401, 404, 200, 404, 200), {"flowId": "exportPatientData"}),
+    ],
+    ("POST", "/mgmt/workflows/bulk"): [
+        Row("POST", lambda c: "/mgmt/workflows/bulk", page(401, 200, 200, 200, 200), {"op": "cancel", "filter": {}}),
+        Row("POST", lambda c: "/mgmt/workflows/bulk", page(401, 400, 400, 400, 400), {"op": "cancel"}),
     ],
     ("GET", "/mgmt/workflows"): [Row("GET", lambda c: "/mgmt/workflows", page(401, 200, 200, 200, 200))],
     ("GET", "/mgmt/workflows/{run_id}"): [
