@@ -97,7 +97,7 @@ def test_pause_buttons_on_the_run_page(personas, clients, django_capture_on_comm
     run = started(make_flow("p5", [step("a")]), personas["bob"], django_capture_on_commit_callbacks)
     assert "Pause run" in clients["bob"].get(f"/runs/{run.pk}/").content.decode()
     resp = clients["bob"].post(f"/runs/{run.pk}/pause/", follow=True)
-    assert "Run %d paused" % run.pk in resp.content.decode()
+    assert f"Run {run.pk} paused" in resp.content.decode()
     run.refresh_from_db()
     assert run.status == "paused"
     with django_capture_on_commit_callbacks(execute=True):
