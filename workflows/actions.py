@@ -153,7 +153,7 @@ def retry_run(run: WorkflowRun, *, actor: Any, bulk: str | None = None) -> Retry
     changes."""
     with transaction.atomic():
         definition = WorkflowDefinition.objects.get(pk=run.definition_id)  # as it is now, not as cached
-        locked = WorkflowRun.objects.select_for_update().select_related("actor").get(pk=run.pk)
+        locked = WorkflowRun.objects.select_for_update(of=("self",)).select_related("actor").get(pk=run.pk)
         if locked.status not in (WorkflowRun.Status.FAILED, WorkflowRun.Status.CANCELLED):
             raise RetryRefused(f"Run {run.pk} is {locked.status}; only a failed or cancelled run can be retried.")
         rejected = _rejected_approval(locked)
