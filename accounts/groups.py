@@ -21,6 +21,7 @@ GROUPS: dict[str, list[tuple[str, str]]] = {
         # Added by the workflows app after 0002; granted here once those permissions exist.
         ("workflows", "retry_workflowrun"),
         ("workflows", "approve_workflowrun"),
+        ("workflows", "pause_workflowrun"),
     ],
     # Analysts get run/view on analytics flows per object (granted when such a flow is saved).
     "analysts": [],

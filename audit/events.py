@@ -39,6 +39,10 @@ WORKFLOW_CANCEL = "workflow.cancel"
 WORKFLOW_RETRY = "workflow.retry"
 WORKFLOW_APPROVE = "workflow.approve"
 WORKFLOW_LEASE_EXPIRED = "workflow.lease_expired"
+WORKFLOW_REJECT = "workflow.reject"
+WORKFLOW_PAUSE = "workflow.pause"
+WORKFLOW_RESUME = "workflow.resume"
+WORKFLOW_BULK = "workflow.bulk"
 FLOW_CREATE = "flow.create"
 FLOW_UPDATE = "flow.update"
 # --- policies ------------------------------------------------------------------------------------
@@ -66,6 +70,11 @@ INSTANCE = "instance"
 CAUSE = "cause"
 COUNT = "count"  # access.refused_repeated: how many refusals the entry stands for
 FIRST_ENTRY = "first_entry"  # access.refused_repeated: id of the entry of the first one
+# A retried run names who started it and who set it going again (the steps act as the latter).
+STARTED_BY = "startedBy"
+RETRIED_BY = "retriedBy"
+# A bulk operation's entries name it, so one click's entries can be found together.
+BULK = "bulk"
 
 # Entries written before the layout split name a moved model by its old app label; readers of a
 # target's history ask for every name it has had.

@@ -388,6 +388,9 @@ HMS_Q_IDLE_WAIT = envfloat("HMS_Q_IDLE_WAIT", 2, minimum=0.1)  # an idle LISTEN 
 # millisecond pick-up without polling the table 20 times a second.
 if "orm" in Q_CLUSTER and _db["ENGINE"] == "django.db.backends.postgresql" and envbool("HMS_Q_NOTIFY", True):
     Q_CLUSTER["broker_class"] = "workflows.broker.NotifyORM"
+elif "orm" in Q_CLUSTER:
+    # The ORM broker whose redelivery lock follows a long step's own task timeout (long steps).
+    Q_CLUSTER["broker_class"] = "workflows.broker.LeaseORM"
 if Q_CLUSTER["retry"] <= Q_CLUSTER["timeout"]:
     raise ImproperlyConfigured(
         f"HMS_Q_RETRY ({Q_CLUSTER['retry']}) must be greater than HMS_Q_TIMEOUT ({Q_CLUSTER['timeout']})"

@@ -94,8 +94,13 @@ def _in_group(actor: Any, group_id: int | None) -> bool:
     return actor.groups.filter(pk=group_id).exists()
 
 
-def enforce(actor: Any, action: str, target: Any, *, lock: bool = False, **context: Any) -> Decision:
+def enforce(actor: Any, action: str, target: Any, *, lock: bool = False, quota_for: Any = None,
+            **context: Any) -> Decision:
     """Decide. `action` is "scale" or "run".
+
+    `actor` is who acts now: their group decides a freeze exemption. `quota_for` (default: the
+    actor) is whose runs a per-user quota counts: a retry acts as the retrier but the run still
+    belongs to, and counts against, its starter.
 
     scale context: service_id (Service.pk: what a policy's service refers to), service (its name,
     for the reasons), current (desired now), requested, last_scaled_at (datetime|None)
@@ -128,7 +133,7 @@ def enforce(actor: Any, action: str, target: Any, *, lock: bool = False, **conte
         elif action == "run" and policy.kind == Policy.Kind.CONCURRENT_RUNS:
             flow, tags = context.get("flow"), context.get("tags") or []
             if (policy.scope_flow and policy.scope_flow == flow) or (policy.scope_tag and policy.scope_tag in tags):
-                _check_quota(decision, policy, actor, lock)
+                _check_quota(decision, policy, actor if quota_for is None else quota_for, lock)
     return decision
 
 

@@ -34,7 +34,7 @@ class StartOut(Schema):
     status: Literal["started"]
 
 
-RunStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+RunStatus = Literal["pending", "running", "paused", "succeeded", "failed", "cancelled"]
 StepStatus = Literal["pending", "queued", "running", "retrying", "waiting", "succeeded", "failed", "cancelled",
                      "skipped"]
 
@@ -44,6 +44,7 @@ class StepOut(Schema):
     action: str
     status: StepStatus
     optional: bool
+    triggerRule: Literal["all_success", "all_done", "one_failed"] = "all_success"
     dependsOn: list[str]
     attempts: int
     maxAttempts: int
@@ -60,9 +61,11 @@ class RunOut(Schema):
     flowId: str
     status: RunStatus
     actor: str | None
+    actingAs: str | None = Field(None, description="whose rights the steps act with (the last retrier)")
     data: dict[str, Any]
     error: str
     createdAt: datetime
+    pausedAt: datetime | None = None
     startedAt: datetime | None
     finishedAt: datetime | None
     steps: list[StepOut]
@@ -159,6 +162,57 @@ def list_runs(
     }
 
 
+class BulkFilterIn(Schema):
+    status: Literal["", RunStatus] = ""
+    flowId: StrictStr = Field("", max_length=100, json_schema_extra={"pattern": NO_NUL})
+
+
+class BulkIn(Schema):
+    op: Literal["cancel", "retry"]
+    runIds: list[int] | None = Field(None, max_length=500, description="these runs (at most 500) ...")
+    filter: BulkFilterIn | None = Field(None, description="... or every run matching this filter (500 per call)")
+
+
+class BulkOut(Schema):
+    op: Literal["cancel", "retry"]
+    done: list[int]
+    refused: dict[str, list[int]] = Field(..., description="reason -> run ids")
+    left: int = Field(..., description="matching runs beyond the 500 of one call, not touched")
+    summary: str
+
+
+@router.post(
+    "/workflows/bulk",
+    summary="Cancel or retry many runs: the given ids, or every run matching a filter",
+    description=("Each run is permission-checked and audited on its own, as one click on it would be; a refusal "
+                 "of one leaves the others alone. The answer counts what was done and what was refused, and why."),
+    **documented(BulkOut, body=True, request_example={"op": "cancel", "runIds": [41, 42, 43]},
+                 response_example={"op": "cancel", "done": [41, 42], "refused": {"not active": [43]}, "left": 0,
+                                   "summary": "2 cancelled, 1 refused: not active"}),
+)
+def bulk(request: HttpRequest, payload: BulkIn) -> Any:
+    if (payload.runIds is None) == (payload.filter is None):
+        raise ApiError(400, "invalid_request", "Give either runIds or filter, not both and not neither.")
+    if payload.runIds is not None and any(i < 1 for i in payload.runIds):
+        raise ApiError(400, "invalid_request", "runIds are positive run ids.")
+    qs = restrict(WorkflowRun.objects.select_related("actor"), request.user).order_by("-id")
+    if payload.filter is not None:
+        if payload.filter.status:
+            qs = qs.filter(status=payload.filter.status)
+        if payload.filter.flowId:
+            qs = qs.filter(flow_slug=payload.filter.flowId)
+    else:
+        qs = qs.filter(pk__in=payload.runIds)
+    runs = list(qs[:actions.BULK_MAX])
+    left = qs.count() - len(runs) if len(runs) == actions.BULK_MAX else 0
+    missing = sorted(set(payload.runIds) - {r.pk for r in runs}) if payload.runIds is not None else []
+    scope = {"runs": payload.runIds} if payload.runIds is not None else {
+        "status": payload.filter.status, "flow": payload.filter.flowId}  # type: ignore[union-attr]
+    outcome = actions.bulk_runs(payload.op, runs, actor=request.user, scope=scope, left=left, missing=missing)
+    return {"op": outcome.op, "done": outcome.done, "refused": outcome.refused, "left": outcome.left,
+            "summary": outcome.summary()}
+
+
 @router.get("/workflows/{run_id}", summary="A run's status with its steps",
             **documented(RunOut, errors=(404,), response_example=RUN_EXAMPLE, error_examples=_NO_RUN))
 def get_run(request: HttpRequest, run_id: int = RUN_ID) -> Any:
@@ -182,6 +236,9 @@ def cancel(request: HttpRequest, run_id: int = RUN_ID) -> Any:
 @router.post(
     "/workflows/{run_id}/retry",
     summary="Retry a failed or cancelled run from the failed step",
+    description=("Acts with the caller's rights, checked now: `run` on the flow (403 `forbidden`), the flow "
+                 "enabled (409 `flow_disabled`), the run policies; a run with a rejected approval is final "
+                 "(409 `not_retryable`). From then on the run's steps act as the caller."),
     **documented(RunOut, errors=(403, 404, 409), policy=RUN_POLICIES, body=True, response_example=RUN_EXAMPLE,
                  error_examples=_NO_RUN | {409: {"error": "not_retryable",
                                                  "detail": "Run 42 is running; only a failed or cancelled run "
@@ -191,8 +248,10 @@ def retry(request: HttpRequest, run_id: int = RUN_ID) -> Any:
     run = run_for(request.user, run_id, "retry")
     try:
         outcome = actions.retry_run(run, actor=request.user)
-    except actions.RetryRefused as exc:
-        raise ApiError(409, "not_retryable", str(exc)) from None
+    except actions.Refused as exc:
+        raise ApiError(exc.status, exc.code, exc.detail) from None
+    if outcome.refused is not None:
+        raise ApiError(outcome.refused.status, outcome.refused.code, outcome.refused.detail)
     if not outcome.decision.allowed:
         raise PolicyViolation(outcome.decision)
     run.refresh_from_db()
@@ -209,10 +268,15 @@ class ApproveIn(Schema):
 @router.post(
     "/workflows/{run_id}/steps/{name}/approve",
     summary="Approve or reject a waiting approval step",
+    description=("Four eyes: the run's starter may not decide (403 `self_approval`) unless the step says "
+                 "`allow_self_approval: true`; a step naming `approvers` (a group, a permission) is decided "
+                 "only by them (403 `not_an_approver`). A rejection is final for the run."),
     **documented(RunOut, errors=(403, 404, 409), body=True, response_example=RUN_EXAMPLE,
                  request_example={"approve": True, "comment": "checked the export"},
-                 error_examples=_NO_RUN | {409: {"error": "not_waiting",
-                                                 "detail": "Step 'signoff' is not waiting for a decision."}}),
+                 error_examples=_NO_RUN | {
+                     409: {"error": "not_waiting", "detail": "Step 'signoff' is not waiting for a decision."},
+                     403: {"error": "self_approval", "detail": "Step 'signoff' needs a second person: alice "
+                                                               "started run 42 and may not decide its approval."}}),
 )
 def approve(request: HttpRequest, payload: ApproveIn, run_id: int = RUN_ID,
             name: str = Path(..., example="signoff", pattern=NO_NUL)) -> Any:
@@ -221,7 +285,41 @@ def approve(request: HttpRequest, payload: ApproveIn, run_id: int = RUN_ID,
         actions.decide_approval(run, name, approve=payload.approve, actor=request.user, comment=payload.comment)
     except StepRun.DoesNotExist:
         raise Http404(f"Run {run_id} has no step '{name}'.") from None
-    except actions.DecisionRefused as exc:
-        raise ApiError(409, "not_waiting", str(exc)) from None
+    except actions.Refused as exc:
+        raise ApiError(exc.status, exc.code, exc.detail) from None
+    run.refresh_from_db()
+    return serializers.run_summary(run)
+
+
+@router.post(
+    "/workflows/{run_id}/pause",
+    summary="Pause a run: no pending step starts until it is resumed; running steps finish",
+    **documented(RunOut, errors=(403, 404, 409), body=True, error_examples=_NO_RUN | {409: {
+        "error": "not_active", "detail": "Run 42 has finished (succeeded); only a pending or running run can be "
+                                         "paused."}},
+        response_example=RUN_EXAMPLE | {"status": "paused", "pausedAt": "2026-04-01T09:30:30.000Z"}),
+)
+def pause(request: HttpRequest, run_id: int = RUN_ID) -> Any:
+    run = run_for(request.user, run_id, "pause")
+    try:
+        actions.pause_run(run, actor=request.user)
+    except actions.Refused as exc:
+        raise ApiError(exc.status, exc.code, exc.detail) from None
+    run.refresh_from_db()
+    return serializers.run_summary(run)
+
+
+@router.post(
+    "/workflows/{run_id}/resume",
+    summary="Resume a paused run: the steps whose dependencies are met start at once",
+    **documented(RunOut, errors=(403, 404, 409), body=True, response_example=RUN_EXAMPLE,
+                 error_examples=_NO_RUN | {409: {"error": "not_paused", "detail": "Run 42 is running, not paused."}}),
+)
+def resume(request: HttpRequest, run_id: int = RUN_ID) -> Any:
+    run = run_for(request.user, run_id, "pause")
+    try:
+        actions.resume_run(run, actor=request.user)
+    except actions.Refused as exc:
+        raise ApiError(exc.status, exc.code, exc.detail) from None
     run.refresh_from_db()
     return serializers.run_summary(run)

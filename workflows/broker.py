@@ -7,7 +7,8 @@ re-checking the table every HMS_Q_IDLE_WAIT seconds (tasks whose lock lapsed are
 notification). Latency stays a few milliseconds; idle load drops to a query every few seconds.
 
 Enable with Q_CLUSTER["broker_class"] = "workflows.broker.NotifyORM" (settings do so on PostgreSQL).
-On any other database it behaves exactly like the ORM broker.
+On any other database it behaves exactly like the ORM broker (settings use LeaseORM there: the ORM
+broker whose redelivery lock follows a long task's own timeout).
 
 A database outage does not end the pusher: django-q2's pusher logs a traceback, sleeps 10 s and
 exits on any dequeue error (its sentinel starts another), so an outage cost a traceback every 10 s
@@ -18,6 +19,7 @@ and the pusher retries every OUTAGE_RETRY seconds, picking tasks up again within
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from time import sleep
 from typing import Any
 
@@ -27,6 +29,7 @@ from django.utils import timezone
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 from django_q.models import OrmQ
+from django_q.signing import SignedPackage
 
 from core.dberrors import drop, outage, unavailable
 
@@ -42,7 +45,29 @@ def idle_wait() -> float:
         return 2.0
 
 
-class NotifyORM(ORM):
+class LeaseORM(ORM):
+    """The ORM broker with a redelivery lock that follows the task's own timeout.
+
+    The stock broker locks a dequeued task for Q_CLUSTER["retry"] seconds and then hands it out
+    again, however long the task may run. A long step's task (dispatch.enqueue gives it a
+    django-q2 `timeout` of its own, hours maybe) would be delivered a second time while its
+    worker still works on it: harmless (the step's claim refuses it) but a worker's time and a
+    misleading "not claimed". Here the lock lasts the task's timeout plus the same margin as
+    retry has over the cluster's timeout."""
+
+    def timeout(self, task: Any) -> Any:
+        base = super().timeout(task)
+        try:
+            own = SignedPackage.loads(task.payload).get("timeout")
+        except Exception:  # an unreadable payload is the worker's to report; lock it as usual
+            return base
+        if not isinstance(own, (int, float)) or own <= (Conf.TIMEOUT or 0):
+            return base
+        margin = max(1, (Conf.RETRY or 0) - (Conf.TIMEOUT or 0))
+        return max(base, timezone.now() + timedelta(seconds=float(own) + margin))
+
+
+class NotifyORM(LeaseORM):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._listener: Any = None

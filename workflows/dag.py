@@ -14,7 +14,11 @@ from django.core.exceptions import ValidationError
 from core import safejson
 from workflows.steps import ACTIONS, validate_params
 
-STEP_KEYS = {"name", "action", "params", "depends_on", "retries", "backoff", "timeout", "optional"}
+STEP_KEYS = {"name", "action", "params", "depends_on", "retries", "backoff", "timeout", "optional", "trigger_rule",
+             "approvers", "allow_self_approval"}
+ALL_SUCCESS, ALL_DONE, ONE_FAILED = "all_success", "all_done", "one_failed"
+TRIGGER_RULES = (ALL_SUCCESS, ALL_DONE, ONE_FAILED)
+APPROVER_KEYS = {"group", "permission"}
 MAX_RETRIES = 20
 MAX_TIMEOUT = 7 * 24 * 3600  # approvals may wait a week; worker steps are clamped by the worker
 
@@ -80,6 +84,40 @@ def _validate_step(i: int, step: Any, names: set[str]) -> None:
         raise ValidationError({"steps": f"step '{name}': depends_on must be a list of step names"})
     if name in deps:
         raise ValidationError({"steps": f"the steps form a cycle: step '{name}' depends on itself"})
+    rule = step.get("trigger_rule", ALL_SUCCESS)
+    if rule not in TRIGGER_RULES:
+        raise ValidationError({"steps": f"step '{name}': unknown trigger_rule {rule!r} "
+                                        f"(known: {', '.join(TRIGGER_RULES)})"})
+    if rule != ALL_SUCCESS and not deps:
+        raise ValidationError({"steps": f"step '{name}': trigger_rule {rule} needs depends_on (it reacts to "
+                                        "its dependencies)"})
+    _validate_approvers(name, action, step)
+
+
+def _validate_approvers(name: str, action: str, step: dict[str, Any]) -> None:
+    """Shape only (pure): that a named group or permission exists is checked where the database
+    is at hand (workflows.actions.check_approvers, called by save_flow and the model's clean)."""
+    if ("approvers" in step or "allow_self_approval" in step) and action != "approval":
+        raise ValidationError({"steps": f"step '{name}': approvers and allow_self_approval apply to approval "
+                                        "steps only"})
+    if not isinstance(step.get("allow_self_approval", False), bool):
+        raise ValidationError({"steps": f"step '{name}': allow_self_approval must be true or false"})
+    approvers = step.get("approvers", {})
+    if not isinstance(approvers, dict):
+        raise ValidationError({"steps": f"step '{name}': approvers must be an object like "
+                                        '{"group": "release-managers"} or {"permission": "app.codename"}'})
+    extra = set(approvers) - APPROVER_KEYS
+    if extra:
+        raise ValidationError({"steps": f"step '{name}': approvers: unknown keys {', '.join(sorted(extra))} "
+                                        f"(allowed: {', '.join(sorted(APPROVER_KEYS))})"})
+    for key in APPROVER_KEYS & set(approvers):
+        value = approvers[key]
+        if not isinstance(value, str) or not value or len(value) > 150:
+            raise ValidationError({"steps": f"step '{name}': approvers.{key} must be a name (1-150 characters)"})
+    perm = approvers.get("permission")
+    if perm is not None and perm.count(".") != 1:
+        raise ValidationError({"steps": f"step '{name}': approvers.permission must read app_label.codename, "
+                                        f"got {perm!r}"})
 
 
 def find_cycle(steps: list[dict[str, Any]]) -> list[str] | None:
@@ -155,12 +193,28 @@ BLOCKED = "blocked"
 WAIT = "wait"
 
 
-def dependency_state(depends_on: Iterable[str], states: Mapping[str, tuple[str, bool]]) -> str:
-    """Whether a pending step may start: `states` maps step name → (status, optional).
+DONE_STATES = ("succeeded", "failed", "cancelled", "skipped")
 
-    A dependency is satisfied when it succeeded, or when it was optional and failed; a required
-    dependency that failed, was skipped or cancelled blocks the step for good.
+
+def dependency_state(depends_on: Iterable[str], states: Mapping[str, tuple[str, bool]],
+                     rule: str = ALL_SUCCESS) -> str:
+    """Whether a pending step may start: `states` maps step name → (status, optional), where
+    optional means "not required" (see is_required).
+
+    all_success: a dependency is satisfied when it succeeded, or when it was optional and failed;
+    a required dependency that failed, was skipped or cancelled blocks the step for good.
+    all_done: satisfied once every dependency has finished, in any state (cleanup, notify).
+    one_failed: satisfied as soon as one dependency failed (an alert); blocked (skipped) once every
+    dependency has finished and none failed.
     """
+    if rule == ALL_DONE:
+        done = all(states.get(dep, ("pending", False))[0] in DONE_STATES for dep in depends_on)
+        return SATISFIED if done else WAIT
+    if rule == ONE_FAILED:
+        found = [states.get(dep, ("pending", False))[0] for dep in depends_on]
+        if "failed" in found:
+            return SATISFIED
+        return BLOCKED if all(s in DONE_STATES for s in found) else WAIT
     result = SATISFIED
     for dep in depends_on:
         status, optional = states.get(dep, ("pending", False))
@@ -172,8 +226,15 @@ def dependency_state(depends_on: Iterable[str], states: Mapping[str, tuple[str, 
     return result
 
 
+def is_required(optional: bool, rule: str) -> bool:
+    """A required step decides the run's outcome: it is not optional and runs on all_success. A
+    cleanup (all_done) or alert (one_failed) step is not: its failure, or a one_failed step that
+    never triggered (skipped), neither fails the run nor blocks its dependents."""
+    return not optional and rule == ALL_SUCCESS
+
+
 def run_outcome(steps: Iterable[tuple[str, bool]]) -> str | None:
-    """The run's final status from (status, optional) of its steps, or None while any can move."""
+    """The run's final status from (status, not required) of its steps, or None while any can move."""
     items = list(steps)
     if any(s not in ("succeeded", "failed", "cancelled", "skipped") for s, _ in items):
         return None

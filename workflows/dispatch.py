@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django_q.tasks import async_task
@@ -49,27 +50,39 @@ def advance(run_id: int) -> list[Ready]:
         return _advance_locked(run_id)
 
 
+def run_length(action: str, timeout: int) -> int:
+    """How long a step may hold a worker: its timeout, except an approval, which parks at once
+    (its timeout is the deadline for a person's decision, not work)."""
+    return 0 if action == "approval" else int(timeout)
+
+
 def _advance_locked(run_id: int) -> list[Ready]:
-    rows = list(StepRun.objects.filter(run_id=run_id).values_list("id", "name", "status", "optional",
-                                                                  "depends_on", "timeout_seconds"))
-    states = {name: (status, optional) for _, name, status, optional, _, _ in rows}
+    rows = list(StepRun.objects.filter(run_id=run_id).values_list(
+        "id", "name", "status", "optional", "trigger_rule", "depends_on", "timeout_seconds", "action"))
+    # (status, not required): a cleanup/alert step (all_done/one_failed) counts as optional.
+    states = {name: (status, not dag.is_required(optional, rule)) for _, name, status, optional, rule, *_ in rows}
+    # A paused run starts nothing new (the lock on its row is held: pause cannot slip in between).
+    paused = WorkflowRun.objects.filter(pk=run_id, status=WorkflowRun.Status.PAUSED).exists()
     queued: list[Ready] = []
     now = timezone.now()
     changed = True
     while changed:  # skipping one step may block another: repeat until nothing changes
         changed = False
-        for step_id, name, _status, optional, deps, timeout in rows:
+        for step_id, name, _status, _optional, rule, deps, timeout, action in rows:
             if states[name][0] != S.PENDING:
                 continue
-            verdict = dag.dependency_state(deps, states)
+            optional = states[name][1]
+            verdict = dag.dependency_state(deps, states, rule)
             if verdict == dag.BLOCKED:
+                why = ("trigger rule one_failed: no dependency failed" if rule == dag.ONE_FAILED
+                       else "a required dependency did not succeed")
                 if StepRun.objects.filter(pk=step_id, status=S.PENDING).update(
-                        status=S.SKIPPED, finished_at=now, error="a required dependency did not succeed"):
+                        status=S.SKIPPED, finished_at=now, error=why):
                     states[name] = (S.SKIPPED, optional)
                     changed = True
-            elif verdict == dag.SATISFIED:
+            elif verdict == dag.SATISFIED and not paused:
                 if StepRun.objects.filter(pk=step_id, status=S.PENDING).update(status=S.QUEUED, queued_at=now):
-                    queued.append(Ready(step_id, timeout))
+                    queued.append(Ready(step_id, run_length(action, timeout)))
                 states[name] = (S.QUEUED, optional)  # queued by us or by a concurrent advance
     if not queued:
         settle_run(run_id, list(states.values()))
@@ -80,31 +93,58 @@ def dispatch_ready(run_id: int) -> list[int]:
     """Queue every step of the run that may start now and hand it to the workers."""
     ready = advance(run_id)
     for r in ready:
-        enqueue(r.id)
+        enqueue(r.id, r.timeout)
     return [r.id for r in ready]
 
 
-def _enqueue_all(step_ids: list[int]) -> None:
-    for step_id in step_ids:
-        enqueue(step_id)
+def _enqueue_all(ready: list[Ready]) -> None:
+    for r in ready:
+        enqueue(r.id, r.timeout)
 
 
-def enqueue(step_id: int) -> None:
+# Keep clear of django-q2's own task timeout, which would kill the worker process mid-step.
+Q_TIMEOUT_MARGIN = 5.0
+
+
+def q_timeout() -> float:
+    return float(settings.Q_CLUSTER.get("timeout") or 300)
+
+
+def long_task_timeout(length: float | None) -> int | None:
+    """The django-q2 task timeout a step of this run length needs when the cluster's own is too
+    short for it (None: the cluster's timeout will do). django-q2 (>= 1.5) honours a per-task
+    `timeout`; its ORM broker's redelivery lock follows it (workflows.broker.LeaseORM)."""
+    if length is None or length <= q_timeout() - Q_TIMEOUT_MARGIN:
+        return None
+    return int(length + Q_TIMEOUT_MARGIN + 1)
+
+
+def enqueue(step_id: int, length: float | None = None) -> None:
+    """Hand a queued step to the workers. `length` (the step's run_length, when the caller knows
+    it) lets a long step's task get a timeout of its own; a caller that does not know it sends the
+    default, and the worker sends a long step on with its timeout (execute_step)."""
+    long = long_task_timeout(length)
     # save=False: the StepRun row is the record of a step; django-q2 storing every successful task
     # as well (and pruning its table under a lock on each save) would halve throughput.
-    async_task("workflows.execute.execute_step", step_id, task_name=f"step-{step_id}", group="steps", save=False)
+    if long is None:
+        async_task("workflows.execute.execute_step", step_id, task_name=f"step-{step_id}", group="steps", save=False)
+    else:
+        async_task("workflows.execute.execute_step", step_id, task_timeout=long, task_name=f"step-{step_id}",
+                   group="steps", save=False, timeout=long)
 
 
 def settle_run(run_id: int, states: list[tuple[str, bool]] | None = None) -> str | None:
     """Derive the run's status from its steps; finish it (audited) once nothing can move."""
     if states is None:
-        states = list(StepRun.objects.filter(run_id=run_id).values_list("status", "optional"))
+        states = [(status, not dag.is_required(optional, rule)) for status, optional, rule in
+                  StepRun.objects.filter(run_id=run_id).values_list("status", "optional", "trigger_rule")]
     final = dag.run_outcome(states)
     if final is None:
         return None
     error = ""
     if final == WorkflowRun.Status.FAILED:
-        failed = StepRun.objects.filter(run_id=run_id, status=S.FAILED, optional=False).order_by("finished_at").first()
+        failed = StepRun.objects.filter(run_id=run_id, status=S.FAILED, optional=False,
+                                        trigger_rule=dag.ALL_SUCCESS).order_by("finished_at").first()
         if failed:
             error = f"step {failed.name} failed: {failed.error}"[:2000]
     return final if transitions.finish_run(run_id, final, error) else None

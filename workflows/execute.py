@@ -22,26 +22,29 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from core import safejson
 from workflows import dag, transitions
-from workflows.dispatch import S, _advance_locked, _enqueue_all, dispatch_ready, enqueue
+from workflows.dispatch import (
+    Q_TIMEOUT_MARGIN,
+    S,
+    _advance_locked,
+    _enqueue_all,
+    dispatch_ready,
+    enqueue,
+    q_timeout,
+    run_length,
+)
 from workflows.models import StepRun, WorkflowRun
 from workflows.steps import ACTIONS, AwaitApproval, StepContext, StepError, StepInterrupted
 
 log = logging.getLogger(__name__)
-# Keep clear of django-q2's own task timeout, which would kill the worker process mid-step.
-Q_TIMEOUT_MARGIN = 5.0
 
 
 def lease_seconds() -> float:
     return float(settings.HMS_STEP_LEASE_SECONDS)
-
-
-def q_timeout() -> float:
-    return float(settings.Q_CLUSTER.get("timeout") or 300)
 
 
 def worker_id() -> str:
@@ -54,48 +57,68 @@ def _mine(step: StepRun, status: str = S.RUNNING) -> QuerySet[StepRun]:
     return StepRun.objects.filter(pk=step.pk, status=status, claims=step.claims)
 
 
-def _claim(step_id: int, *, mark_run_started: bool = True) -> StepRun | None:
+def _claim(step_id: int, *, mark_run_started: bool = True, fits: float | None = None) -> StepRun | None:
     # Only QUEUED steps: a RUNNING step whose lease expired is the controller's to re-deliver
     # (workflows.sweeps), which counts it as a lost worker and audits it; taking it over here
-    # would do neither.
+    # would do neither. Only steps of a runnable run: a paused run's steps wait for its resume.
+    # `fits`: only a step whose run length fits this task's time budget (a longer one is sent on
+    # with a task timeout of its own, see execute_step).
     now = timezone.now()
+    mine = StepRun.objects.filter(pk=step_id, status=S.QUEUED, attempts__lt=F("max_attempts"),
+                                  run__status__in=WorkflowRun.RUNNABLE)
+    if fits is not None:
+        mine = mine.filter(Q(timeout_seconds__lte=int(fits)) | Q(action="approval"))
     won = (
-        StepRun.objects.filter(pk=step_id, status=S.QUEUED, attempts__lt=F("max_attempts"),
-                               run__status__in=WorkflowRun.ACTIVE)
-        .update(status=S.RUNNING, attempts=F("attempts") + 1, claims=F("claims") + 1,
+        mine.update(status=S.RUNNING, attempts=F("attempts") + 1, claims=F("claims") + 1,
                 lease_until=now + timedelta(seconds=lease_seconds()), started_at=now, finished_at=None,
                 error="", worker=worker_id())
     )
     if not won:
         return None  # another worker got there first, or the step/run is finished or cancelled
-    step = StepRun.objects.select_related("run", "run__actor").get(pk=step_id)
+    step = StepRun.objects.select_related("run", "run__actor", "run__acting_user").get(pk=step_id)
     if mark_run_started and step.run.status == WorkflowRun.Status.PENDING:
         WorkflowRun.objects.filter(pk=step.run_id, status=WorkflowRun.Status.PENDING).update(
             status=WorkflowRun.Status.RUNNING, started_at=now)
     return step
 
 
-def execute_step(step_id: int) -> str:
+def execute_step(step_id: int, task_timeout: float | None = None) -> str:
     """The django-q2 task. Runs the step, then keeps running a ready successor inline while the
     task's time budget allows; returns the last outcome (kept in django-q2's result).
+
+    `task_timeout`: this task's own django-q2 timeout, when it was enqueued as a long step's
+    (dispatch.enqueue); otherwise the cluster's. A step longer than this task's budget is not
+    claimed here but sent on with a timeout of its own, so it runs as long as its `timeout` says.
 
     In a qcluster worker process, SIGTERM while this runs releases the step held at that moment
     and then ends the process, as SIGTERM would have without us (see Termination)."""
     began = time.monotonic()
+    limit = float(task_timeout or q_timeout()) - Q_TIMEOUT_MARGIN
     term = Termination.install()
     try:
-        step = _claim(step_id)
+        step = _claim(step_id, fits=limit)
         if step is None:
-            return "not claimed"
+            return _send_on_if_long(step_id, limit)
         while True:
             if term.requested:  # SIGTERM came between two steps of a chain, or before the first ran
                 return release(step)
-            budget = q_timeout() - Q_TIMEOUT_MARGIN - (time.monotonic() - began)
+            budget = limit - (time.monotonic() - began)
             outcome, step = _execute_one(step, budget, term)
             if step is None:
                 return outcome
     finally:
         term.uninstall()
+
+
+def _send_on_if_long(step_id: int, limit: float) -> str:
+    """A queued step too long for this task (enqueued by a caller that knew only its id): enqueue
+    it again with a task timeout of its own. Safe twice: the claim decides who runs it."""
+    row = (StepRun.objects.filter(pk=step_id, status=S.QUEUED, timeout_seconds__gt=int(limit))
+           .exclude(action="approval").values_list("action", "timeout_seconds").first())
+    if row is None:
+        return "not claimed"
+    enqueue(step_id, run_length(*row))
+    return "sent on with a longer task timeout"
 
 
 def _execute_one(step: StepRun, budget: float, term: Termination | None = None) -> tuple[str, StepRun | None]:
@@ -104,7 +127,9 @@ def _execute_one(step: StepRun, budget: float, term: Termination | None = None) 
     outputs = dict(StepRun.objects.filter(run_id=run.pk, status=S.SUCCEEDED).values_list("name", "output"))
     started = time.monotonic()
     timeout = max(1.0, min(float(step.timeout_seconds), budget))
-    ctx = StepContext(run.pk, step.name, step.params, run.data, outputs, timeout, step.attempts, actor=run.actor)
+    # The steps act with the rights of whoever set the run going last (its starter, or the user
+    # who retried it: checked when they clicked).
+    ctx = StepContext(run.pk, step.name, step.params, run.data, outputs, timeout, step.attempts, actor=run.acting_as)
     watch = Watch(step.pk, step.claims, ctx, timeout)
     term = term or Termination()
     try:
@@ -150,7 +175,7 @@ def _execute_one(step: StepRun, budget: float, term: Termination | None = None) 
             ready = ready[1:]
         # Enqueued after commit: a worker must not look for a step it cannot see yet.
         if ready:
-            transaction.on_commit(partial(_enqueue_all, [r.id for r in ready]))
+            transaction.on_commit(partial(_enqueue_all, ready))
     return "succeeded", inline
 
 
@@ -162,7 +187,7 @@ def release(step: StepRun) -> str:
     with transaction.atomic():
         if not transitions.release_step(step, now=timezone.now(), error=message):
             return "lost lease"  # finished, cancelled or swept meanwhile: nothing of ours to hand back
-        transaction.on_commit(partial(enqueue, step.pk))
+        transaction.on_commit(partial(enqueue, step.pk, run_length(step.action, step.timeout_seconds)))
     log.warning("step %s (run %s) released: worker stopping", step.name, step.run_id)
     return "released"
 

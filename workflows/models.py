@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
+from django.contrib.auth.models import Group, Permission
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
@@ -8,6 +12,23 @@ from core.numbers import validate_finite
 from core.permissions import RestrictedQuerySet
 
 FLOW_ID_VALIDATOR = RegexValidator(r"^[A-Za-z][A-Za-z0-9_-]{0,99}$", "A flow id is a slug like exportPatientData.")
+
+
+def check_approvers(steps: Any) -> None:
+    """The groups and permissions approval steps name must exist (a typo would otherwise leave an
+    approval nobody may decide); refused naming the step. Shape is checked first by dag."""
+    for step in steps if isinstance(steps, list) else []:
+        approvers = step.get("approvers") if isinstance(step, dict) else None
+        if not isinstance(approvers, dict):
+            continue
+        group, perm = approvers.get("group"), approvers.get("permission")
+        if isinstance(group, str) and not Group.objects.filter(name=group).exists():
+            raise ValidationError({"steps": f"step '{step.get('name')}': approvers.group: no group named {group!r}"})
+        if isinstance(perm, str) and "." in perm:
+            app, _, code = perm.partition(".")
+            if not Permission.objects.filter(content_type__app_label=app, codename=code).exists():
+                raise ValidationError({"steps": f"step '{step.get('name')}': approvers.permission: no permission "
+                                                f"{perm!r}"})
 
 
 class WorkflowDefinition(models.Model):
@@ -34,17 +55,22 @@ class WorkflowDefinition(models.Model):
         from workflows.dag import validate_definition  # dag → steps → fleet: loaded after this module
 
         validate_definition(self.steps, self.tags)
+        check_approvers(self.steps)
 
 
 class WorkflowRun(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending"
         RUNNING = "running"
+        PAUSED = "paused"  # no pending step starts until resumed; steps already running finish
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         CANCELLED = "cancelled"
 
-    ACTIVE = (Status.PENDING, Status.RUNNING)
+    # Not finished: holds its quota slot, may be cancelled. A paused run is active (it will go
+    # on), but its steps are not claimed: RUNNABLE is what a worker may claim a step of.
+    ACTIVE = (Status.PENDING, Status.RUNNING, Status.PAUSED)
+    RUNNABLE = (Status.PENDING, Status.RUNNING)
     owner_field = "actor"  # the choke point lets a run's owner see it
 
     definition = models.ForeignKey(WorkflowDefinition, on_delete=models.PROTECT, related_name="runs")
@@ -53,7 +79,12 @@ class WorkflowRun(models.Model):
     tag_list = models.CharField(max_length=300, blank=True)
     data = models.JSONField(default=dict, blank=True)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    # Whose rights the steps act with (scale steps, policy exemptions): the starter, until someone
+    # else retries the run; then the retrier, who was checked when they clicked. Null: the starter.
+    acting_user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+", help_text="the user the steps act as (the last retrier)")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    paused_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -67,11 +98,17 @@ class WorkflowRun(models.Model):
             ("cancel_workflowrun", "Can cancel workflow run"),
             ("retry_workflowrun", "Can retry workflow run"),
             ("approve_workflowrun", "Can approve steps of workflow run"),
+            ("pause_workflowrun", "Can pause and resume workflow run"),
         ]
         indexes = [models.Index(fields=["actor", "status"])]
 
     def __str__(self) -> str:
         return f"run {self.pk} of {self.flow_slug}"
+
+    @property
+    def acting_as(self) -> object:
+        """The user the steps act as (see acting_user)."""
+        return self.acting_user if self.acting_user_id else self.actor
 
 
 class StepRun(models.Model):
@@ -109,6 +146,13 @@ class StepRun(models.Model):
     backoff_seconds = models.FloatField(default=1.0, validators=[validate_finite],
                                         help_text="first retry delay; doubles each attempt")
     optional = models.BooleanField(default=False, help_text="its failure neither fails the run nor blocks dependents")
+    # all_success (default) | all_done | one_failed: see workflows.dag.dependency_state. A step with
+    # another rule than all_success is not required (like an optional one).
+    trigger_rule = models.CharField(max_length=16, default="all_success")
+    # approval steps: who may decide ({"group": name, "permission": "app.codename"}, either or both)
+    # and whether the run's starter may decide it themselves (four eyes unless true).
+    approvers = models.JSONField(default=dict, blank=True)
+    allow_self_approval = models.BooleanField(default=False)
     timeout_seconds = models.PositiveIntegerField(default=60)
     lease_until = models.DateTimeField(null=True, blank=True)
     not_before = models.DateTimeField(null=True, blank=True)

@@ -35,3 +35,4 @@ def active_runs(*, user_id: int | None, flow: str | None, tag: str | None) -> in
     if tag:
         qs = qs.filter(tag_list__contains=f",{tag},")
     return qs.count()
+

@@ -9,9 +9,9 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from workflows import transitions
+from workflows import dispatch, transitions
 from workflows.dispatch import S, dispatch_ready, enqueue
-from workflows.models import StepRun
+from workflows.models import StepRun, WorkflowRun
 
 
 def sweep_expired_leases() -> int:
@@ -41,16 +41,18 @@ def sweep_expired_leases() -> int:
             continue
         swept += 1
         if redeliver:
-            enqueue(step.pk)
+            enqueue(step.pk, dispatch.run_length(step.action, step.timeout_seconds))
         else:
             dispatch_ready(step.run_id)
     return swept
 
 
 def promote_due_retries() -> int:
-    """Steps whose backoff has passed go back to the workers."""
+    """Steps whose backoff has passed go back to the workers (those of a paused run wait for its
+    resume: promoting them would only queue what nobody may claim)."""
     now = timezone.now()
-    ids = list(StepRun.objects.filter(status=S.RETRYING, not_before__lte=now).values_list("id", flat=True)[:500])
+    ids = list(StepRun.objects.filter(status=S.RETRYING, not_before__lte=now)
+               .exclude(run__status=WorkflowRun.Status.PAUSED).values_list("id", flat=True)[:500])
     promoted = 0
     for step_id in ids:
         if StepRun.objects.filter(pk=step_id, status=S.RETRYING).update(status=S.QUEUED, queued_at=now,
@@ -77,7 +79,8 @@ def sweep_due() -> dict[str, int]:
     controller ticks twice a second and idle database load should stay near zero."""
     now = timezone.now()
     expired = Q(status__in=(S.RUNNING, S.WAITING), lease_until__lt=now)
-    due = set(StepRun.objects.filter(expired | Q(status=S.RETRYING, not_before__lte=now))
+    retry = Q(status=S.RETRYING, not_before__lte=now) & ~Q(run__status=WorkflowRun.Status.PAUSED)
+    due = set(StepRun.objects.filter(expired | retry)
               .values_list("status", flat=True).distinct())
     out = {"swept": 0, "retried": 0}
     if due & {S.RUNNING, S.WAITING}:

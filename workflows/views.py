@@ -5,18 +5,21 @@ functions live in workflows.actions."""
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from core.http import htmx_partial
 from core.permissions import can, restrict
 from workflows import actions, dag
-from workflows.forms import ApprovalForm, LaunchForm
+from workflows.forms import ApprovalForm, BulkForm, LaunchForm
 from workflows.models import StepRun, WorkflowDefinition, WorkflowRun
 from workflows.selectors import flow_for, run_for
 
@@ -34,26 +37,68 @@ def flow_list(request: HttpRequest) -> HttpResponse:
                                                     "selected_flow": request.GET.get("flow", "")})
 
 
-@login_required
-def run_list(request: HttpRequest) -> HttpResponse:
+def _filtered_runs(request: HttpRequest, status: str, flow: str) -> tuple[QuerySet[WorkflowRun], str, str]:
+    """The runs list's query: what the user may see, by status and flow (an unknown status: any)."""
     qs = restrict(WorkflowRun.objects.select_related("actor"), request.user).order_by("-id")
-    status, flow = request.GET.get("status", ""), request.GET.get("flow", "")
     if status in WorkflowRun.Status.values:
         qs = qs.filter(status=status)
     else:
         status = ""
     if flow:
         qs = qs.filter(flow_slug=flow)
-    context = {
-        "page": Paginator(qs, 25).get_page(request.GET.get("page")),
+    return qs, status, flow
+
+
+def _list_context(request: HttpRequest, qs: QuerySet[WorkflowRun], status: str, flow: str,
+                  page: str | None) -> dict[str, object]:
+    return {
+        "page": Paginator(qs, 25).get_page(page),
         "status": status,
         "flow": flow,
         "statuses": WorkflowRun.Status.values,
         "flows": _launchable(request),
     }
+
+
+@login_required
+def run_list(request: HttpRequest) -> HttpResponse:
+    qs, status, flow = _filtered_runs(request, request.GET.get("status", ""), request.GET.get("flow", ""))
+    context = _list_context(request, qs, status, flow, request.GET.get("page"))
     if htmx_partial(request):
         return render(request, "workflows/_runs.html", context)
     return render(request, "workflows/runs.html", context)
+
+
+@login_required
+@require_POST
+def bulk_runs(request: HttpRequest) -> HttpResponse:
+    """Cancel or retry the checked runs, or every run matching the list's filter; each run is
+    permission-checked and audited on its own (workflows.actions.bulk_runs); the answer counts
+    what was done and what was refused, and why."""
+    form = BulkForm(request.POST)
+    status, flow = request.POST.get("status", ""), request.POST.get("flow", "")
+    if not form.is_valid():
+        result, ok = " ".join(e for errs in form.errors.values() for e in errs), False
+    else:
+        data = form.cleaned_data
+        qs, status, flow = _filtered_runs(request, data["status"], data["flow"])
+        missing: list[int] = []
+        if data["scope"] == "selected":
+            qs = qs.filter(pk__in=data["runs"])
+        runs = list(qs[:actions.BULK_MAX])
+        left = qs.count() - len(runs) if len(runs) == actions.BULK_MAX else 0
+        if data["scope"] == "selected":
+            missing = sorted(set(data["runs"]) - {r.pk for r in runs})
+        outcome = actions.bulk_runs(data["op"], runs, actor=request.user, left=left, missing=missing,
+                                    scope={"scope": data["scope"], "status": status, "flow": flow,
+                                           "runs": data["runs"] if data["scope"] == "selected" else None})
+        result, ok = outcome.summary(), not outcome.refused
+    if htmx_partial(request):
+        qs, status, flow = _filtered_runs(request, status, flow)
+        context = _list_context(request, qs, status, flow, None) | {"bulk_result": result, "bulk_ok": ok}
+        return render(request, "workflows/_runs.html", context)
+    (messages.success if ok else messages.error)(request, result)
+    return redirect(f"{reverse('run-list')}?{urlencode({'status': status, 'flow': flow})}")
 
 
 @login_required
@@ -81,6 +126,13 @@ def _run_context(request: HttpRequest, run: WorkflowRun) -> dict[str, object]:
     columns = [[steps[n] for n in level if n in steps]
                for level in dag.levels([{"name": s.name, "depends_on": s.depends_on} for s in steps.values()])]
     active = run.status in WorkflowRun.ACTIVE
+    may_approve = any(s.status == StepRun.Status.WAITING for s in steps.values()) and can(request.user, "approve", run)
+    if may_approve:
+        for s in steps.values():
+            if s.status == StepRun.Status.WAITING and s.action == "approval":
+                why = actions.approval_refusal(s, run, request.user)
+                s.refusal = why.detail if why else ""  # type: ignore[attr-defined]
+    may_pause = active and can(request.user, "pause", run)
     return {
         "run": run,
         "run_data": json.dumps(run.data, default=str),
@@ -90,8 +142,9 @@ def _run_context(request: HttpRequest, run: WorkflowRun) -> dict[str, object]:
         "can_cancel": active and can(request.user, "cancel", run),
         "can_retry": run.status in (WorkflowRun.Status.FAILED, WorkflowRun.Status.CANCELLED)
         and can(request.user, "retry", run),
-        "can_approve": any(s.status == StepRun.Status.WAITING for s in steps.values())
-        and can(request.user, "approve", run),
+        "can_approve": may_approve,
+        "can_pause": may_pause and run.status in WorkflowRun.RUNNABLE,
+        "can_resume": may_pause and run.status == WorkflowRun.Status.PAUSED,
     }
 
 
@@ -121,12 +174,39 @@ def retry_run(request: HttpRequest, run_id: int) -> HttpResponse:
     run = run_for(request.user, run_id, "retry")
     try:
         outcome = actions.retry_run(run, actor=request.user)
-        if outcome.decision.allowed:
+        if outcome.refused is not None:
+            messages.error(request, outcome.refused.detail)
+        elif outcome.decision.allowed:
             messages.success(request, f"Run {run_id} retried from {', '.join(outcome.steps) or 'where it stopped'}.")
         else:
             messages.error(request, outcome.decision.detail)
-    except actions.RetryRefused as exc:
-        messages.error(request, str(exc))
+    except actions.Refused as exc:
+        messages.error(request, exc.detail)
+    return redirect("run-detail", run_id=run_id)
+
+
+@login_required
+@require_POST
+def pause_run(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = run_for(request.user, run_id, "pause")
+    try:
+        held = actions.pause_run(run, actor=request.user)
+        messages.success(request, f"Run {run_id} paused" + (f" ({held} queued step{'s' if held != 1 else ''} held)."
+                                                            if held else "."))
+    except actions.Refused as exc:
+        messages.error(request, exc.detail)
+    return redirect("run-detail", run_id=run_id)
+
+
+@login_required
+@require_POST
+def resume_run(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = run_for(request.user, run_id, "pause")
+    try:
+        actions.resume_run(run, actor=request.user)
+        messages.success(request, f"Run {run_id} resumed.")
+    except actions.Refused as exc:
+        messages.error(request, exc.detail)
     return redirect("run-detail", run_id=run_id)
 
 
@@ -144,6 +224,6 @@ def approve_step(request: HttpRequest, run_id: int, name: str) -> HttpResponse:
         messages.success(request, f"Step {name} {'approved' if approve else 'rejected'}.")
     except StepRun.DoesNotExist:
         raise Http404(f"Run {run_id} has no step '{name}'.") from None
-    except actions.DecisionRefused as exc:
-        messages.error(request, str(exc))
+    except actions.Refused as exc:
+        messages.error(request, exc.detail)
     return redirect("run-detail", run_id=run_id)

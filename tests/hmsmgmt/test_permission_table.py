@@ -71,6 +71,10 @@ def fail_run(ctx: Ctx) -> None:
     WorkflowRun.objects.filter(pk__in=[ctx.carol_run.pk, ctx.bob_run.pk]).update(status=WorkflowRun.Status.FAILED)
 
 
+def pause_runs(ctx: Ctx) -> None:
+    WorkflowRun.objects.filter(pk__in=[ctx.carol_run.pk, ctx.bob_run.pk]).update(status=WorkflowRun.Status.PAUSED)
+
+
 def incident(ctx: Ctx) -> None:
 
     ctx.obj = slo_actions.open_incident(Service.objects.get(name="HMS-SVC"), kind="availability", severity="page",
@@ -158,12 +162,24 @@ PAGES: dict[str, list[Row]] = {
         Row("POST", lambda c: "/runs/launch/", page(302, 404, 302, 302, 302), {"flowId": "analyticsReport"}),
         Row("POST", lambda c: "/runs/launch/", page(302, 404, 302, 404, 302), {"flowId": "exportPatientData"}),
     ],
+    # Bulk: each run is checked on its own; a user who may see nothing gets "0 cancelled".
+    "runs/bulk/": [
+        Row("POST", lambda c: "/runs/bulk/", page(302, 302, 302, 302, 302), {"op": "cancel", "scope": "filter"}),
+    ],
     "runs/<int:run_id>/": [Row("GET", lambda c: f"/runs/{c.run.pk}/", page(302, 404, 200, 200, 200, other=404))],
     "runs/<int:run_id>/cancel/": [
         Row("POST", lambda c: f"/runs/{c.run.pk}/cancel/", page(302, 404, 302, 302, 302, other=404)),
     ],
     "runs/<int:run_id>/retry/": [
         Row("POST", lambda c: f"/runs/{c.run.pk}/retry/", page(302, 404, 302, 302, 302, other=404), setup=fail_run),
+    ],
+    # Pause needs `pause` on the run (operators have it; an owner pauses their own run).
+    "runs/<int:run_id>/pause/": [
+        Row("POST", lambda c: f"/runs/{c.run.pk}/pause/", page(302, 404, 302, 302, 302, other=404)),
+    ],
+    "runs/<int:run_id>/resume/": [
+        Row("POST", lambda c: f"/runs/{c.run.pk}/resume/", page(302, 404, 302, 302, 302, other=404),
+            setup=pause_runs),
     ],
     "runs/<int:run_id>/steps/<str:name>/approve/": [
         Row("POST", lambda c: f"/runs/{c.run.pk}/steps/crunch/approve/", page(302, 404, 302, 302, 302, other=404),
@@ -222,6 +238,10 @@ API: dict[tuple[str, str], list[Row]] = {
         Row("POST", lambda c: "/mgmt/workflows", page(401, 404, 200, 200, 200), {"flowId": "analyticsReport"}),
         Row("POST", lambda c: "/mgmt/workflows", page(401, 404, 200, 404, 200), {"flowId": "exportPatientData"}),
     ],
+    ("POST", "/mgmt/workflows/bulk"): [
+        Row("POST", lambda c: "/mgmt/workflows/bulk", page(401, 200, 200, 200, 200), {"op": "cancel", "filter": {}}),
+        Row("POST", lambda c: "/mgmt/workflows/bulk", page(401, 400, 400, 400, 400), {"op": "cancel"}),
+    ],
     ("GET", "/mgmt/workflows"): [Row("GET", lambda c: "/mgmt/workflows", page(401, 200, 200, 200, 200))],
     ("GET", "/mgmt/workflows/{run_id}"): [
         Row("GET", lambda c: f"/mgmt/workflows/{c.run.pk}", page(401, 404, 200, 200, 200, other=404)),
@@ -233,6 +253,17 @@ API: dict[tuple[str, str], list[Row]] = {
     ("POST", "/mgmt/workflows/{run_id}/retry"): [
         Row("POST", lambda c: f"/mgmt/workflows/{c.run.pk}/retry", page(401, 404, 200, 200, 200, other=404),
             setup=fail_run),
+    ],
+    ("POST", "/mgmt/workflows/{run_id}/pause"): [
+        Row("POST", lambda c: f"/mgmt/workflows/{c.run.pk}/pause", page(401, 404, 200, 200, 200, other=404)),
+        # Not paused: whoever may pause gets the 409.
+        Row("POST", lambda c: f"/mgmt/workflows/{c.run.pk}/pause", page(401, 404, 409, 409, 409, other=404),
+            setup=pause_runs),
+    ],
+    ("POST", "/mgmt/workflows/{run_id}/resume"): [
+        Row("POST", lambda c: f"/mgmt/workflows/{c.run.pk}/resume", page(401, 404, 200, 200, 200, other=404),
+            setup=pause_runs),
+        Row("POST", lambda c: f"/mgmt/workflows/{c.run.pk}/resume", page(401, 404, 409, 409, 409, other=404)),
     ],
     ("POST", "/mgmt/workflows/{run_id}/steps/{name}/approve"): [
         # analyticsReport's only step is not an approval: whoever may approve gets the 409.

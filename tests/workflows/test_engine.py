@@ -120,7 +120,8 @@ def test_cancel_stops_pending_steps_and_is_audited(alice, django_capture_on_comm
 
 
 def test_approval_waits_then_approve_lets_dependents_run(alice, django_capture_on_commit_callbacks) -> None:
-    flow = make_flow("appr", [step("gate", action="approval", params={"prompt": "Ship it?"}), step("b", "gate")])
+    flow = make_flow("appr", [step("gate", action="approval", params={"prompt": "Ship it?"},
+                                      allow_self_approval=True), step("b", "gate")])
     run = drain(start(alice, flow, capture=django_capture_on_commit_callbacks))
     gate = StepRun.objects.get(run=run, name="gate")
     assert run.status == "running" and gate.status == "waiting" and gate.output == {"prompt": "Ship it?"}
@@ -135,7 +136,7 @@ def test_approval_waits_then_approve_lets_dependents_run(alice, django_capture_o
 
 
 def test_rejecting_fails_the_run(alice, django_capture_on_commit_callbacks) -> None:
-    flow = make_flow("rej", [step("gate", action="approval"), step("b", "gate")])
+    flow = make_flow("rej", [step("gate", action="approval", allow_self_approval=True), step("b", "gate")])
     run = drain(start(alice, flow, capture=django_capture_on_commit_callbacks))
     with django_capture_on_commit_callbacks(execute=True):
         actions.decide_approval(run, "gate", approve=False, actor=alice, comment="not today")

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 def gated(personas, django_capture_on_commit_callbacks):
     flow = make_flow("gated", [step("gate", action="approval", params={"prompt": "Ship?"}), step("b", "gate")])
     with django_capture_on_commit_callbacks(execute=True):
-        run = actions.start_run(flow, {}, actor=personas["alice"]).run
+        run = actions.start_run(flow, {}, actor=personas["bob"]).run  # alice approves: four eyes
     return drain(run)
 
 

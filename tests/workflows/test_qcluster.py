@@ -102,7 +102,8 @@ def test_cancel_tells_the_running_step_to_stop(cluster, alice) -> None:
 
 
 def test_approval_waits_for_a_person_then_runs_on(cluster, alice) -> None:
-    run = launch(alice, "gated", [step("prep"), step("gate", "prep", action="approval", params={"prompt": "Go?"}),
+    run = launch(alice, "gated", [step("prep"), step("gate", "prep", action="approval", params={"prompt": "Go?"},
+                                       allow_self_approval=True),
                                   step("after", "gate")])
     wait_for(lambda: statuses(run)["gate"] == "waiting", timeout=20, message="the approval to wait")
     run.refresh_from_db()
