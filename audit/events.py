@@ -36,6 +36,9 @@ WORKFLOW_CANCEL = "workflow.cancel"
 WORKFLOW_RETRY = "workflow.retry"
 WORKFLOW_APPROVE = "workflow.approve"
 WORKFLOW_LEASE_EXPIRED = "workflow.lease_expired"
+WORKFLOW_QUEUED = "workflow.queued"  # a start beyond a "when full: queue" quota: the run waits in line
+WORKFLOW_DEQUEUED = "workflow.dequeued"  # a slot freed: the head of the queue started
+WORKFLOW_DEADLINE_MISSED = "workflow.deadline_missed"  # a run passed its deadline unfinished
 FLOW_CREATE = "flow.create"
 FLOW_UPDATE = "flow.update"
 # --- policies ------------------------------------------------------------------------------------

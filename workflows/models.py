@@ -17,6 +17,11 @@ class WorkflowDefinition(models.Model):
     description = models.TextField(blank=True)
     tags = models.JSONField(default=list, blank=True)
     steps = models.JSONField(default=list)
+    # {"within_seconds": 1800} or {"by": "06:00", "tz": "Europe/Berlin"} (workflows.deadlines);
+    # a run missing it opens an incident that alerts through the SLA alert channels.
+    deadline = models.JSONField(null=True, blank=True, help_text='finish within N seconds of the start: '
+                                '{"within_seconds": 1800}; or by a wall-clock time: {"by": "06:00", '
+                                '"tz": "Europe/Berlin"} (the next such instant after the start)')
     enabled = models.BooleanField(default=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -30,20 +35,29 @@ class WorkflowDefinition(models.Model):
         return self.slug
 
     def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
         from workflows.dag import validate_definition  # dag → steps → fleet: loaded after this module
+        from workflows.deadlines import validate_deadline  # imports this module's neighbours
 
         validate_definition(self.steps, self.tags)
+        try:
+            validate_deadline(self.deadline)
+        except ValueError as exc:
+            raise ValidationError({"deadline": str(exc)}) from None
 
 
 class WorkflowRun(models.Model):
     class Status(models.TextChoices):
+        QUEUED = "queued"  # waiting in a queueing quota's queue: holds no slot, no step has started
         PENDING = "pending"
         RUNNING = "running"
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         CANCELLED = "cancelled"
 
-    ACTIVE = (Status.PENDING, Status.RUNNING)
+    ACTIVE = (Status.PENDING, Status.RUNNING)  # holding a quota slot
+    UNFINISHED = (Status.QUEUED, Status.PENDING, Status.RUNNING)  # may still change (cancellable)
     owner_field = "actor"  # the choke point lets a run's owner see it
 
     definition = models.ForeignKey(WorkflowDefinition, on_delete=models.PROTECT, related_name="runs")
@@ -57,6 +71,14 @@ class WorkflowRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # A queued run: the queue it waits in (policies.enforce.queue_key: "<policy id>:<user id|*>");
+    # FIFO is by id, which each start takes under the quota's lock. Kept once dequeued (history).
+    queue_key = models.CharField(max_length=40, blank=True, default="")
+    dequeued_at = models.DateTimeField(null=True, blank=True)
+    # Computed from the flow's deadline when the run is submitted (queued time counts).
+    deadline_at = models.DateTimeField(null=True, blank=True)
+    deadline_incident = models.ForeignKey("slo.Incident", null=True, blank=True, on_delete=models.SET_NULL,
+                                          related_name="+")
 
     objects = RestrictedQuerySet.as_manager()
 
@@ -67,7 +89,8 @@ class WorkflowRun(models.Model):
             ("retry_workflowrun", "Can retry workflow run"),
             ("approve_workflowrun", "Can approve steps of workflow run"),
         ]
-        indexes = [models.Index(fields=["actor", "status"])]
+        indexes = [models.Index(fields=["actor", "status"]), models.Index(fields=["queue_key", "status"]),
+                   models.Index(fields=["status", "deadline_at"])]
 
     def __str__(self) -> str:
         return f"run {self.pk} of {self.flow_slug}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from workflows import queue
 from workflows.models import StepRun, WorkflowRun
 
 S = StepRun.Status
@@ -39,5 +40,8 @@ def run_summary(run: WorkflowRun) -> dict[str, Any]:
         "createdAt": run.created_at,
         "startedAt": run.started_at,
         "finishedAt": run.finished_at,
+        **queue.queue_summary(run),
+        "deadlineAt": run.deadline_at,
+        "deadlineIncident": run.deadline_incident_id,
         "steps": [step_summary(s) for s in run.steps.all()],
     }

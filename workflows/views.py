@@ -15,7 +15,8 @@ from django.views.decorators.http import require_POST
 
 from core.http import htmx_partial
 from core.permissions import can, restrict
-from workflows import actions, dag
+from workflows import actions, dag, queue
+from workflows.deadlines import describe
 from workflows.forms import ApprovalForm, LaunchForm
 from workflows.models import StepRun, WorkflowDefinition, WorkflowRun
 from workflows.selectors import flow_for, run_for
@@ -44,8 +45,13 @@ def run_list(request: HttpRequest) -> HttpResponse:
         status = ""
     if flow:
         qs = qs.filter(flow_slug=flow)
+    page = Paginator(qs, 25).get_page(request.GET.get("page"))
+    where = queue.places(list(page.object_list))
+    for r in page.object_list:
+        r.place = where.get(r.pk)  # type: ignore[attr-defined]
     context = {
-        "page": Paginator(qs, 25).get_page(request.GET.get("page")),
+        "page": page,
+        "any_queued": bool(where),
         "status": status,
         "flow": flow,
         "statuses": WorkflowRun.Status.values,
@@ -66,6 +72,11 @@ def launch_run(request: HttpRequest) -> HttpResponse:
         return redirect("run-list")
     data = form.cleaned_data["data"]
     outcome = actions.start_run(flow, data, actor=request.user)
+    if outcome.queued:
+        assert outcome.run is not None
+        messages.success(request, f"Run {outcome.run.pk} of {flow.slug} is queued "
+                                  f"({queue.ordinal(outcome.position or 1)} in line): {outcome.decision.detail}")
+        return redirect("run-detail", run_id=outcome.run.pk)
     if not outcome.decision.allowed:
         messages.error(request, outcome.decision.detail)
         return redirect("run-list")
@@ -80,9 +91,12 @@ def _run_context(request: HttpRequest, run: WorkflowRun) -> dict[str, object]:
         s.output_text = json.dumps(s.output, indent=2, default=str) if s.output else ""  # type: ignore[attr-defined]
     columns = [[steps[n] for n in level if n in steps]
                for level in dag.levels([{"name": s.name, "depends_on": s.depends_on} for s in steps.values()])]
-    active = run.status in WorkflowRun.ACTIVE
+    active = run.status in WorkflowRun.UNFINISHED  # a queued run's page polls too: its place counts down
     return {
         "run": run,
+        "place": queue.place(run) if run.status == WorkflowRun.Status.QUEUED else None,
+        "deadline_words": describe(run.definition.deadline) if run.deadline_at else "",
+        "deadline_missed": run.deadline_incident_id is not None,
         "run_data": json.dumps(run.data, default=str),
         "active": active,
         "steps": list(steps.values()),
