@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest
-from ninja import Field, Path, Query, Router, Schema
+from ninja import Field, Path, Query, Router, Schema, Status
 from pydantic import ConfigDict, StrictBool, StrictStr
 
 from core.errors import ApiError, PolicyViolation
@@ -159,9 +159,9 @@ def start(request: HttpRequest, payload: StartIn, dry_run: bool = False) -> Any:
     if outcome.queued:
         assert outcome.run is not None and outcome.decision.queue is not None
         q = outcome.decision.queue
-        return 202, {"runId": outcome.run.pk, "status": "queued", "position": outcome.position,
-                     "policy": {"name": q["policy"], "limit": q["limit"], "current": q["current"],
-                                "perUser": q["perUser"], "detail": outcome.decision.detail}}
+        return Status(202, {"runId": outcome.run.pk, "status": "queued", "position": outcome.position,
+                            "policy": {"name": q["policy"], "limit": q["limit"], "current": q["current"],
+                                       "perUser": q["perUser"], "detail": outcome.decision.detail}})
     if not outcome.decision.allowed:
         raise PolicyViolation(outcome.decision)
     assert outcome.run is not None
