@@ -148,9 +148,9 @@ def test_a_change_freeze_refuses_rather_than_queues(clients, tokens, queueing) -
     for _ in range(5):
         start(clients, tokens)
     now = timezone.now()
-    policy_actions.save_policy(Policy(name="freeze", kind=Policy.Kind.CHANGE_FREEZE, freeze_start=now - timedelta(hours=1),
-                                      freeze_end=now + timedelta(hours=1), applies_to=Policy.Applies.RUNS),
-                               actor="system:test")
+    freeze = Policy(name="freeze", kind=Policy.Kind.CHANGE_FREEZE, freeze_start=now - timedelta(hours=1),
+                    freeze_end=now + timedelta(hours=1), applies_to=Policy.Applies.RUNS)
+    policy_actions.save_policy(freeze, actor="system:test")
     assert start(clients, tokens).status_code == 409
     assert not WorkflowRun.objects.filter(status="queued").exists()
 
