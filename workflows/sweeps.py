@@ -94,9 +94,10 @@ def sweep_deadlines() -> dict[str, int]:
     when there is nothing to do."""
     now = timezone.now()
     missed = list(WorkflowRun.objects.filter(status__in=WorkflowRun.UNFINISHED, deadline_at__lt=now,
-                                             deadline_incident__isnull=True).values_list("pk", flat=True)[:200])
+                                             deadline_incident_id__isnull=True).values_list("pk", flat=True)[:200])
+    open_ids = Incident.objects.filter(kind=Incident.Kind.DEADLINE, status__in=Incident.ACTIVE).values("pk")
     ended = list(WorkflowRun.objects.exclude(status__in=WorkflowRun.UNFINISHED)
-                 .filter(deadline_incident__status__in=Incident.ACTIVE).values_list("pk", flat=True)[:200])
+                 .filter(deadline_incident_id__in=open_ids).values_list("pk", flat=True)[:200])
     out = {"missed": 0, "resolved": 0}
     for pk in missed:
         out["missed"] += transitions.miss_deadline(pk, now=now)

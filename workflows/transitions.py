@@ -127,7 +127,7 @@ def miss_deadline(run_id: int, *, now: datetime) -> bool:
     with transaction.atomic():
         run = (WorkflowRun.objects.select_for_update().select_related("definition")
                .filter(pk=run_id, status__in=WorkflowRun.UNFINISHED, deadline_at__lt=now,
-                       deadline_incident__isnull=True).first())
+                       deadline_incident_id__isnull=True).first())
         if run is None:
             return False
         assert run.deadline_at is not None
@@ -140,7 +140,7 @@ def miss_deadline(run_id: int, *, now: datetime) -> bool:
             title=f"Run {run.pk} of {run.flow_slug} missed its deadline"
                   f"{' (' + describe(spec) + ')' if spec else ''}: still {run.status}",
             evidence=evidence, flow_slug=run.flow_slug, run_id=run.pk)
-        WorkflowRun.objects.filter(pk=run.pk).update(deadline_incident=incident)
+        WorkflowRun.objects.filter(pk=run.pk).update(deadline_incident_id=incident.pk)
         record(events.WORKFLOW_DEADLINE_MISSED, actor=CONTROLLER, target=run,
                payload={**evidence, "incident": incident.pk})
     return True

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 
 from core.http import htmx_partial
 from core.permissions import can, restrict
+from slo.models import Incident
 from workflows import actions, dag, queue
 from workflows.deadlines import describe
 from workflows.forms import ApprovalForm, LaunchForm
@@ -97,6 +98,8 @@ def _run_context(request: HttpRequest, run: WorkflowRun) -> dict[str, object]:
         "place": queue.place(run) if run.status == WorkflowRun.Status.QUEUED else None,
         "deadline_words": describe(run.definition.deadline) if run.deadline_at else "",
         "deadline_missed": run.deadline_incident_id is not None,
+        "deadline_incident_status": Incident.objects.filter(pk=run.deadline_incident_id).values_list(
+            "status", flat=True).first() if run.deadline_incident_id else "",
         "run_data": json.dumps(run.data, default=str),
         "active": active,
         "steps": list(steps.values()),

@@ -146,7 +146,7 @@ def test_a_missed_deadline_opens_an_incident_alerts_and_resolves_when_the_run_fi
     assert sweeps.sweep_deadlines() == {"missed": 0, "resolved": 0}  # once
     run.refresh_from_db()
     inc = Incident.objects.get()
-    assert run.deadline_incident == inc and inc.kind == "deadline" and inc.service is None
+    assert run.deadline_incident_id == inc.pk and inc.kind == "deadline" and inc.service is None
     assert (inc.flow_slug, inc.run_id, inc.status, inc.severity) == ("nightly", run.pk, "open", "page")
     assert inc.title == f"Run {run.pk} of nightly missed its deadline (within 1 min of the start): still pending"
     assert inc.evidence["lateSeconds"] >= 5 and inc.evidence["deadline"] == {"within_seconds": 60}
