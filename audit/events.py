@@ -43,6 +43,9 @@ WORKFLOW_REJECT = "workflow.reject"
 WORKFLOW_PAUSE = "workflow.pause"
 WORKFLOW_RESUME = "workflow.resume"
 WORKFLOW_BULK = "workflow.bulk"
+WORKFLOW_QUEUED = "workflow.queued"  # a start beyond a "when full: queue" quota: the run waits in line
+WORKFLOW_DEQUEUED = "workflow.dequeued"  # a slot freed: the head of the queue started
+WORKFLOW_DEADLINE_MISSED = "workflow.deadline_missed"  # a run passed its deadline unfinished
 FLOW_CREATE = "flow.create"
 FLOW_UPDATE = "flow.update"
 # --- policies ------------------------------------------------------------------------------------

@@ -324,6 +324,9 @@ HMS_STEP_LEASE_SECONDS = envint("HMS_STEP_LEASE_SECONDS", 5, minimum=1)
 # Re-deliveries of a step after its worker was lost (lease expired), counted apart from the step's
 # retries; one more loss fails the step ("worker lost N times").
 HMS_STEP_REDELIVERIES = envint("HMS_STEP_REDELIVERIES", 3, minimum=0)
+# Runs that may wait in one queue (a "when full: queue" quota, per scope); past it, starts are
+# refused (429) as a refusing quota would.
+HMS_RUN_QUEUE_MAX = envint("HMS_RUN_QUEUE_MAX", 1000, minimum=1)
 HMS_DEFAULT_DRIVER = os.environ.get("HMS_DEFAULT_DRIVER", "process")
 HMS_PORT = envint("HMS_PORT", 8000, minimum=1)  # where `manage.py up` serves
 HMS_HOST = os.environ.get("HMS_HOST", "127.0.0.1")

@@ -18,7 +18,8 @@ from policies.models import Policy
 
 KIND_HELP: dict[str, str] = {
     Policy.Kind.CONCURRENT_RUNS: "Refuse a new run (429) while this many runs in scope are pending or running — "
-    "scope it to one flow id or to every flow with a tag, per user or in total.",
+    "scope it to one flow id or to every flow with a tag, per user or in total. With “when full: queue” a "
+    "start beyond the limit waits instead (202, FIFO per scope) and starts by itself when a slot frees.",
     Policy.Kind.INSTANCE_BOUNDS: "Refuse (422) a scale request outside [minimum, maximum] instances for a service "
     "(blank service = every service).",
     Policy.Kind.SCALING_RATE: "Refuse a change larger than the step (422), or one made sooner than the cooldown "
@@ -35,7 +36,8 @@ def summary(policy: Policy) -> str:
     k = policy.kind
     if k == Policy.Kind.CONCURRENT_RUNS:
         scope = f"tag '{policy.scope_tag}'" if policy.scope_tag else f"flow {policy.scope_flow}"
-        return f"≤ {policy.limit} active runs of {scope} {'per user' if policy.per_user else 'in total'}"
+        queue = "; queues when full" if policy.when_full == Policy.WhenFull.QUEUE else ""
+        return f"≤ {policy.limit} active runs of {scope} {'per user' if policy.per_user else 'in total'}{queue}"
     svc = policy.service.name if policy.service_id else "every service"
     if k == Policy.Kind.INSTANCE_BOUNDS:
         return f"{svc}: {policy.min_instances if policy.min_instances is not None else 0}" \
@@ -59,6 +61,15 @@ class PolicyForm(forms.ModelForm):
         model = Policy
         fields = list(Policy.TRACKED_FIELDS)  # narrowed per kind by PolicyAdmin.get_fieldsets
         widgets = {"kind": forms.HiddenInput}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "when_full" in self.fields:
+            # A form (or a script posting one) that leaves it out keeps today's rule: refuse.
+            self.fields["when_full"].required = False
+
+    def clean_when_full(self) -> str:
+        return self.cleaned_data.get("when_full") or Policy.WhenFull.REFUSE
 
 
 @admin.register(Policy)

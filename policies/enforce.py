@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
 from policies.models import Policy
 
-# name -> callable; e.g. "active_runs"(user_id|None, flow_slug|None, tag|None) -> int
+# name -> callable; e.g. "active_runs"(user_id|None, flow_slug|None, tag|None) -> int,
+# "queued_runs"(key, before_id|None) -> int (runs waiting in a queueing quota's queue)
 _providers: dict[str, Callable[..., int]] = {}
 
 
@@ -38,18 +40,32 @@ class Decision:
     checked: list[str] = field(default_factory=list)
     checked_kinds: set[str] = field(default_factory=set)
     denied_by: list[str] = field(default_factory=list)
+    # A refusal every denying policy of which says "when full: queue": the caller may queue the
+    # run instead (see `queueable`). `queue` describes the first such policy: its name, the queue's
+    # key (policy and scope), limit, active count and how many already wait.
+    queue: dict[str, Any] | None = None
+    hard_refusal: bool = False
+
+    @property
+    def queueable(self) -> bool:
+        return not self.allowed and self.queue is not None and not self.hard_refusal
 
     def check(self, policy: Policy) -> None:
         self.checked.append(policy.name)
         self.checked_kinds.add(policy.kind)
 
-    def deny(self, policy: Policy, status: int, detail: str, limit: int | None, current: int | None) -> None:
+    def deny(self, policy: Policy, status: int, detail: str, limit: int | None, current: int | None,
+             queue: dict[str, Any] | None = None) -> None:
         # The first refusal decides the status; policies are visited in a fixed order (freeze,
         # quota, bounds, rate) so the same situation always gets the same answer.
         if self.allowed:
             self.allowed = False
             self.policy, self.kind, self.status = policy.name, policy.kind, status
             self.detail, self.limit, self.current = detail, limit, current
+        if queue is None:
+            self.hard_refusal = True
+        elif self.queue is None:
+            self.queue = queue
         self.reasons.append(detail)
         if policy.name not in self.denied_by:
             self.denied_by.append(policy.name)
@@ -65,7 +81,13 @@ class Decision:
             "reasons": self.reasons,
             "checked": self.checked,
             "policies": self.denied_by,
+            **({"queueable": True} if self.queueable else {}),
         }
+
+
+def queue_key(policy: Policy, user_id: int | None) -> str:
+    """The queue a run waits in: one per queueing quota and scope (per user, or everyone's)."""
+    return f"{policy.pk}:{user_id if policy.per_user else '*'}"
 
 
 def _quota_lock(user_id: int | None, policy: Policy) -> None:
@@ -104,7 +126,8 @@ def enforce(actor: Any, action: str, target: Any, *, lock: bool = False, quota_f
 
     scale context: service_id (Service.pk: what a policy's service refers to), service (its name,
     for the reasons), current (desired now), requested, last_scaled_at (datetime|None)
-    run context: flow (slug), tags (list of str)
+    run context: flow (slug), tags (list of str); queued_run (id) when a queued run asks to start:
+    a queueing quota then counts only the runs queued ahead of it (FIFO), else every queued run
     With lock=True (inside the acting transaction), quota checks take their lock first, so the
     count and the following insert are atomic against concurrent requests.
     """
@@ -133,7 +156,8 @@ def enforce(actor: Any, action: str, target: Any, *, lock: bool = False, quota_f
         elif action == "run" and policy.kind == Policy.Kind.CONCURRENT_RUNS:
             flow, tags = context.get("flow"), context.get("tags") or []
             if (policy.scope_flow and policy.scope_flow == flow) or (policy.scope_tag and policy.scope_tag in tags):
-                _check_quota(decision, policy, actor if quota_for is None else quota_for, lock)
+                owner = actor if quota_for is None else quota_for
+                _check_quota(decision, policy, owner, lock, context.get("queued_run"))
     return decision
 
 
@@ -209,7 +233,7 @@ def _check_rate(decision: Decision, policy: Policy, context: dict[str, Any], now
             )
 
 
-def _check_quota(decision: Decision, policy: Policy, actor: Any, lock: bool) -> None:
+def _check_quota(decision: Decision, policy: Policy, actor: Any, lock: bool, queued_run: int | None) -> None:
     if not policy.limit:
         return  # not a valid quota (admin refuses this; a raw insert could still make one)
     uid = _user_id(actor)
@@ -223,9 +247,12 @@ def _check_quota(decision: Decision, policy: Policy, actor: Any, lock: bool) -> 
     if counter is None:
         raise RuntimeError("no 'active_runs' provider registered (workflows app not loaded?)")
     current = counter(user_id=user_id, flow=policy.scope_flow or None, tag=policy.scope_tag or None)
+    scope = policy.scope_tag or policy.scope_flow
+    who = f" for {actor.get_username()}" if policy.per_user else " in total"
+    if policy.when_full == Policy.WhenFull.QUEUE:
+        _check_queue(decision, policy, user_id, current, queued_run, f"{scope} runs already active{who}")
+        return
     if current >= policy.limit:
-        scope = policy.scope_tag or policy.scope_flow
-        who = f" for {actor.get_username()}" if policy.per_user else " in total"
         decision.deny(
             policy,
             429,
@@ -233,3 +260,26 @@ def _check_quota(decision: Decision, policy: Policy, actor: Any, lock: bool) -> 
             policy.limit,
             current,
         )
+
+
+def _check_queue(decision: Decision, policy: Policy, user_id: int | None, current: int, queued_run: int | None,
+                 what: str) -> None:
+    """A queueing quota: a start waits when the scope is full or others already wait (a slot that
+    frees goes to the head of the queue, never to a newcomer). The one query more than a refusing
+    quota is made only here, so flows without a queueing quota pay nothing for queues."""
+    assert policy.limit is not None
+    queued = _providers.get("queued_runs")
+    if queued is None:
+        raise RuntimeError("no 'queued_runs' provider registered (workflows app not loaded?)")
+    key = queue_key(policy, user_id)
+    waiting = queued(key=key, before_id=queued_run)  # ahead of this run, or all of them for a newcomer
+    if current < policy.limit and waiting == 0:
+        return
+    bound = int(settings.HMS_RUN_QUEUE_MAX)
+    if queued_run is None and waiting >= bound:
+        decision.deny(policy, 429, f"{current} of {policy.limit} {what}, and its queue is full "
+                      f"({waiting} waiting; HMS_RUN_QUEUE_MAX={bound}).", policy.limit, current)
+        return
+    decision.deny(policy, 429, f"{current} of {policy.limit} {what}; {waiting} queued ahead.", policy.limit, current,
+                  queue={"policy": policy.name, "policyId": policy.pk, "key": key, "limit": policy.limit,
+                         "current": current, "ahead": waiting, "perUser": policy.per_user})

@@ -36,6 +36,15 @@ class Policy(models.Model):
     limit = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)],
                                         help_text="Most active (pending or running) runs at once.")
 
+    class WhenFull(models.TextChoices):
+        REFUSE = "refuse", "Refuse the start (429)"
+        QUEUE = "queue", "Queue the run (202): it starts, in order, when a slot frees"
+
+    when_full = models.CharField(
+        "when full", max_length=8, choices=WhenFull.choices, default=WhenFull.REFUSE,
+        help_text="What a start beyond the limit gets: refused, or queued in FIFO order per scope "
+                  "(bounded by HMS_RUN_QUEUE_MAX; past it, refused).")
+
     # instance_bounds / scaling_rate: the service itself (blank = every service), never its name
     # text: a renamed service keeps its policies, and a new service under an old name gets none
     # of them. Referenced by label, not imported (policies sits below fleet); a policy of a
@@ -65,13 +74,14 @@ class Policy(models.Model):
     # The fields each kind uses; the others are cleared on save so a changed kind leaves no stale
     # numbers behind (and the admin shows only these).
     KIND_FIELDS: dict[str, tuple[str, ...]] = {
-        Kind.CONCURRENT_RUNS: ("scope_flow", "scope_tag", "per_user", "limit"),
+        Kind.CONCURRENT_RUNS: ("scope_flow", "scope_tag", "per_user", "limit", "when_full"),
         Kind.INSTANCE_BOUNDS: ("service", "min_instances", "max_instances"),
         Kind.SCALING_RATE: ("service", "max_step", "cooldown_seconds"),
         Kind.CHANGE_FREEZE: ("freeze_start", "freeze_end", "applies_to", "exempt_group"),
         Kind.LAST_NODE_GUARD: (),  # every service: nothing to fill in
     }
     TRACKED_FIELDS = ("name", "kind", "enabled", "description", "scope_flow", "scope_tag", "per_user", "limit",
+                      "when_full",
                       "service", "min_instances", "max_instances", "max_step", "cooldown_seconds",
                       "freeze_start", "freeze_end", "applies_to", "exempt_group")
 
@@ -80,7 +90,7 @@ class Policy(models.Model):
 
     def clear_unused_fields(self) -> None:
         used = set(self.KIND_FIELDS.get(self.kind, ()))
-        defaults = {"per_user": True, "applies_to": self.Applies.BOTH}
+        defaults = {"per_user": True, "applies_to": self.Applies.BOTH, "when_full": self.WhenFull.REFUSE}
         for name in self.TRACKED_FIELDS[4:]:
             if name not in used:
                 attr = f"{name}_id" if name in ("exempt_group", "service") else name

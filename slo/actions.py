@@ -21,18 +21,28 @@ from fleet.models import Service
 from slo.models import AlertChannel, AlertDelivery, Incident, Objectives
 
 
-def open_incident(service: Service, *, kind: str, severity: str, title: str, evidence: dict[str, Any],
-                  actor: Any = "system:sla") -> Any:
-    """Open an incident and queue one alert per matching channel (sent after commit)."""
+def open_incident(service: Service | None, *, kind: str, severity: str, title: str, evidence: dict[str, Any],
+                  actor: Any = "system:sla", flow_slug: str = "", run_id: int | None = None) -> Any:
+    """Open an incident and queue one alert per matching channel (sent after commit). A service's
+    incident (burn rates) or, with service=None, a flow run's (a missed deadline: flow_slug and
+    run_id name it; the channels for every service hear it)."""
 
     with transaction.atomic():
         incident = Incident.objects.create(service=service, kind=kind, severity=severity, title=title[:200],
-                                           evidence=evidence, opened_at=timezone.now())
+                                           evidence=evidence, opened_at=timezone.now(), flow_slug=flow_slug,
+                                           run_id=run_id)
         deliveries = _queue_alerts(incident, "opened")
-        record(events.INCIDENT_OPEN, actor=actor, target=service,
-               payload={"incident": incident.pk, "kind": kind, "severity": severity, "title": incident.title,
-                        "evidence": evidence, "alerts": len(deliveries)})
+        payload = {"incident": incident.pk, "kind": kind, "severity": severity, "title": incident.title,
+                   "evidence": evidence, "alerts": len(deliveries)}
+        if service is None:
+            payload |= {"flowId": flow_slug, "runId": run_id}
+        record(events.INCIDENT_OPEN, actor=actor, target=_target(incident), payload=payload)
     return incident
+
+
+def _target(incident: Incident) -> Any:
+    """Whose history an incident's entries belong to: its service's, or (a run's deadline) its own."""
+    return incident.service if incident.service_id is not None else incident
 
 
 def acknowledge_incident(incident: Any, *, actor: Any) -> bool:
@@ -46,7 +56,7 @@ def acknowledge_incident(incident: Any, *, actor: Any) -> bool:
         inc.acknowledged_by = actor_label(actor)[0][:150]
         inc.save(update_fields=["status", "acknowledged_at", "acknowledged_by"])
         deliveries = _queue_alerts(inc, "acknowledged")
-        record(events.INCIDENT_ACKNOWLEDGE, actor=actor, target=inc.service,
+        record(events.INCIDENT_ACKNOWLEDGE, actor=actor, target=_target(inc),
                payload={"incident": inc.pk, "title": inc.title, "alerts": len(deliveries)})
     return True
 
@@ -61,7 +71,7 @@ def resolve_incident(incident: Any, *, evidence: dict[str, Any], actor: Any = "s
         inc.resolved_at = timezone.now()
         inc.save(update_fields=["status", "resolved_at"])
         deliveries = _queue_alerts(inc, "resolved")
-        record(events.INCIDENT_RESOLVE, actor=actor, target=inc.service,
+        record(events.INCIDENT_RESOLVE, actor=actor, target=_target(inc),
                payload={"incident": inc.pk, "title": inc.title, "evidence": evidence,
                         "open_seconds": round((inc.resolved_at - inc.opened_at).total_seconds(), 1),
                         "alerts": len(deliveries)})
@@ -76,7 +86,7 @@ def enqueue_deliveries(ids: list[int]) -> None:
 
 
 def _queue_alerts(incident: Any, event: str) -> list[int]:
-    matching = Q(service__isnull=True) | Q(service=incident.service_id)
+    matching = Q(service__isnull=True) | (Q(service=incident.service_id) if incident.service_id else Q(pk__in=[]))
     if event == "resolved":
         # The end of an incident always reaches every channel that heard of it, even one disabled
         # since (no one should be left with an alert that never ends), and every matching
@@ -90,7 +100,7 @@ def _queue_alerts(incident: Any, event: str) -> list[int]:
     payload = {
         "event": event,
         "incident": incident.pk,
-        "service": incident.service.name,
+        "service": incident.service.name if incident.service_id else None,
         "kind": incident.kind,
         "severity": incident.severity,
         "status": incident.status,
@@ -98,6 +108,8 @@ def _queue_alerts(incident: Any, event: str) -> list[int]:
         "openedAt": incident.opened_at.isoformat(),
         "evidence": incident.evidence,
     }
+    if incident.service_id is None:
+        payload |= {"flowId": incident.flow_slug, "runId": incident.run_id}
     ids = [AlertDelivery.objects.create(incident=incident, channel=c, event=event, payload=payload).pk
            for c in channels]
     if ids:
@@ -117,7 +129,7 @@ def finish_alert_delivery(delivery: Any, *, sent: bool, attempts: int, response_
         d.attempts, d.response_status, d.last_error = attempts, response_status, error[:300]
         d.sent_at = timezone.now() if sent else None
         d.save(update_fields=["status", "attempts", "response_status", "last_error", "sent_at"])
-        record(events.ALERT_SENT if sent else "alert.failed", actor="system:alerts", target=d.incident.service,
+        record(events.ALERT_SENT if sent else "alert.failed", actor="system:alerts", target=_target(d.incident),
                outcome=AuditEntry.Outcome.SUCCESS if sent else AuditEntry.Outcome.ERROR,
                payload={"incident": d.incident_id, "event": d.event, "channel": d.channel.name,
                         "kind": d.channel.kind, "attempts": attempts, "status": response_status,
@@ -156,7 +168,7 @@ def escalate_incident(incident: Any, *, severity: str, evidence: dict[str, Any],
         inc.evidence = {**inc.evidence, "escalation": evidence}
         inc.save(update_fields=["severity", "evidence"])
         deliveries = _queue_alerts(inc, "escalated")
-        record(events.INCIDENT_ESCALATE, actor=actor, target=inc.service,
+        record(events.INCIDENT_ESCALATE, actor=actor, target=_target(inc),
                payload={"incident": inc.pk, "from": before, "to": severity, "evidence": evidence,
                         "alerts": len(deliveries)})
     return True

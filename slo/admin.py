@@ -9,7 +9,8 @@ from slo.models import AlertChannel, AlertDelivery, Incident, Objectives
 
 @admin.register(Incident)
 class IncidentAdmin(ReadOnlyAdmin):
-    list_display = ("id", "service", "kind", "severity", "status", "title", "opened_at", "resolved_at")
+    list_display = ("id", "service", "flow_slug", "run_id", "kind", "severity", "status", "title", "opened_at",
+                    "resolved_at")
     list_filter = ("status", "kind", "severity", "service")
     search_fields = ("title",)
 

@@ -24,6 +24,7 @@ from slo.models import AlertChannel, AlertDelivery, Incident
 
 log = logging.getLogger(__name__)
 ALERTNAME = "HMSErrorBudgetBurn"
+DEADLINE_ALERTNAME = "HMSRunDeadlineMissed"
 
 
 def deliver(delivery_id: int) -> str:
@@ -87,10 +88,14 @@ def alertmanager_alerts(incident: Incident, *, now: datetime) -> list[dict[str, 
 
 
 def _am_alert(incident: Incident, severity: str, ends_at: datetime | None) -> dict[str, Any]:
-    link = f"{settings.HMS_PUBLIC_URL}/services/{quote(incident.service.name)}/sla/"
+    if incident.service_id is not None:
+        link = f"{settings.HMS_PUBLIC_URL}/services/{quote(incident.service.name)}/sla/"
+        labels = {"alertname": ALERTNAME, "service": incident.service.name}
+    else:  # a run's missed deadline
+        link = f"{settings.HMS_PUBLIC_URL}/runs/{incident.run_id}/"
+        labels = {"alertname": DEADLINE_ALERTNAME, "flow": incident.flow_slug, "run": str(incident.run_id)}
     alert: dict[str, Any] = {
-        "labels": {"alertname": ALERTNAME, "service": incident.service.name, "slo": incident.kind,
-                   "severity": severity, "incident": str(incident.pk)},
+        "labels": {**labels, "slo": incident.kind, "severity": severity, "incident": str(incident.pk)},
         "annotations": {"title": incident.title, "summary": incident.title, "console": link},
         "startsAt": incident.opened_at.isoformat(),
         "generatorURL": link,

@@ -15,6 +15,7 @@ class Incident(models.Model):
         AVAILABILITY = "availability"
         LATENCY = "latency"
         CAPACITY = "capacity"  # running below desired past a grace period (slo.capacity)
+        DEADLINE = "deadline"  # a workflow run missed its flow's deadline (no service: the flow and run)
 
     class Severity(models.TextChoices):
         PAGE = "page"  # wakes someone up (by default the 1 h and 6 h window pairs)
@@ -27,7 +28,11 @@ class Incident(models.Model):
 
     ACTIVE = (Status.OPEN, Status.ACKNOWLEDGED)
 
-    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="incidents")
+    # A burn-rate incident is a service's; a deadline incident names its flow and run instead
+    # (slo sits below workflows, so these are plain values, not foreign keys).
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="incidents", null=True, blank=True)
+    flow_slug = models.CharField(max_length=100, blank=True, default="")
+    run_id = models.PositiveBigIntegerField(null=True, blank=True)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     severity = models.CharField(max_length=16, choices=Severity.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
@@ -43,7 +48,14 @@ class Incident(models.Model):
         indexes = [models.Index(fields=["service", "status"])]
 
     def __str__(self) -> str:
-        return f"{self.service.name}: {self.title}"
+        return f"{self.subject}: {self.title}"
+
+    @property
+    def subject(self) -> str:
+        """What the incident is about: the service's name, or the flow and run of a deadline."""
+        if self.service_id is not None:
+            return self.service.name
+        return f"flow {self.flow_slug} run {self.run_id}" if self.run_id else f"flow {self.flow_slug}"
 
 
 class AlertChannel(models.Model):

@@ -118,7 +118,7 @@ def _overview_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
 @login_required
 @require_POST
 def acknowledge(request: HttpRequest, incident_id: int) -> HttpResponse:
-    inc = get_object_or_404(Incident.objects.select_related("service"), pk=incident_id)
+    inc = get_object_or_404(Incident.objects.select_related("service"), pk=incident_id, service__isnull=False)
     service_for(request.user, inc.service.name, "scale")  # 404 if unseen, 403 if not an operator
     if actions.acknowledge_incident(inc, actor=request.user):
         messages.success(request, f"Incident #{inc.pk} acknowledged.")

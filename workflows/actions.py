@@ -17,7 +17,8 @@ from audit.actions import record
 from audit.models import AuditEntry
 from core.permissions import can
 from policies.enforce import Decision, enforce
-from workflows import dispatch
+from workflows import dispatch, transitions
+from workflows.deadlines import compute_deadline
 from workflows.models import StepRun, WorkflowDefinition, WorkflowRun
 
 DEFAULT_STEP_TIMEOUT = 60
@@ -30,38 +31,50 @@ class StartOutcome:
     decision: Decision
     run: WorkflowRun | None = None
     dry_run: bool = False
+    position: int | None = None  # set when the run was queued (1 = next to start)
+
+    @property
+    def queued(self) -> bool:
+        return self.run is not None and self.position is not None
 
 
 def start_run(definition: WorkflowDefinition, data: dict[str, Any], *, actor: Any,
               dry_run: bool = False) -> StartOutcome:
     """Create the run and its steps and the audit entry in one transaction; the quota check takes
     its lock first, so the count and the insert are atomic under any concurrency. Ready steps are
-    enqueued once the transaction commits."""
+    enqueued once the transaction commits. Beyond a "when full: queue" quota the run is created
+    queued instead (no step queued; workflows.queue starts it when a slot frees), still under the
+    lock, so its id is its place in line."""
     with transaction.atomic():
         decision = enforce(actor, "run", definition, lock=not dry_run, flow=definition.slug,
                            tags=definition.tags)
         if dry_run:
             return StartOutcome(decision, dry_run=True)
-        if not decision.allowed:
+        queued = decision.queueable
+        if not decision.allowed and not queued:
             record(events.WORKFLOW_START, actor=actor, target=definition, outcome=AuditEntry.Outcome.DENIED,
                    payload={"flowId": definition.slug, "decision": decision.as_dict()})
             return StartOutcome(decision)
+        now = timezone.now()
         run = WorkflowRun.objects.create(
             definition=definition,
             flow_slug=definition.slug,
             tag_list="," + ",".join(definition.tags) + "," if definition.tags else "",
             data=data,
             actor=actor,
+            status=WorkflowRun.Status.QUEUED if queued else WorkflowRun.Status.PENDING,
+            queue_key=decision.queue["key"] if queued and decision.queue else "",
+            deadline_at=compute_deadline(definition.deadline, now) if definition.deadline else None,
         )
-        now = timezone.now()
         steps = StepRun.objects.bulk_create(
             [
                 StepRun(
                     run=run,
                     # Roots can start at once: queue them in this transaction rather than in a
                     # second one after commit (half the queries on the hot path of every start).
-                    status=StepRun.Status.PENDING if s.get("depends_on") else StepRun.Status.QUEUED,
-                    queued_at=None if s.get("depends_on") else now,
+                    # A queued run's roots wait (pending) until the run leaves the queue.
+                    status=StepRun.Status.PENDING if s.get("depends_on") or queued else StepRun.Status.QUEUED,
+                    queued_at=None if s.get("depends_on") or queued else now,
                     name=s["name"],
                     action=s["action"],
                     params=s.get("params", {}),
@@ -79,6 +92,13 @@ def start_run(definition: WorkflowDefinition, data: dict[str, Any], *, actor: An
                 for s in definition.steps
             ]
         )
+        if queued:
+            assert decision.queue is not None
+            position = decision.queue["ahead"] + 1
+            record(events.WORKFLOW_QUEUED, actor=actor, target=run,
+                   payload={"flowId": definition.slug, "runId": run.pk, "position": position,
+                            "queue": run.queue_key, "decision": decision.as_dict()})
+            return StartOutcome(decision, run, position=position)
         record(events.WORKFLOW_START, actor=actor, target=run, payload={"flowId": definition.slug, "runId": run.pk})
         roots = [step.pk for step in steps if step.status == StepRun.Status.QUEUED]
         transaction.on_commit(lambda: [dispatch.enqueue(pk) for pk in roots])
@@ -91,16 +111,20 @@ def cancel_run(run: WorkflowRun, *, actor: Any, bulk: str | None = None) -> bool
     discarded (its conditional update loses). Returns False when the run had already finished."""
     with transaction.atomic():
         now = timezone.now()
-        won = WorkflowRun.objects.filter(pk=run.pk, status__in=WorkflowRun.ACTIVE).update(
-            status=WorkflowRun.Status.CANCELLED, finished_at=now
-        )
+        # Which state it leaves decides whether a quota slot frees (a queued run held none): two
+        # conditional updates, so a run dequeued at this very moment counts as active.
+        cancelled = {"status": WorkflowRun.Status.CANCELLED, "finished_at": now}
+        was_queued = bool(WorkflowRun.objects.filter(pk=run.pk, status=WorkflowRun.Status.QUEUED).update(**cancelled))
+        won = was_queued or WorkflowRun.objects.filter(pk=run.pk, status__in=WorkflowRun.ACTIVE).update(**cancelled)
         if not won:
             return False
         stopped = StepRun.objects.filter(run=run, status__in=dispatch.UNFINISHED).update(
             status=StepRun.Status.CANCELLED, finished_at=now, lease_until=None, not_before=None)
         record(events.WORKFLOW_CANCEL, actor=actor, target=run,
                payload={"runId": run.pk, "flowId": run.flow_slug, "stepsStopped": stopped}
-               | ({events.BULK: bulk} if bulk else {}))
+               | ({events.BULK: bulk} if bulk else {}) | ({"queued": True} if was_queued else {}))
+        if not was_queued:
+            transitions.slot_freed(run)
     return True
 
 

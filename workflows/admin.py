@@ -10,7 +10,7 @@ class WorkflowDefinitionAdmin(GrantingGuardedModelAdmin):
     """Edits are validated by the model's clean() (the same DAG checks as load_flows): a cycle, an
     unknown action, a missing dependency or bad params is shown on the form and nothing is saved."""
 
-    list_display = ("slug", "name", "tags", "enabled", "updated_at")
+    list_display = ("slug", "name", "tags", "deadline", "enabled", "updated_at")
     search_fields = ("slug", "name")
 
     def save_model(self, request, obj, form, change):  # type: ignore[override]
@@ -31,7 +31,7 @@ class StepRunInline(admin.TabularInline):
 class WorkflowRunAdmin(GrantingGuardedModelAdmin):
     """Runs are created and changed only by the engine; read-only here."""
 
-    list_display = ("id", "flow_slug", "actor", "status", "created_at", "finished_at")
+    list_display = ("id", "flow_slug", "actor", "status", "created_at", "finished_at", "deadline_at")
     list_filter = ("status", "flow_slug")
     inlines = [StepRunInline]
 

@@ -7,13 +7,13 @@ from typing import Any, Literal
 
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest
-from ninja import Field, Path, Query, Router, Schema
+from ninja import Field, Path, Query, Router, Schema, Status
 from pydantic import ConfigDict, StrictBool, StrictStr
 
 from core.errors import ApiError, PolicyViolation
 from core.openapi import NO_NUL, RUN_POLICIES, STORABLE_BODY, STORABLE_JSON_MARK, DecisionOut, documented
 from core.permissions import restrict
-from workflows import actions, serializers
+from workflows import actions, queue, serializers
 from workflows.models import StepRun, WorkflowRun
 from workflows.selectors import flow_for, run_for
 
@@ -34,7 +34,26 @@ class StartOut(Schema):
     status: Literal["started"]
 
 
-RunStatus = Literal["pending", "running", "paused", "succeeded", "failed", "cancelled"]
+class QueuePolicyOut(Schema):
+    name: str = Field(..., description="the quota that queued the run")
+    limit: int
+    current: int = Field(..., description="its runs active when this one was queued")
+    perUser: bool
+    detail: str
+
+
+class QueuedOut(Schema):
+    runId: int
+    status: Literal["queued"]
+    position: int = Field(..., description="place in line: 1 = the next to start when a slot frees")
+    policy: QueuePolicyOut
+
+
+QUEUED_EXAMPLE = {"runId": 43, "status": "queued", "position": 3, "policy": {
+    "name": "analytics jobs per user ≤ 5", "limit": 5, "current": 5, "perUser": True,
+    "detail": "5 of 5 analytics runs already active for alice; 2 queued ahead."}}
+
+RunStatus = Literal["queued", "pending", "running", "paused", "succeeded", "failed", "cancelled"]
 StepStatus = Literal["pending", "queued", "running", "retrying", "waiting", "succeeded", "failed", "cancelled",
                      "skipped"]
 
@@ -68,6 +87,11 @@ class RunOut(Schema):
     pausedAt: datetime | None = None
     startedAt: datetime | None
     finishedAt: datetime | None
+    position: int | None = Field(None, description="a queued run's place in line (1 = next); null otherwise")
+    queue: str | None = Field(None, description="a queued run's place in words, e.g. \"3rd in line behind alice's "
+                              "runs 41, 42 (analytics jobs per user ≤ 5: 5 running)\"")
+    deadlineAt: datetime | None = Field(None, description="when the run must have finished (the flow's deadline)")
+    deadlineIncident: int | None = Field(None, description="the incident its missed deadline opened")
     steps: list[StepOut]
 
 
@@ -78,6 +102,7 @@ class RunItemOut(Schema):
     actor: str | None
     createdAt: datetime
     finishedAt: datetime | None
+    position: int | None = Field(None, description="a queued run's place in line")
 
 
 class RunListOut(Schema):
@@ -102,26 +127,44 @@ _NO_RUN = {404: {"error": "not_found", "detail": "No run 42."}}
 RUN_ID = Path(..., example=42, description="the runId POST /mgmt/workflows answered")
 
 
+def _start_docs() -> dict[str, Any]:
+    docs = documented(
+        StartOut | DecisionOut, errors=(403, 404), policy=RUN_POLICIES, body=True,
+        request_example={"flowId": "reportingFlow", "data": {"user": 123}},
+        response_example={"runId": 42, "status": "started"},
+        error_examples={404: {"error": "not_found", "detail": "No flow with id 'noSuchFlow'."}},
+    )
+    docs["response"][202] = QueuedOut
+    docs["openapi_extra"]["responses"][202] = {
+        "description": "Queued: a \"when full: queue\" quota is full (or others already wait); the run starts by "
+                       "itself, in FIFO order per scope, when a slot frees",
+        "content": {"application/json": {"example": QUEUED_EXAMPLE}}}
+    return docs
+
+
 @router.post(
     "/workflows",
     summary="Start a workflow run",
     description=(
         "The chapter's call: `{flowId, data}` → `{runId, status: \"started\"}`; the run goes on in the "
         "workers (GET /mgmt/workflows/{runId} for its steps). `?dry_run=1` only asks the policies (a 200 "
-        "DecisionOut). A quota refusal is 429 with the policy's limit and current count; a change freeze 409."
+        "DecisionOut). A quota refusal is 429 with the policy's limit and current count; a change freeze 409. "
+        "Beyond a quota that says \"when full: queue\" the answer is 202 `{runId, status: \"queued\", position, "
+        "policy}`: the run waits in line and starts when a slot frees (past HMS_RUN_QUEUE_MAX waiting: 429)."
     ),
-    **documented(
-        StartOut | DecisionOut, errors=(403, 404), policy=RUN_POLICIES, body=True,
-        request_example={"flowId": "reportingFlow", "data": {"user": 123}},
-        response_example={"runId": 42, "status": "started"},
-        error_examples={404: {"error": "not_found", "detail": "No flow with id 'noSuchFlow'."}},
-    ),
+    **_start_docs(),
 )
 def start(request: HttpRequest, payload: StartIn, dry_run: bool = False) -> Any:
     flow = flow_for(request.user, payload.flowId, "run")
     outcome = actions.start_run(flow, payload.data, actor=request.user, dry_run=dry_run)
     if dry_run:
         return outcome.decision.as_dict() | {"dryRun": True}
+    if outcome.queued:
+        assert outcome.run is not None and outcome.decision.queue is not None
+        q = outcome.decision.queue
+        return Status(202, {"runId": outcome.run.pk, "status": "queued", "position": outcome.position,
+                            "policy": {"name": q["policy"], "limit": q["limit"], "current": q["current"],
+                                       "perUser": q["perUser"], "detail": outcome.decision.detail}})
     if not outcome.decision.allowed:
         raise PolicyViolation(outcome.decision)
     assert outcome.run is not None
@@ -148,7 +191,8 @@ def list_runs(
     if flowId:
         qs = qs.filter(flow_slug=flowId)
     pages = Paginator(qs, per_page)
-    items = pages.page(page).object_list if page <= max(pages.num_pages, 1) else []
+    items = list(pages.page(page).object_list) if page <= max(pages.num_pages, 1) else []
+    where = queue.places(items)
     return {
         "count": pages.count,
         "page": page,
@@ -156,7 +200,7 @@ def list_runs(
         "items": [
             {"runId": r.pk, "flowId": r.flow_slug, "status": r.status,
              "actor": r.actor.get_username() if r.actor else None, "createdAt": r.created_at,
-             "finishedAt": r.finished_at}
+             "finishedAt": r.finished_at, "position": where[r.pk].position if r.pk in where else None}
             for r in items
         ],
     }

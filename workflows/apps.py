@@ -13,12 +13,19 @@ class WorkflowsConfig(AppConfig):
         from autoscaling.autoscaler import register_demand_provider
         from core.loops import register
         from policies.enforce import register_provider
-        from workflows import callables, execute, selectors, sweeps
+        from workflows import callables, execute, queue, selectors, sweeps, transitions
         from workflows.models import StepRun
 
         del callables  # imported for its @callable_step registrations (the built-in python steps)
         # Policies sit below workflows: hand them the count they need for run quotas.
         register_provider("active_runs", selectors.active_runs)
+        register_provider("queued_runs", queue.queued_runs)
+        # A run that gives back its slot starts the head of the queue waiting for it (after commit);
+        # the controller's pass every second is the safety net.
+        transitions.on_slot_freed(queue.slot_freed)
+        register("tick", "workflows.promote_queued", 1, queue.promote_all)
+        # Runs past their flow's deadline open an incident; it resolves once they finish.
+        register("monitor", "workflows.deadlines", 1, sweeps.sweep_deadlines)
         # The autoscaler scales on workflow demand: steps queued or running per service.
         register_demand_provider(lambda name: StepRun.objects.filter(
             status__in=(StepRun.Status.QUEUED, StepRun.Status.RUNNING), params__service=name).count())

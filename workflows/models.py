@@ -39,6 +39,11 @@ class WorkflowDefinition(models.Model):
     description = models.TextField(blank=True)
     tags = models.JSONField(default=list, blank=True)
     steps = models.JSONField(default=list)
+    # {"within_seconds": 1800} or {"by": "06:00", "tz": "Europe/Berlin"} (workflows.deadlines);
+    # a run missing it opens an incident that alerts through the SLA alert channels.
+    deadline = models.JSONField(null=True, blank=True, help_text='finish within N seconds of the start: '
+                                '{"within_seconds": 1800}; or by a wall-clock time: {"by": "06:00", '
+                                '"tz": "Europe/Berlin"} (the next such instant after the start)')
     enabled = models.BooleanField(default=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -52,14 +57,22 @@ class WorkflowDefinition(models.Model):
         return self.slug
 
     def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
         from workflows.dag import validate_definition  # dag → steps → fleet: loaded after this module
+        from workflows.deadlines import validate_deadline  # imports this module's neighbours
 
         validate_definition(self.steps, self.tags)
         check_approvers(self.steps)
+        try:
+            validate_deadline(self.deadline)
+        except ValueError as exc:
+            raise ValidationError({"deadline": str(exc)}) from None
 
 
 class WorkflowRun(models.Model):
     class Status(models.TextChoices):
+        QUEUED = "queued"  # waiting in a queueing quota's queue: holds no slot, no step has started
         PENDING = "pending"
         RUNNING = "running"
         PAUSED = "paused"  # no pending step starts until resumed; steps already running finish
@@ -67,10 +80,11 @@ class WorkflowRun(models.Model):
         FAILED = "failed"
         CANCELLED = "cancelled"
 
-    # Not finished: holds its quota slot, may be cancelled. A paused run is active (it will go
-    # on), but its steps are not claimed: RUNNABLE is what a worker may claim a step of.
+    # Not finished, holding its quota slot. A paused run is active (it will go on), but its steps
+    # are not claimed: RUNNABLE is what a worker may claim a step of. A queued run holds no slot.
     ACTIVE = (Status.PENDING, Status.RUNNING, Status.PAUSED)
     RUNNABLE = (Status.PENDING, Status.RUNNING)
+    UNFINISHED = (Status.QUEUED, *ACTIVE)  # may still change (cancellable)
     owner_field = "actor"  # the choke point lets a run's owner see it
 
     definition = models.ForeignKey(WorkflowDefinition, on_delete=models.PROTECT, related_name="runs")
@@ -89,6 +103,15 @@ class WorkflowRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # A queued run: the queue it waits in (policies.enforce.queue_key: "<policy id>:<user id|*>");
+    # FIFO is by id, which each start takes under the quota's lock. Kept once dequeued (history).
+    queue_key = models.CharField(max_length=40, blank=True, default="")
+    dequeued_at = models.DateTimeField(null=True, blank=True)
+    # Computed from the flow's deadline when the run is submitted (queued time counts).
+    deadline_at = models.DateTimeField(null=True, blank=True)
+    # The slo.Incident its missed deadline opened: a plain id, not a foreign key, so workflows'
+    # migrations need none of slo's (the old-database migration test unapplies slo alone).
+    deadline_incident_id = models.PositiveBigIntegerField(null=True, blank=True)
 
     objects = RestrictedQuerySet.as_manager()
 
@@ -100,7 +123,8 @@ class WorkflowRun(models.Model):
             ("approve_workflowrun", "Can approve steps of workflow run"),
             ("pause_workflowrun", "Can pause and resume workflow run"),
         ]
-        indexes = [models.Index(fields=["actor", "status"])]
+        indexes = [models.Index(fields=["actor", "status"]), models.Index(fields=["queue_key", "status"]),
+                   models.Index(fields=["status", "deadline_at"])]
 
     def __str__(self) -> str:
         return f"run {self.pk} of {self.flow_slug}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from workflows import queue
 from workflows.models import StepRun, WorkflowRun
 
 S = StepRun.Status
@@ -42,5 +43,8 @@ def run_summary(run: WorkflowRun) -> dict[str, Any]:
         "pausedAt": run.paused_at,
         "startedAt": run.started_at,
         "finishedAt": run.finished_at,
+        **queue.queue_summary(run),
+        "deadlineAt": run.deadline_at,
+        "deadlineIncident": run.deadline_incident_id,
         "steps": [step_summary(s) for s in run.steps.all()],
     }

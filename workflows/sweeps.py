@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from slo.models import Incident
 from workflows import dispatch, transitions
 from workflows.dispatch import S, dispatch_ready, enqueue
 from workflows.models import StepRun, WorkflowRun
@@ -87,4 +88,22 @@ def sweep_due() -> dict[str, int]:
         out["swept"] = sweep_expired_leases()
     if S.RETRYING in due:
         out["retried"] = promote_due_retries()
+    return out
+
+
+def sweep_deadlines() -> dict[str, int]:
+    """The monitor's deadline job (every second): open an incident for each unfinished run past its
+    deadline, resolve the incident of each such run that has finished since. Two indexed queries
+    when there is nothing to do."""
+    now = timezone.now()
+    missed = list(WorkflowRun.objects.filter(status__in=WorkflowRun.UNFINISHED, deadline_at__lt=now,
+                                             deadline_incident_id__isnull=True).values_list("pk", flat=True)[:200])
+    open_ids = Incident.objects.filter(kind=Incident.Kind.DEADLINE, status__in=Incident.ACTIVE).values("pk")
+    ended = list(WorkflowRun.objects.exclude(status__in=WorkflowRun.UNFINISHED)
+                 .filter(deadline_incident_id__in=open_ids).values_list("pk", flat=True)[:200])
+    out = {"missed": 0, "resolved": 0}
+    for pk in missed:
+        out["missed"] += transitions.miss_deadline(pk, now=now)
+    for pk in ended:
+        out["resolved"] += transitions.end_deadline_incident(pk)
     return out

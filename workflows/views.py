@@ -18,7 +18,9 @@ from django.views.decorators.http import require_POST
 
 from core.http import htmx_partial
 from core.permissions import can, restrict
-from workflows import actions, dag
+from slo.models import Incident
+from workflows import actions, dag, queue
+from workflows.deadlines import describe
 from workflows.forms import ApprovalForm, BulkForm, LaunchForm
 from workflows.models import StepRun, WorkflowDefinition, WorkflowRun
 from workflows.selectors import flow_for, run_for
@@ -51,8 +53,13 @@ def _filtered_runs(request: HttpRequest, status: str, flow: str) -> tuple[QueryS
 
 def _list_context(request: HttpRequest, qs: QuerySet[WorkflowRun], status: str, flow: str,
                   page: str | None) -> dict[str, object]:
+    shown = Paginator(qs, 25).get_page(page)
+    where = queue.places(list(shown.object_list))
+    for r in shown.object_list:
+        r.place = where.get(r.pk)  # type: ignore[attr-defined]
     return {
-        "page": Paginator(qs, 25).get_page(page),
+        "page": shown,
+        "any_queued": bool(where),
         "status": status,
         "flow": flow,
         "statuses": WorkflowRun.Status.values,
@@ -111,6 +118,11 @@ def launch_run(request: HttpRequest) -> HttpResponse:
         return redirect("run-list")
     data = form.cleaned_data["data"]
     outcome = actions.start_run(flow, data, actor=request.user)
+    if outcome.queued:
+        assert outcome.run is not None
+        messages.success(request, f"Run {outcome.run.pk} of {flow.slug} is queued "
+                                  f"({queue.ordinal(outcome.position or 1)} in line): {outcome.decision.detail}")
+        return redirect("run-detail", run_id=outcome.run.pk)
     if not outcome.decision.allowed:
         messages.error(request, outcome.decision.detail)
         return redirect("run-list")
@@ -125,7 +137,7 @@ def _run_context(request: HttpRequest, run: WorkflowRun) -> dict[str, object]:
         s.output_text = json.dumps(s.output, indent=2, default=str) if s.output else ""  # type: ignore[attr-defined]
     columns = [[steps[n] for n in level if n in steps]
                for level in dag.levels([{"name": s.name, "depends_on": s.depends_on} for s in steps.values()])]
-    active = run.status in WorkflowRun.ACTIVE
+    active = run.status in WorkflowRun.UNFINISHED  # a queued run's page polls too: its place counts down
     may_approve = any(s.status == StepRun.Status.WAITING for s in steps.values()) and can(request.user, "approve", run)
     if may_approve:
         for s in steps.values():
@@ -135,6 +147,11 @@ def _run_context(request: HttpRequest, run: WorkflowRun) -> dict[str, object]:
     may_pause = active and can(request.user, "pause", run)
     return {
         "run": run,
+        "place": queue.place(run) if run.status == WorkflowRun.Status.QUEUED else None,
+        "deadline_words": describe(run.definition.deadline) if run.deadline_at else "",
+        "deadline_missed": run.deadline_incident_id is not None,
+        "deadline_incident_status": Incident.objects.filter(pk=run.deadline_incident_id).values_list(
+            "status", flat=True).first() if run.deadline_incident_id else "",
         "run_data": json.dumps(run.data, default=str),
         "active": active,
         "steps": list(steps.values()),

@@ -20,7 +20,7 @@ from workflows import actions
 from workflows.models import WorkflowDefinition
 
 ACTOR = "system:load_flows"
-FIELDS = {"slug", "name", "description", "tags", "steps", "enabled"}
+FIELDS = {"slug", "name", "description", "tags", "steps", "enabled", "deadline"}
 
 
 def read_flows(path: Path) -> list[tuple[str, dict[str, Any]]]:
