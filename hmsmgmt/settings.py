@@ -103,6 +103,7 @@ INSTALLED_APPS = [
     "slo",
     "autoscaling",
     "workflows",
+    "schedules",
     "controller",
     "console",
     # Migration history of the apps the layout split, under their old labels (legacy/__init__.py).
@@ -284,6 +285,12 @@ HMS_STEP_LEASE_SECONDS = envint("HMS_STEP_LEASE_SECONDS", 5, minimum=1)
 # Re-deliveries of a step after its worker was lost (lease expired), counted apart from the step's
 # retries; one more loss fails the step ("worker lost N times").
 HMS_STEP_REDELIVERIES = envint("HMS_STEP_REDELIVERIES", 3, minimum=0)
+# Schedules (docs/schedules.md): the controller's "schedules" loop looks for due fires this often; a
+# fire later than the grace counts as missed (the schedule's missed-fires policy decides); each
+# schedule keeps its newest HMS_SCHEDULE_FIRES_KEPT fire records.
+HMS_SCHEDULE_POLL_MS = envint("HMS_SCHEDULE_POLL_MS", 100, minimum=10)
+HMS_SCHEDULE_GRACE_MS = envint("HMS_SCHEDULE_GRACE_MS", 2000, minimum=0)
+HMS_SCHEDULE_FIRES_KEPT = envint("HMS_SCHEDULE_FIRES_KEPT", 500, minimum=10)
 HMS_DEFAULT_DRIVER = os.environ.get("HMS_DEFAULT_DRIVER", "process")
 HMS_PORT = envint("HMS_PORT", 8000, minimum=1)  # where `manage.py up` serves
 HMS_HOST = os.environ.get("HMS_HOST", "127.0.0.1")
