@@ -28,6 +28,7 @@ from core.http import json_error
 from core.middleware import database_unavailable
 from core.openapi import link_storable_json
 from fleet.api import router as services_router
+from schedules.api import router as schedules_router
 from slo.api import router as slo_router
 from workflows.api import router as workflows_router
 
@@ -227,5 +228,6 @@ def on_database_unavailable(request: HttpRequest, exc: Exception) -> HttpRespons
 api.add_router("", services_router)
 api.add_router("", slo_router)
 api.add_router("", workflows_router)
+api.add_router("", schedules_router)
 api.add_router("", audit_router)
 api.add_router("", system_router)
