@@ -51,7 +51,8 @@ def test_per_second_schedule_fires_once_per_second_across_restarts(flow, persona
     stop(first)  # then a plain restart: the seconds it was down are missed and caught up (policy each)
     down_at = fires()
     second = spawn(*LOOP)
-    wait_for(lambda: fires() >= down_at + 8, timeout=60, interval=0.1, message=f"fires after restart; {second.output()}")
+    wait_for(lambda: fires() >= down_at + 8, timeout=60, interval=0.1,
+             message=f"fires after restart; {second.output()}")
     stop(second)
 
     rows = list(ScheduleFire.objects.filter(schedule=s).order_by("scheduled_for"))
