@@ -8,7 +8,10 @@ class SchedulesConfig(AppConfig):
     def ready(self) -> None:
         # Here, not at the top: the job imports models, which exist only once the registry is ready.
         from core.loops import register
-        from schedules import jobs
+        from schedules import flowfile, jobs
+        from workflows.flowfile import register_section
+
+        register_section("schedules", flowfile.parse, flowfile.apply)  # load_flows' `schedules:`
 
         # The "schedules" loop (every HMS_SCHEDULE_POLL_MS) fires what is due and releases held fires.
         register("schedules", "schedules.fire_due", 0, jobs.fire_due)

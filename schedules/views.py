@@ -44,7 +44,9 @@ def _flow_context(request: HttpRequest, flow: WorkflowDefinition, form: Schedule
         c = s.cadence()
         rows.append({"s": s, "fires": fires[s.pk], "may_change": s.pk in manage["change"],
                      "may_delete": s.pk in manage["delete"],
-                     "upcoming": [(c.local(t), t) for t in selectors.upcoming(s)]})
+                     # Formatted here: the template's date filter would show the console's zone.
+                     "upcoming": [(c.local(t).strftime("%Y-%m-%d %H:%M:%S %Z"), t.strftime("%H:%M:%S"))
+                                  for t in selectors.upcoming(s)]})
     stats = flow_stats(flow.slug)
     return {
         "flow": flow,
