@@ -48,6 +48,16 @@ WORKFLOW_DEQUEUED = "workflow.dequeued"  # a slot freed: the head of the queue s
 WORKFLOW_DEADLINE_MISSED = "workflow.deadline_missed"  # a run passed its deadline unfinished
 FLOW_CREATE = "flow.create"
 FLOW_UPDATE = "flow.update"
+# --- schedules -----------------------------------------------------------------------------------
+SCHEDULE_CREATE = "schedule.create"
+SCHEDULE_UPDATE = "schedule.update"
+SCHEDULE_PAUSE = "schedule.pause"
+SCHEDULE_RESUME = "schedule.resume"
+SCHEDULE_DELETE = "schedule.delete"
+SCHEDULE_FIRE = "schedule.fire"  # a run started (success) or the owner's start refused (denied)
+SCHEDULE_SKIP = "schedule.skip"  # the overlap policy skipped a fire
+SCHEDULE_HOLD = "schedule.hold"  # the overlap policy queue holds a fire until the previous run ends
+SCHEDULE_MISSED = "schedule.missed"  # instants the missed-fires policy dropped (one entry per claim)
 # --- policies ------------------------------------------------------------------------------------
 POLICY_CREATE = "policy.create"
 POLICY_UPDATE = "policy.update"

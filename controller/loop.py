@@ -46,11 +46,12 @@ def loop_periods() -> dict[str, float]:
         "sealer": settings.HMS_AUDIT_SEAL_INTERVAL_MS / 1000,
         "failover": 0.0,
         "probes": settings.HMS_PROBE_FLUSH_MS / 1000,
+        "schedules": settings.HMS_SCHEDULE_POLL_MS / 1000,  # a per-second schedule: well inside a second
     }
 
 
 PROBE_LOOPS = ("probes",)
-CONTROL_LOOPS = ("tick", "monitor", "sealer", "failover")  # the controller's, when probes run apart
+CONTROL_LOOPS = ("tick", "monitor", "sealer", "failover", "schedules")  # the controller's, when probes run apart
 
 
 class Beat:

@@ -10,6 +10,8 @@ Loops (the controller starts the ones that have jobs):
 - "monitor"  every 100 ms: roll-ups, SLO evaluation, the autoscaler, pruning;
 - "sealer"   every HMS_AUDIT_SEAL_INTERVAL_MS: seal the audit chain, write due checkpoints;
 - "failover" continuously: converge services whose engine reported a death (the job blocks ≤ 0.2 s);
+- "schedules" every HMS_SCHEDULE_POLL_MS: fire due schedules (a loop of its own, so a slow roll-up
+             never makes a per-second schedule late);
 - "probes"   every HMS_PROBE_FLUSH_MS: store what the probe loop (health.prober, an asyncio thread
              of its own) probed since the last pass; usually run as a process of its own.
 Their own threads keep each cadence independent of the others' slowest pass. A job with a

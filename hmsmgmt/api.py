@@ -30,6 +30,7 @@ from core.middleware import database_unavailable
 from core.openapi import link_storable_json
 from fleet.api import router as services_router
 from fleet.node_api import router as nodes_router
+from schedules.api import router as schedules_router
 from slo.api import router as slo_router
 from workflows.api import router as workflows_router
 
@@ -249,5 +250,6 @@ api.add_router("", services_router)
 api.add_router("", nodes_router)
 api.add_router("", slo_router)
 api.add_router("", workflows_router)
+api.add_router("", schedules_router)
 api.add_router("", audit_router)
 api.add_router("", system_router)

@@ -104,6 +104,7 @@ INSTALLED_APPS = [
     "slo",
     "autoscaling",
     "workflows",
+    "schedules",
     "controller",
     "console",
     # Migration history of the apps the layout split, under their old labels (legacy/__init__.py).
@@ -327,6 +328,12 @@ HMS_STEP_REDELIVERIES = envint("HMS_STEP_REDELIVERIES", 3, minimum=0)
 # Runs that may wait in one queue (a "when full: queue" quota, per scope); past it, starts are
 # refused (429) as a refusing quota would.
 HMS_RUN_QUEUE_MAX = envint("HMS_RUN_QUEUE_MAX", 1000, minimum=1)
+# Schedules (docs/schedules.md): the controller's "schedules" loop looks for due fires this often; a
+# fire later than the grace counts as missed (the schedule's missed-fires policy decides); each
+# schedule keeps its newest HMS_SCHEDULE_FIRES_KEPT fire records.
+HMS_SCHEDULE_POLL_MS = envint("HMS_SCHEDULE_POLL_MS", 100, minimum=10)
+HMS_SCHEDULE_GRACE_MS = envint("HMS_SCHEDULE_GRACE_MS", 2000, minimum=0)
+HMS_SCHEDULE_FIRES_KEPT = envint("HMS_SCHEDULE_FIRES_KEPT", 500, minimum=10)
 HMS_DEFAULT_DRIVER = os.environ.get("HMS_DEFAULT_DRIVER", "process")
 HMS_PORT = envint("HMS_PORT", 8000, minimum=1)  # where `manage.py up` serves
 HMS_HOST = os.environ.get("HMS_HOST", "127.0.0.1")

@@ -17,6 +17,7 @@ urlpatterns = [
     path("", include("slo.urls")),
     path("", include("autoscaling.urls")),
     path("", include("workflows.urls")),
+    path("", include("schedules.urls")),
     path("", include("audit.urls")),
     path("", include("policies.urls")),
     path("login/", LoginView.as_view(), name="login"),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ["core", "audit", "accounts", "policies", "fleet", "health", "slo", "autoscaling", "workflows",
-          "controller", "console", "hmsmgmt"]
+          "schedules", "controller", "console", "hmsmgmt"]
 OURS = set(LAYERS) | {"legacy"}
 
 

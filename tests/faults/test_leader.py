@@ -18,7 +18,7 @@ from django.core.management import call_command
 from django.db import connection  # noqa: F401 (read by the skipif condition)
 
 from controller import leader
-from controller.loop import loop_periods
+from controller.loop import CONTROL_LOOPS, loop_periods
 from controller.models import LoopBeat
 from fleet.actions import scale_service
 from fleet.drivers.process import ProcessDriver
@@ -153,14 +153,14 @@ def test_up_split_beside_a_plain_controller_runs_each_loop_once(stop_local_insta
     process only (probes not doubled); kill -9 of its leader hands it to the other."""
     svc = service_with("ha", probe_interval_seconds=PROBE_INTERVAL)
     assert scale_service(svc, 2, actor="system:test").decision.allowed
-    control = spawn("controller", "--loops", "tick,monitor,sealer,failover")
+    control = spawn("controller", "--loops", ",".join(CONTROL_LOOPS))
     probes = spawn("controller", "--loops", "probes")
     wait_for(lambda: set(leaders()) == set(LOOPS), timeout=60, interval=0.1,
              message=f"every loop led; outputs: {control.output()}{probes.output()}")
     plain = spawn("controller")  # started last: it stands by for every loop
     wait_for(lambda: LoopBeat.objects.filter(pid=plain.pid).count() == len(LOOPS), timeout=60, interval=0.1,
              message=f"the plain controller's rows; its output: {plain.output()}")
-    assert leaders() == {**dict.fromkeys(("tick", "monitor", "sealer", "failover"), control.pid),
+    assert leaders() == {**dict.fromkeys(CONTROL_LOOPS, control.pid),
                          "probes": probes.pid}
     wait_for(lambda: Instance.objects.filter(service=svc, state=Instance.State.RUNNING).count() == 2, timeout=30,
              interval=0.1, message="two running instances")
@@ -171,7 +171,7 @@ def test_up_split_beside_a_plain_controller_runs_each_loop_once(stop_local_insta
              message="the plain controller to lead the probe loop")
     took = time.monotonic() - killed
     assert took <= TAKEOVER_SECONDS, took
-    assert leaders() == {**dict.fromkeys(("tick", "monitor", "sealer", "failover"), control.pid),
+    assert leaders() == {**dict.fromkeys(CONTROL_LOOPS, control.pid),
                          "probes": plain.pid}  # the others stay where they were
     started = ProbeResult.objects.filter(instance__service=svc).count()
     wait_for(lambda: ProbeResult.objects.filter(instance__service=svc).count() >= started + 4, timeout=15,

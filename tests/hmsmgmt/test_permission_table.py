@@ -104,6 +104,20 @@ def swarm_node(ctx: Ctx) -> None:
         hostname="node-1", role="manager", state="ready", availability="active", state_since=now, seen_at=now))
 
 
+def schedule(ctx: Ctx, *, paused: bool = False) -> None:
+    """Bob's schedule of analyticsReport (carol sees the flow, so the schedule: 403, not 404)."""
+    from schedules import actions as schedule_actions
+
+    bob = ctx.bob_run.actor
+    ctx.obj = schedule_actions.create_schedule(
+        WorkflowRun.objects.get(pk=ctx.bob_run.pk).definition, {"interval_seconds": 3600, "enabled": not paused},
+        owner=bob, actor=bob)
+
+
+SCHEDULE_FORM = {"interval_seconds": "3600", "timezone": "UTC", "data": "{}", "missed_policy": "once",
+                 "missed_bound": "10", "overlap_policy": "skip"}
+
+
 # --- pages: keyed by the URL pattern as the resolver spells it ------------------------------------
 PAGES: dict[str, list[Row]] = {
     "": [Row("GET", lambda c: "/", page(302, 200, 200, 200, 200))],
@@ -117,6 +131,36 @@ PAGES: dict[str, list[Row]] = {
     ],
     "flows/": [Row("GET", lambda c: "/flows/", page(302, 200, 200, 200, 200))],
     "runs/": [Row("GET", lambda c: "/runs/", page(302, 200, 200, 200, 200))],
+    # The flow page: schedules and run history (schedules/views.py); managing a schedule takes the
+    # run permission on its flow to create one, and being its owner (or an admin) to change it.
+    "flows/<str:flow_id>/": [
+        Row("GET", lambda c: "/flows/analyticsReport/", page(302, 404, 200, 200, 200), setup=schedule),
+        Row("GET", lambda c: "/flows/exportPatientData/", page(302, 404, 200, 404, 200)),
+        Row("GET", lambda c: "/flows/noSuchFlow/", page(302, 404, 404, 404, 404)),
+    ],
+    "flows/<str:flow_id>/schedules/": [
+        Row("POST", lambda c: "/flows/analyticsReport/schedules/", page(302, 404, 302, 302, 302), SCHEDULE_FORM),
+        Row("POST", lambda c: "/flows/analyticsReport/schedules/", page(302, 404, 400, 400, 400),
+            SCHEDULE_FORM | {"interval_seconds": "", "cron": "61 * * * *"}, notes="a bad cron: 400 naming it"),
+        Row("POST", lambda c: "/flows/exportPatientData/schedules/", page(302, 404, 302, 404, 302), SCHEDULE_FORM),
+    ],
+    "schedules/<int:schedule_id>/edit/": [
+        Row("GET", lambda c: f"/schedules/{c.obj.pk}/edit/", page(302, 404, 200, 403, 200), setup=schedule),
+        Row("POST", lambda c: f"/schedules/{c.obj.pk}/edit/", page(302, 404, 302, 403, 302),
+            SCHEDULE_FORM | {"interval_seconds": "60"}, setup=schedule),
+        Row("GET", lambda c: "/schedules/999999/edit/", page(302, 404, 404, 404, 404)),
+    ],
+    "schedules/<int:schedule_id>/pause/": [
+        Row("POST", lambda c: f"/schedules/{c.obj.pk}/pause/", page(302, 404, 302, 403, 302), setup=schedule),
+    ],
+    "schedules/<int:schedule_id>/resume/": [
+        Row("POST", lambda c: f"/schedules/{c.obj.pk}/resume/", page(302, 404, 302, 403, 302),
+            setup=lambda c: schedule(c, paused=True)),
+    ],
+    "schedules/<int:schedule_id>/delete/": [
+        Row("POST", lambda c: f"/schedules/{c.obj.pk}/delete/", page(302, 404, 302, 403, 302), setup=schedule),
+        Row("POST", lambda c: "/schedules/999999/delete/", page(302, 404, 404, 404, 404)),
+    ],
     # SLA monitoring, incidents, maintenance, overrides (services/views_sla.py)
     "sla/": [Row("GET", lambda c: "/sla/", page(302, 200, 200, 200, 200))],
     "sla/channels/": [
@@ -271,6 +315,32 @@ API: dict[tuple[str, str], list[Row]] = {
             page(401, 404, 409, 409, 409, other=404), {"approve": True}),
         Row("POST", lambda c: f"/mgmt/workflows/{c.run.pk}/steps/nope/approve",
             page(401, 404, 404, 404, 404, other=404), {"approve": True}),
+    ],
+    ("GET", "/mgmt/flows/{flow_id}/schedules"): [
+        Row("GET", lambda c: "/mgmt/flows/analyticsReport/schedules", page(401, 404, 200, 200, 200), setup=schedule),
+        Row("GET", lambda c: "/mgmt/flows/exportPatientData/schedules", page(401, 404, 200, 404, 200)),
+    ],
+    ("POST", "/mgmt/flows/{flow_id}/schedules"): [
+        Row("POST", lambda c: "/mgmt/flows/analyticsReport/schedules", page(401, 404, 200, 200, 200),
+            {"intervalSeconds": 3600}),
+        Row("POST", lambda c: "/mgmt/flows/analyticsReport/schedules", page(401, 404, 400, 400, 400),
+            {"cron": "61 * * * *"}),
+        Row("POST", lambda c: "/mgmt/flows/analyticsReport/schedules", page(401, 404, 400, 200, 200),
+            {"intervalSeconds": 3600, "owner": "carol"}, notes="only an admin names another owner"),
+        Row("POST", lambda c: "/mgmt/flows/exportPatientData/schedules", page(401, 404, 200, 404, 200),
+            {"intervalSeconds": 3600}),
+    ],
+    ("PATCH", "/mgmt/schedules/{schedule_id}"): [
+        Row("PATCH", lambda c: f"/mgmt/schedules/{c.obj.pk}", page(401, 404, 200, 403, 200), {"enabled": False},
+            setup=schedule),
+        Row("PATCH", lambda c: "/mgmt/schedules/999999", page(401, 404, 404, 404, 404), {"enabled": False}),
+    ],
+    ("DELETE", "/mgmt/schedules/{schedule_id}"): [
+        Row("DELETE", lambda c: f"/mgmt/schedules/{c.obj.pk}", page(401, 404, 200, 403, 200), setup=schedule),
+    ],
+    ("GET", "/mgmt/flows/{flow_id}/stats"): [
+        Row("GET", lambda c: "/mgmt/flows/analyticsReport/stats", page(401, 404, 200, 200, 200)),
+        Row("GET", lambda c: "/mgmt/flows/exportPatientData/stats", page(401, 404, 200, 404, 200)),
     ],
     ("GET", "/mgmt/audit"): [Row("GET", lambda c: "/mgmt/audit", page(401, 403, 403, 403, 200))],
     ("GET", "/mgmt/nodes"): [Row("GET", lambda c: "/mgmt/nodes", page(401, 403, 200, 403, 200), setup=swarm_node)],
@@ -433,7 +503,7 @@ def test_admin_is_staff_only(model: str, clients) -> None:
 def test_every_model_of_ours_is_in_admin() -> None:
     from django.apps import apps
 
-    ours = {"accounts", "fleet", "health", "slo", "autoscaling", "workflows", "policies", "audit"}
+    ours = {"accounts", "fleet", "health", "slo", "autoscaling", "workflows", "schedules", "policies", "audit"}
     from fleet.admin import ServiceAdmin
 
     shown_inline = {"workflows.steprun"}  # on its run's page

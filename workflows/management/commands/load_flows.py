@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from workflows import actions
+from workflows import actions, flowfile
 from workflows.models import WorkflowDefinition
 
 ACTOR = "system:load_flows"
@@ -44,9 +44,18 @@ def read_flows(path: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 def build(where: str, raw: dict[str, Any]) -> tuple[WorkflowDefinition, bool, dict[str, Any]]:
-    extra = set(raw) - FIELDS
+    sections = flowfile.sections()  # e.g. schedules: (the schedules app's)
+    allowed = FIELDS | set(sections)
+    extra = set(raw) - allowed
     if extra:
-        raise CommandError(f"{where}: unknown keys {', '.join(sorted(extra))} (allowed: {', '.join(sorted(FIELDS))})")
+        raise CommandError(f"{where}: unknown keys {', '.join(sorted(extra))} (allowed: {', '.join(sorted(allowed))})")
+    parsed: dict[str, Any] = {}
+    for key, section in sections.items():
+        if key in raw:
+            try:
+                parsed[key] = section.parse(raw[key])
+            except flowfile.SectionError as exc:
+                raise CommandError(f"{where}: refused: {key}: {exc}") from None
     slug = raw.get("slug")
     if not isinstance(slug, str) or not slug:
         raise CommandError(f"{where}: needs a slug (the flow id)")
@@ -65,6 +74,7 @@ def build(where: str, raw: dict[str, Any]) -> tuple[WorkflowDefinition, bool, di
     except ValidationError as exc:
         problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
         raise CommandError(f"{where}: refused: {problems}") from None
+    flow._sections = parsed  # type: ignore[attr-defined]  # applied once the flow is saved
     return flow, existing is None, changes
 
 
@@ -84,9 +94,17 @@ class Command(BaseCommand):
             dupes = {s for s in slugs if slugs.count(s) > 1}
             if dupes:
                 raise CommandError(f"{path}: flow id defined twice: {', '.join(sorted(dupes))}")
+            sections = flowfile.sections()
             for flow, created, changes in built:
                 if not created and not changes:
                     self.stdout.write(f"unchanged {flow.slug}")
-                    continue
-                actions.save_flow(flow, actor=ACTOR, created=created, changes=changes)
-                self.stdout.write(f"{'created' if created else 'updated'} {flow.slug}")
+                else:
+                    actions.save_flow(flow, actor=ACTOR, created=created, changes=changes)
+                    self.stdout.write(f"{'created' if created else 'updated'} {flow.slug}")
+                for key, parsed in flow._sections.items():  # type: ignore[attr-defined]
+                    try:
+                        lines = sections[key].apply(flow, parsed, ACTOR)
+                    except flowfile.SectionError as exc:
+                        raise CommandError(f"flow '{flow.slug}': refused: {key}: {exc}") from None
+                    for line in lines:
+                        self.stdout.write(f"  {line}")
