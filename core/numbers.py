@@ -14,10 +14,22 @@ import math
 from typing import Annotated, Any
 
 from django.core.exceptions import ValidationError
-from pydantic import Field
+from pydantic import BeforeValidator, Field, StrictInt
 
 # For ninja/pydantic schemas: a float field that refuses NaN and ±inf (a 422 → the API's 400).
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+def _integral(value: Any) -> Any:
+    """JSON has one number type: 3.0 is the integer 3 (so JSON Schema's "integer" says, and so a
+    client's JSON encoder may write it); 2.5, "3" and true stay refused."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+# For schemas: an integer field that takes 3.0 as 3 and refuses 2.5, "3" and true.
+WholeNumber = Annotated[StrictInt, BeforeValidator(_integral)]
 
 
 def is_finite_number(value: Any) -> bool:

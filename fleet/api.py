@@ -7,14 +7,15 @@ instances it lists."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, Path, Query, Router, Schema
-from pydantic import BeforeValidator, ConfigDict, StrictBool, StrictInt, StrictStr
+from pydantic import ConfigDict, StrictBool, StrictStr
 
 from core.errors import PolicyViolation
+from core.numbers import WholeNumber
 from core.openapi import NO_NUL, SCALE_POLICIES, STORABLE_BODY, DecisionOut, documented
 from fleet import actions, reconcile
 from fleet.models import Instance, Service
@@ -32,15 +33,6 @@ LIST_MAX = 1000
 OFFSET_MAX = 1_000_000_000
 
 
-def _integral(value: Any) -> Any:
-    """JSON has one number type: 3.0 is the integer 3 (so JSON Schema's "integer" says, and so a
-    client's JSON encoder may write it); 2.5, "3" and true stay refused."""
-    if type(value) is float and value.is_integer():
-        return int(value)
-    return value
-
-
-WholeNumber = Annotated[StrictInt, BeforeValidator(_integral)]
 
 
 class ScaleIn(Schema):

@@ -9,9 +9,10 @@ from typing import Any, Literal
 from django.contrib.auth import get_user_model
 from django.http import HttpRequest
 from ninja import Field, Path, Router, Schema
-from pydantic import ConfigDict, StrictBool, StrictInt, StrictStr
+from pydantic import ConfigDict, StrictBool, StrictStr
 
 from core.errors import ApiError
+from core.numbers import WholeNumber
 from core.openapi import NO_NUL, STORABLE_JSON_MARK, documented
 from schedules import actions, selectors, serializers
 from schedules.cadence import Invalid
@@ -25,20 +26,25 @@ _JSON = {"propertyNames": {"pattern": NO_NUL}, "additionalProperties": STORABLE_
 
 
 class ScheduleIn(Schema):
-    model_config = ConfigDict(extra="forbid")  # an unknown field is a 400 naming it, not ignored
+    # An unknown field is a 400 naming it, not ignored; exactly one of cron and intervalSeconds,
+    # said in the schema too.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+        {"required": ["cron"], "properties": {"cron": {"type": "string"}}},
+        {"required": ["intervalSeconds"], "properties": {"intervalSeconds": {"type": "integer"}}}]})
 
     name: StrictStr = Field("", max_length=100, json_schema_extra={"pattern": NO_NUL})
     cron: StrictStr | None = Field(None, max_length=200, description="5 fields, or 6 with seconds last "
                                    "('* * * * * *': every second); give this or intervalSeconds",
                                    json_schema_extra={"pattern": NO_NUL})
-    intervalSeconds: StrictInt | None = Field(None, description="every N seconds (≥ 1), aligned to the Unix epoch")
+    intervalSeconds: WholeNumber | None = Field(None, description="every N seconds (≥ 1), aligned to the Unix epoch",
+                                           json_schema_extra={"minimum": 1, "maximum": 31622400})
     timezone: StrictStr = Field("UTC", max_length=64, description="IANA zone the cron expression is read in",
                                 json_schema_extra={"pattern": NO_NUL})
     data: dict[str, Any] = Field(default_factory=dict, description="input of each run", json_schema_extra=_JSON)
     enabled: StrictBool = True
     missedPolicy: Literal["skip", "once", "each"] = Field("once", description="fires missed while the "
                                                           "controller was down: none, one, or each (up to missedBound)")
-    missedBound: StrictInt = Field(10, description="at most this many missed fires run (policy each), 1–100")
+    missedBound: WholeNumber = Field(10, description="at most this many missed fires run (policy each), 1–100")
     overlapPolicy: Literal["skip", "queue", "allow"] = Field("skip", description="while this schedule's previous "
                                                              "run is active: skip the fire, hold it until the run "
                                                              "ends, or start anyway")
@@ -50,6 +56,8 @@ class ScheduleIn(Schema):
 
 class SchedulePatch(ScheduleIn):
     """Only the fields sent change."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=None)
 
 
 class UpcomingOut(Schema):
@@ -90,7 +98,7 @@ class DeletedOut(Schema):
     deleted: Literal[True]
 
 
-class WindowOut(Schema):
+class FlowWindowOut(Schema):
     days: int
     runs: int = Field(..., description="runs finished in the window")
     succeeded: int
@@ -117,7 +125,7 @@ class RunBarOut(Schema):
 class StatsOut(Schema):
     flowId: str
     runs: list[RunBarOut]
-    windows: list[WindowOut]
+    windows: list[FlowWindowOut]
     steps: list[StepStatOut]
 
 
@@ -153,11 +161,17 @@ def _invalid(exc: Invalid) -> ApiError:
 
 
 def _owner(username: str | None, request: HttpRequest) -> Any:
-    if username is None:
+    """The named owner. Only an administrator may name someone else, and that is checked before
+    the lookup, so others cannot probe which user names exist (404 or not)."""
+    if username is None or username == request.user.get_username():
         return request.user
+    if not request.user.is_superuser:
+        raise ApiError(400, "invalid_schedule",
+                       "owner: Only an administrator may create or hand over a schedule owned by someone else.",
+                       field="owner")
     user = get_user_model().objects.filter(username=username).first()
-    if user is None:
-        raise ApiError(400, "invalid_schedule", f"owner: no user '{username[:150]}'.", field="owner")
+    if user is None:  # an unknown name, as an unknown flow: 404
+        raise ApiError(404, "not_found", f"No user '{username[:150]}'.", field="owner")
     return user
 
 

@@ -11,6 +11,7 @@ from ninja import Field, Path, Query, Router, Schema, Status
 from pydantic import ConfigDict, StrictBool, StrictStr
 
 from core.errors import ApiError, PolicyViolation
+from core.numbers import WholeNumber
 from core.openapi import NO_NUL, RUN_POLICIES, STORABLE_BODY, STORABLE_JSON_MARK, DecisionOut, documented
 from core.permissions import restrict
 from workflows import actions, queue, serializers
@@ -212,8 +213,14 @@ class BulkFilterIn(Schema):
 
 
 class BulkIn(Schema):
+    # Exactly one of runIds and filter, said in the schema too, so clients (and schemathesis) know.
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"required": ["runIds"], "properties": {"runIds": {"type": "array"}}},
+        {"required": ["filter"], "properties": {"filter": {"type": "object"}}}]})
+
     op: Literal["cancel", "retry"]
-    runIds: list[int] | None = Field(None, max_length=500, description="these runs (at most 500) ...")
+    runIds: list[WholeNumber] | None = Field(None, max_length=500, description="these runs (at most 500) ...",
+                                   json_schema_extra={"items": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}})
     filter: BulkFilterIn | None = Field(None, description="... or every run matching this filter (500 per call)")
 
 
@@ -237,8 +244,8 @@ class BulkOut(Schema):
 def bulk(request: HttpRequest, payload: BulkIn) -> Any:
     if (payload.runIds is None) == (payload.filter is None):
         raise ApiError(400, "invalid_request", "Give either runIds or filter, not both and not neither.")
-    if payload.runIds is not None and any(i < 1 for i in payload.runIds):
-        raise ApiError(400, "invalid_request", "runIds are positive run ids.")
+    if payload.runIds is not None and any(not 0 < i < 2**63 for i in payload.runIds):
+        raise ApiError(400, "invalid_request", "runIds are positive run ids (below 2^63).")
     qs = restrict(WorkflowRun.objects.select_related("actor"), request.user).order_by("-id")
     if payload.filter is not None:
         if payload.filter.status:

@@ -24,8 +24,8 @@ from tests.conftest import service_with, wait_for
 
 def test_each_app_registers_its_jobs_on_one_loop_each() -> None:
     by_loop = {name: [j.name for j in loops.jobs(name)] for name in loop_periods()}
-    assert by_loop["tick"] == ["fleet.reconcile", "fleet.nodes", "fleet.rebalance", "workflows.sweep",
-                               "workflows.requeue_stranded"]
+    assert by_loop["tick"] == ["fleet.reconcile", "fleet.nodes", "fleet.rebalance", "workflows.promote_queued",
+                               "workflows.sweep", "workflows.requeue_stranded"]
     assert by_loop["sealer"] == ["audit.seal"]  # one sealer, nowhere else
     assert by_loop["failover"] == ["fleet.failover"]
     assert by_loop["probes"] == ["health.probes"]  # alone: nothing slow shares the probes' loop
@@ -105,7 +105,7 @@ def test_a_reported_death_does_not_wait_for_the_tick_in_progress(demo, monkeypat
         ticked = {name for name, thread, _ in calls if thread == runner.name}
         assert {"HMS-SVC", "HMS-API", "analytics"} <= ticked  # the tick converges every service
         reported_at = time.monotonic()
-        reconcile._urgent.put("HMS-SVC")  # what the docker watcher does on a `die` event
+        reconcile._urgent.put(str(Service.objects.get(name="HMS-SVC").pk))  # what the docker watcher does on a `die`
         wait_for(
             lambda: any(thread == "failover" for _n, thread, _t in calls),
             timeout=1.0,

@@ -82,7 +82,7 @@ def test_every_operation_documents_its_errors_with_schemas_and_examples(spec) ->
             assert response.get("description"), (method, path, status)
             content = response["content"]
             assert all("example" in media for media in content.values()), (method, path, status)
-            if status != "200":
+            if not status.startswith("2"):  # 202 queued is a success with its own schema
                 assert _refs(content["application/json"]["schema"]) <= ERROR_REFS, (method, path, status)
                 assert _refs(content["application/json"]["schema"]), (method, path, status)
         if "requestBody" in op:
@@ -226,3 +226,16 @@ def test_a_whole_number_written_as_a_float_is_a_count(client, tokens, demo, inst
 def test_audit_numbers_read_as_the_other_parameters(client, tokens, demo, query, status) -> None:
     r = api(client, "GET", f"/mgmt/audit?{query}", token=tokens["alice"])
     assert r.status_code == status, r.content[:200]
+
+
+def test_no_two_response_schemas_share_a_name(spec) -> None:
+    """django-ninja names a component after its class: two Schema classes of one name overwrite
+    each other in the document, and one endpoint is then documented with the other's shape."""
+    from ninja import Schema
+
+    def subclasses(cls: type) -> list[type]:
+        return [c for sub in cls.__subclasses__() for c in (sub, *subclasses(sub))]
+
+    ours = [c for c in subclasses(Schema) if not c.__module__.startswith(("ninja", "pydantic"))]
+    names = [c.__name__ for c in ours if c.__name__ in spec["components"]["schemas"]]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []

@@ -50,12 +50,20 @@ def test_create_list_patch_delete(flow, personas, tokens, client) -> None:
     ({"cron": "61 * * * *"}, "cron"), ({"intervalSeconds": 0}, "intervalSeconds"),
     ({"intervalSeconds": 5, "timezone": "Nowhere/City"}, "timezone"), ({"cron": "* * * * *", "intervalSeconds": 5},
                                                                        "cron"),
-    ({"intervalSeconds": 5, "missedBound": 1000}, "missedBound"), ({"intervalSeconds": 5, "owner": "nobody"}, "owner"),
+    ({"intervalSeconds": 5, "missedBound": 1000}, "missedBound"),
 ])
 def test_bad_input_is_a_400_naming_the_field(flow, personas, tokens, client, body, field) -> None:
     r = api(client, "post", "/mgmt/flows/nightly/schedules", body, tokens["alice"])
     assert r.status_code == 400 and r.json()["error"] == "invalid_schedule" and r.json()["field"] == field
     assert r.json()["detail"].startswith(field)
+    assert not Schedule.objects.exists()
+
+
+@pytest.mark.parametrize(("who", "status"), [("alice", 404), ("bob", 400)])
+def test_an_unknown_owner_is_a_404_for_an_administrator_and_a_400_before_any_lookup_for_others(
+        flow, personas, tokens, client, who, status) -> None:
+    r = api(client, "post", "/mgmt/flows/nightly/schedules", {"intervalSeconds": 5, "owner": "nobody"}, tokens[who])
+    assert r.status_code == status and r.json()["field"] == "owner"
     assert not Schedule.objects.exists()
 
 
