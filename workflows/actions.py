@@ -15,7 +15,7 @@ from guardian.shortcuts import assign_perm
 from audit import events
 from audit.actions import record
 from audit.models import AuditEntry
-from core.permissions import can
+from core.permissions import can, has_perm
 from policies.enforce import Decision, enforce
 from workflows import dispatch, transitions
 from workflows.deadlines import compute_deadline
@@ -244,8 +244,8 @@ def approval_refusal(step: StepRun, run: WorkflowRun, user: Any) -> DecisionRefu
     if approvers and not getattr(user, "is_superuser", False):
         group, perm = approvers.get("group"), approvers.get("permission")
         in_group = bool(group) and user.groups.filter(name=group).exists()
-        has_perm = bool(perm) and user.has_perm(perm)
-        if not (in_group or has_perm):
+        granted = bool(perm) and has_perm(user, perm)  # the choke point: an inactive user holds nothing
+        if not (in_group or granted):
             named = " or ".join(x for x in (f"group '{group}'" if group else "",
                                             f"permission '{perm}'" if perm else "") if x)
             return DecisionRefused(f"Step '{step.name}' may be decided only by {named}; {_who(user)} is not one "
