@@ -58,9 +58,11 @@ def leading_since(db: str, back: datetime) -> bool:
     try:
         with psycopg.connect(db, connect_timeout=3) as conn:
             rows = conn.execute("SELECT since FROM controller_loopbeat WHERE leader").fetchall()
+            # every loop any controller has a row for (so the figure follows new loops)
+            (loops,) = conn.execute("SELECT count(DISTINCT loop) FROM controller_loopbeat").fetchone()
     except psycopg.Error:
         return False
-    return len(rows) == 5 and all(since and since > back for (since,) in rows)
+    return len(rows) == loops and all(since and since > back for (since,) in rows)
 
 
 def one_round(console: Console, pg: PrivatePostgres) -> dict[str, float]:

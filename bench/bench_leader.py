@@ -80,7 +80,8 @@ def main() -> None:
                 rows = conn.execute("SELECT count(*) FROM controller_loopbeat WHERE leader GROUP BY loop "
                                     "HAVING count(*) > 1").fetchall()
                 locks = Counter(keys.get((c, o)) for c, o in conn.execute(
-                    "SELECT classid::bigint, objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted"))
+                    "SELECT classid::bigint, objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"))
                 seen["samples"] += 1
                 seen["two_leaders"] += bool(rows) or any(n > 1 for loop, n in locks.items() if loop)
 

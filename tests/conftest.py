@@ -59,8 +59,17 @@ def _set_role(conn: Any, role: str | None) -> None:
         cursor.execute(f'SET ROLE "{role}"' if role else "RESET ROLE")
 
 
+def _same_server(conn: Any) -> bool:
+    """A connection to the test database's server (not a private PostgreSQL a test started, where
+    the runtime role does not exist)."""
+    from django.db import connections
+
+    ours, main = conn.settings_dict, connections["default"].settings_dict
+    return (ours.get("HOST"), str(ours.get("PORT"))) == (main.get("HOST"), str(main.get("PORT")))
+
+
 def _runtime_on_connect(sender: Any, connection: Any, **kwargs: Any) -> None:
-    if _split["on"] and connection.vendor == "postgresql":
+    if _split["on"] and connection.vendor == "postgresql" and _same_server(connection):
         _set_role(connection, RUNTIME_ROLE)
 
 

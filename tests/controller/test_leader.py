@@ -29,7 +29,9 @@ def holders(loop: str) -> list[int]:
     key = leader.lock_key(loop) & 0xFFFFFFFFFFFFFFFF
     with psycopg.connect(**leader.connect_kwargs("probe-of-test"), autocommit=True) as conn:
         rows = conn.execute("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                            "AND classid = %s AND objid = %s", [key >> 32, key & 0xFFFFFFFF]).fetchall()
+                            "AND classid = %s AND objid = %s "
+                            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                            [key >> 32, key & 0xFFFFFFFF]).fetchall()
     return [pid for (pid,) in rows]
 
 

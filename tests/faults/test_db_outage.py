@@ -15,6 +15,7 @@ import psycopg
 import pytest
 import requests
 
+from controller.loop import loop_periods
 from tests.faults.outage_rig import Console, PrivatePostgres, audit_rows, converged, counts, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -61,7 +62,7 @@ def test_a_20_s_database_outage_is_survived(console: Console, private_pg: Privat
     db = private_pg.url
     wait_until(lambda: converged(db) and sum(r for _, r in counts(db).values()) == 4, 60, 0.2,
                "the demo fleet running")
-    wait_until(lambda: len(loop_leaders_since(db)) == 5, 30, 0.1, "the controller leading every loop")
+    wait_until(lambda: len(loop_leaders_since(db)) == len(loop_periods()), 30, 0.1, "the controller leading every loop")
     console.sign_in()
     assert console.page("/").status_code == 200
     assert console.scale("HMS-SVC", 3).status_code == 200
@@ -102,7 +103,8 @@ def test_a_20_s_database_outage_is_survived(console: Console, private_pg: Privat
 
     wait_until(api_answers, 10, 0.05, "the API to answer again")
     first_200 = time.monotonic() - up_at
-    wait_until(lambda: len(since := loop_leaders_since(db)) == 5 and min(since.values()) > back, 10, 0.05,
+    every = len(loop_periods())
+    wait_until(lambda: len(since := loop_leaders_since(db)) == every and min(since.values()) > back, 10, 0.05,
                "the controller leading every loop again")
     resumed = time.monotonic() - up_at
     assert console.scale("HMS-SVC", 1).status_code == 200  # made after the return: it must converge

@@ -57,7 +57,8 @@ class Sampler(threading.Thread):
                                     " HAVING count(*) > 1").fetchall()
                 self.violations += [f"{n} leader rows for {loop}" for loop, n in rows]
                 locks = Counter(self.keys.get((c, o)) for c, o in conn.execute(
-                    "SELECT classid::bigint, objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted"))
+                    "SELECT classid::bigint, objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"))
                 self.violations += [f"{n} holders of {loop}" for loop, n in locks.items() if loop and n > 1]
                 self.samples += 1
 
@@ -72,7 +73,8 @@ def lock_holders() -> dict[str, int]:
             for loop in LOOPS for k in [leader.lock_key(loop) & 0xFFFFFFFFFFFFFFFF]}
     with psycopg.connect(database_url(), autocommit=True) as conn:
         rows = conn.execute("SELECT l.classid::bigint, l.objid::bigint, a.application_name FROM pg_locks l "
-                            "JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND l.granted")
+                            "JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND l.granted"
+                            " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())")
         return {keys[(c, o)]: int(app.rsplit(" ", 1)[1]) for c, o, app in rows if (c, o) in keys}
 
 

@@ -16,7 +16,7 @@ from django.db import connection, transaction
 
 from audit.models import AuditEntry
 from policies.enforce import enforce
-from tests.conftest import ROOT, Proc, api, subprocess_env, wait_for
+from tests.conftest import ROOT, Proc, api, as_owner, subprocess_env, wait_for
 from workflows import actions, dispatch, sweeps
 from workflows.models import StepRun, WorkflowDefinition, WorkflowRun
 
@@ -135,14 +135,20 @@ def test_the_quota_lock_makes_count_and_insert_atomic(personas, demo) -> None:
     ta.start()
     tb.start()
 
+    seen: list[object] = []
+
     def b_waits_on_the_lock() -> bool:
-        with connection.cursor() as cur:
-            cur.execute("SELECT wait_event FROM pg_stat_activity WHERE pid = %s", b_pid[:1] or [0])
+        # As the owner: pg_stat_activity hides another role's wait events from the runtime role.
+        with as_owner(), connection.cursor() as cur:
+            cur.execute("SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE pid = %s", b_pid[:1] or [0])
             row = cur.fetchone()
-        return bool(row) and row[0] == "advisory"
+        seen.append(row)
+        return bool(row) and row[1] == "advisory"
 
     try:
         wait_for(b_waits_on_the_lock, timeout=30, message="B to wait on the quota lock A holds")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; B's waits seen: {set(seen)}") from None
     finally:
         a_may_commit.set()
         ta.join(timeout=30)
