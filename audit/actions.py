@@ -102,7 +102,7 @@ def record(
     # Hashed here, in the writing transaction, from exactly the values inserted: a sha256 in
     # Python, no extra query on the write path.
     entry = AuditEntry.objects.create(**values, content_hash=content_digest(values))
-    mark_audited()
+    mark_audited(entry.pk)
     return entry
 
 

@@ -35,7 +35,17 @@ def request_state() -> dict[str, Any] | None:
     return current_context().get("request_state")
 
 
-def mark_audited() -> None:
+def mark_audited(entry_id: int | None = None) -> None:
     state = request_state()
     if state is not None:
         state["audited"] = True
+        if entry_id is not None:
+            state.setdefault("audited_ids", []).append(entry_id)
+
+
+def note_refusal(detail: str) -> None:
+    """Say why this request is refused (a page's 403 has no JSON body the middleware could read):
+    the access.refused entry carries it as its `detail`."""
+    state = request_state()
+    if state is not None:
+        state["refusal_detail"] = str(detail)[:300]

@@ -21,6 +21,7 @@ import logging
 import uuid
 from collections.abc import Callable
 
+from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.urls import NoReverseMatch, reverse
@@ -28,7 +29,8 @@ from django.utils import timezone
 
 from audit import refusals
 from audit.actions import HEADER_MAX
-from audit.context import current_context, reset_context, set_context
+from audit.context import current_context, note_refusal, request_state, reset_context, set_context
+from audit.models import AuditEntry
 from audit.signals import flush_admin_log, flush_permission_changes
 from core.clientaddr import client_address
 from core.logging import bind_request, reset_request
@@ -100,16 +102,38 @@ class AuditMiddleware:
             else:
                 response = self.get_response(request)
             refused = response.status_code in REFUSALS or (response.status_code == HIDDEN and hidden)
-            if refused and not state["audited"]:
-                record_refusal(request, response, hidden=hidden)
+            if refused and not still_audited(state):
+                record_refusal(request, response, hidden=hidden, detail=state.get("refusal_detail", ""))
         finally:
             stop_watching_hidden(hidden_token)
             reset_context(token)
         return response
 
 
-def record_refusal(request: HttpRequest, response: HttpResponse, *, hidden: list[tuple[str, str]] = ()) -> None:
+    def process_exception(self, request: HttpRequest, exception: Exception) -> None:
+        """A view's PermissionDenied becomes Django's 403 page, which drops its message: keep it for
+        the refusal's entry (it names what was refused, e.g. the permission a change needs)."""
+        if isinstance(exception, PermissionDenied) and request_state() is not None:
+            note_refusal(str(exception))
+        return None
+
+
+def still_audited(state: dict) -> bool:
+    """Did an entry this request wrote survive? An action may audit and then see its transaction
+    roll back (an admin save whose later part is refused: Django's admin runs the whole form in one
+    transaction, so the entry of the part saved first is gone too); the refusal must then still be
+    audited. One lookup by primary key, only for a refusal after an entry."""
+    if not state.get("audited"):
+        return False
+    ids = state.get("audited_ids")
+    return not ids or AuditEntry.objects.filter(pk__in=ids[-20:]).exists()
+
+
+def record_refusal(request: HttpRequest, response: HttpResponse, *, hidden: list[tuple[str, str]] = (),
+                   detail: str = "") -> None:
     payload: dict = {"status": response.status_code, "method": request.method, "path": request.path[:300]}
+    if detail:
+        payload["detail"] = detail[:300]  # a page's refusal; a JSON body's own detail below wins
     target_type = target_id = ""
     if response.status_code == HIDDEN and hidden:
         # Answered "not found" so the caller learns nothing; the log says what was asked for.

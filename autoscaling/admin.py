@@ -21,8 +21,20 @@ class ScaleOverrideAdmin(ReadOnlyAdmin):
 
 
 class AutoscaleSettingsInline(SettingsInline):
+    """Without `scale` on the service, what would scale it is read-only here (the action refuses it
+    too, actions.check_scaling_right): the bounds while the autoscaler is on, the switch while off."""
+
     model = AutoscaleSettings
     update = staticmethod(actions.update_settings)
+
+    def get_readonly_fields(self, request, obj=None):  # type: ignore[override]
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if obj is None or obj.pk is None or actions.may_scale(request.user, obj):
+            return fields
+        current = AutoscaleSettings.objects.filter(pk=obj.pk).first()
+        if current is None:
+            return fields
+        return (*fields, *(actions.BOUNDS if current.autoscale_enabled else ("autoscale_enabled",)))
 
 
 register_settings_inline(AutoscaleSettingsInline)

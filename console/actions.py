@@ -24,11 +24,16 @@ OWNERS = ((ProbeSettingsForm, health_actions), (ObjectivesForm, slo_actions),
 
 def update_service_settings(service: Service, changes: dict[str, Any], *, actor: Any) -> Service:
     """Apply {field: value} (any of the three parts' fields); a ValidationError leaves everything
-    unchanged. One `service.update` entry names every field that changed."""
+    unchanged. One `service.update` entry names every field that changed. Changing the autoscaler's
+    bounds while it is on, or turning it on, needs `scale` on the service as well as `change`:
+    autoscaling.actions.ScalingRefused (a PermissionDenied) otherwise, with nothing changed."""
     unknown = set(changes) - {f for form, _ in OWNERS for f in form.Meta.fields}
     if unknown:
         raise ValueError(f"not a service setting: {', '.join(sorted(unknown))}")
     with transaction.atomic():
+        # New autoscaler bounds (or turning it on) scale the service: `scale` too, checked first.
+        auto = {k: v for k, v in changes.items() if k in AutoscaleSettingsForm.Meta.fields}
+        autoscaling_actions.check_scaling_right(service, auto, actor=actor)
         diff: dict[str, list[Any]] = {}
         for form, owner in OWNERS:
             part = {k: v for k, v in changes.items() if k in form.Meta.fields}

@@ -17,6 +17,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from audit import events
+from audit.context import note_refusal
 from audit.models import AuditEntry
 from autoscaling import actions as autoscaling_actions
 from autoscaling.forms import OverrideForm
@@ -91,6 +92,9 @@ def settings_update(request: HttpRequest, name: str) -> HttpResponse:
     changes = {k: v for attr in form.forms for k, v in form.cleaned(attr).items()}
     try:
         actions.update_service_settings(svc, changes, actor=request.user)
+    except autoscaling_actions.ScalingRefused as exc:  # may change, may not scale: the page says why
+        note_refusal(str(exc))  # audited as a denied access (audit.middleware), bounded per source
+        return render(request, "console/service_sla.html", _sla_context(request, svc, error=str(exc)), status=403)
     except ValidationError as exc:  # a concurrent edit made the combination invalid
         return _bad(request, svc, "; ".join(f"{k.replace('_', ' ')}: {' '.join(v)}"
                                             for k, v in exc.message_dict.items()))

@@ -32,10 +32,10 @@ def test_unsafe_page_requests_need_the_csrf_token(route, row, ctx: Ctx, personas
     client = Client(enforce_csrf_checks=True)
     client.force_login(personas["alice"])
     client.get("/")  # sets the CSRF cookie, as a browser visit does
-    r = client.post(row.path(ctx), row.data or {}, HTTP_HX_REQUEST="true")
+    r = client.post(row.path(ctx), row.body(ctx) or {}, HTTP_HX_REQUEST="true")
     assert r.status_code == 403, f"{route} accepted a POST without the CSRF token"
     token = client.cookies["csrftoken"].value
-    r = client.post(row.path(ctx), row.data or {}, HTTP_X_CSRFTOKEN=token, HTTP_HX_REQUEST="true")
+    r = client.post(row.path(ctx), row.body(ctx) or {}, HTTP_X_CSRFTOKEN=token, HTTP_HX_REQUEST="true")
     assert r.status_code != 403
 
 
@@ -48,9 +48,9 @@ def test_every_unsafe_api_operation_needs_csrf_with_a_session_but_not_with_a_tok
             row.setup(ctx)
         client = Client(enforce_csrf_checks=True)
         client.force_login(personas["alice"])
-        r = api(client, method, row.path(ctx), row.data)
+        r = api(client, method, row.path(ctx), row.body(ctx))
         assert r.status_code == 403 and r.json()["error"] == "forbidden", (row.path(ctx), r.content)
-        r = api(Client(enforce_csrf_checks=True), method, row.path(ctx), row.data, tokens["alice"])
+        r = api(Client(enforce_csrf_checks=True), method, row.path(ctx), row.body(ctx), tokens["alice"])
         assert r.status_code != 403, (row.path(ctx), r.content)
 
 

@@ -53,11 +53,15 @@ class Row:
     method: str
     path: Callable[[Ctx], str]
     expect: dict[str, int]  # persona (and "other") -> status
-    data: dict[str, Any] | None = None
+    data: dict[str, Any] | Callable[[Ctx], dict[str, Any]] | None = None  # a callable: built after setup
     setup: Callable[[Ctx], None] | None = None
     htmx: bool = False
     notes: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+
+    def body(self, ctx: Ctx) -> dict[str, Any] | None:
+        """What the row posts (after its setup: a callable reads the data it made)."""
+        return self.data(ctx) if callable(self.data) else self.data
 
 
 def page(anon: int, dave: int, bob: int, carol: int, alice: int, other: int | None = None) -> dict[str, int]:
@@ -112,6 +116,31 @@ def schedule(ctx: Ctx, *, paused: bool = False) -> None:
     ctx.obj = schedule_actions.create_schedule(
         WorkflowRun.objects.get(pk=ctx.bob_run.pk).definition, {"interval_seconds": 3600, "enabled": not paused},
         owner=bob, actor=bob)
+
+
+def carol_may_change(ctx: Ctx) -> None:
+    """Carol (analyst) gets view + change on HMS-SVC, not scale; its autoscaler is on."""
+    from guardian.shortcuts import assign_perm
+
+    from autoscaling.models import AutoscaleSettings
+
+    svc = Service.objects.get(name="HMS-SVC")
+    assign_perm("fleet.view_service", ctx.carol_run.actor, svc)
+    assign_perm("fleet.change_service", ctx.carol_run.actor, svc)
+    AutoscaleSettings.objects.filter(pk=svc.pk).update(autoscale_enabled=True, min_instances=1, max_instances=4)
+
+
+def settings_form(**changes: Any) -> Callable[[Ctx], dict[str, Any]]:
+    """HMS-SVC's whole SLA-page settings form as it is now, with `changes`."""
+
+    def build(ctx: Ctx) -> dict[str, Any]:
+        from console.forms import ServiceSettings
+
+        current = ServiceSettings(Service.objects.get(name="HMS-SVC")).fields_dict()
+        data = {k: ("" if v is None else "1" if v is True else v) for k, v in current.items() if v is not False}
+        return data | changes
+
+    return build
 
 
 SCHEDULE_FORM = {"interval_seconds": "3600", "timezone": "UTC", "data": "{}", "missed_policy": "once",
@@ -188,6 +217,12 @@ PAGES: dict[str, list[Row]] = {
     "services/<str:name>/sla/settings/": [
         # Needs services.change_service (admins); an empty form is a 400 with the reason.
         Row("POST", lambda c: "/services/HMS-SVC/sla/settings/", page(302, 404, 403, 404, 400), {}),
+        # change without scale (carol here): the bounds of a running autoscaler are scaling, a 403...
+        Row("POST", lambda c: "/services/HMS-SVC/sla/settings/", page(302, 404, 403, 403, 302),
+            settings_form(max_instances="40"), setup=carol_may_change),
+        # ...the rest of the form is hers (tests/autoscaling/test_scale_right.py).
+        Row("POST", lambda c: "/services/HMS-SVC/sla/settings/", page(302, 404, 403, 302, 302),
+            settings_form(failure_threshold="5"), setup=carol_may_change),
     ],
     "services/<str:name>/autoscale/": [
         Row("GET", lambda c: "/services/HMS-SVC/autoscale/", page(302, 404, 200, 404, 200), htmx=True),
@@ -423,15 +458,16 @@ def call(row: Row, who: str, ctx: Ctx, personas, tokens) -> tuple[str, Any]:
     if row.setup:
         row.setup(ctx)
     path = row.path(ctx)
+    data = row.body(ctx)
     client = Client(enforce_csrf_checks=True)
     client.cookies["csrftoken"] = CSRF
     if path.startswith("/mgmt/"):
         token = tokens["carol" if who == "other" else who] if user else None
-        return path, api(client, row.method, path, row.data, token)
+        return path, api(client, row.method, path, data, token)
     if user:
         client.force_login(user)
     headers = {"HTTP_X_CSRFTOKEN": CSRF, **({"HTTP_HX_REQUEST": "true"} if row.htmx else {})}
-    return path, getattr(client, row.method.lower())(path, row.data or {}, **headers)
+    return path, getattr(client, row.method.lower())(path, data or {}, **headers)
 
 
 @pytest.mark.parametrize("row", list(cases()))
