@@ -185,8 +185,9 @@ class FireResult:
 
 
 def active_run_id(s: Schedule) -> int | None:
-    """A run this schedule started that is still pending or running (the overlap policies' test)."""
-    return (ScheduleFire.objects.filter(schedule=s, run__status__in=WorkflowRun.ACTIVE)
+    """A run this schedule started that is not finished: queued behind a quota, pending, running
+    or paused (the overlap policies' test: a queued run is no reason to queue another)."""
+    return (ScheduleFire.objects.filter(schedule=s, run__status__in=WorkflowRun.UNFINISHED)
             .values_list("run_id", flat=True).first())
 
 

@@ -80,3 +80,22 @@ def test_a_fire_beyond_a_queueing_quota_is_a_queued_run_not_a_refusal(demo, pers
     assert AuditEntry.objects.filter(action=events.SCHEDULE_FIRE, outcome="success").count() == 2
     s.refresh_from_db()
     assert s.last_run_id == second.run_id
+
+
+def test_a_queued_run_counts_as_still_running_for_the_overlap_policy(demo, personas) -> None:
+    policy = Policy.objects.get(name="analytics jobs per user ≤ 5")
+    policy.when_full, policy.limit = Policy.WhenFull.QUEUE, 1
+    policy_actions.save_policy(policy, actor="system:test")
+    flow = WorkflowDefinition.objects.get(slug="analyticsReport")
+    carol = personas["carol"]
+    from workflows import actions as workflow_actions
+
+    assert not workflow_actions.start_run(flow, {"seconds": 1}, actor=carol).queued  # carol's slot is taken
+    s = make(flow, carol, overlap_policy="skip")
+    actions.fire(s, at(0), now=at(0.1), grace=GRACE)
+    s.refresh_from_db()
+    actions.fire(s, at(1), now=at(1.1), grace=GRACE)
+    first, second = ScheduleFire.objects.order_by("scheduled_for")
+    assert first.outcome == "started" and WorkflowRun.objects.get(pk=first.run_id).status == "queued"
+    assert second.outcome == "skipped" and str(first.run_id) in second.reason
+    assert WorkflowRun.objects.filter(status="queued").count() == 1  # not one more per fire
