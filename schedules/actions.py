@@ -28,6 +28,7 @@ from core.permissions import can
 from schedules.cadence import MAX_BOUND, Cadence, Invalid, plan_fires
 from schedules.models import Schedule, ScheduleFire
 from workflows import actions as workflow_actions
+from workflows.deadlines import compute_deadline, validate_deadline
 from workflows.models import WorkflowDefinition, WorkflowRun
 
 ACTOR = "system:scheduler"
@@ -71,6 +72,11 @@ def _clean(fields: Mapping[str, Any]) -> dict[str, Any]:
                 raise Invalid(key, f"{key}: {why}.")
             if len(json.dumps(out[key])) > MAX_DATA_BYTES:
                 raise Invalid(key, f"{key} is larger than {MAX_DATA_BYTES // 1024} KiB.")
+    if "deadline" in out:
+        try:  # the same two forms as a flow's deadline: {within_seconds: N} or {by: "HH:MM", tz: ...}
+            validate_deadline(out["deadline"])
+        except ValueError as exc:
+            raise Invalid("deadline", str(exc)) from None
     return out
 
 
@@ -179,8 +185,9 @@ class FireResult:
 
 
 def active_run_id(s: Schedule) -> int | None:
-    """A run this schedule started that is still pending or running (the overlap policies' test)."""
-    return (ScheduleFire.objects.filter(schedule=s, run__status__in=WorkflowRun.ACTIVE)
+    """A run this schedule started that is not finished: queued behind a quota, pending, running
+    or paused (the overlap policies' test: a queued run is no reason to queue another)."""
+    return (ScheduleFire.objects.filter(schedule=s, run__status__in=WorkflowRun.UNFINISHED)
             .values_list("run_id", flat=True).first())
 
 
@@ -255,12 +262,17 @@ def _start(s: Schedule, f: ScheduleFire) -> ScheduleFire:
     elif not can(owner, "run", flow):
         reason = f"owner {owner.get_username()} may no longer run flow '{flow.slug}'"
     else:
-        # TODO(wfqueue): once workflows exposes compute_deadline(spec, started_at), pass the
-        # schedule's deadline to the start: deadline=compute_deadline(s.deadline, f.fired_at) when
-        # s.deadline is set. Until then a schedule's deadline is stored and shown, not enforced.
         outcome = workflow_actions.start_run(flow, dict(s.data), actor=owner)
-        if outcome.decision.allowed:
+        if outcome.run is not None:  # started, or queued behind a "when full: queue" quota
             run = outcome.run
+            if outcome.queued:
+                reason = f"queued, {outcome.position} in line: {outcome.decision.detail}"
+            if s.deadline:
+                # The schedule's deadline replaces the flow's for the runs it starts, counted from
+                # the run's submission as the flow's is; in the fire's transaction, so the
+                # controller's deadline monitor never sees the run without it.
+                run.deadline_at = compute_deadline(s.deadline, run.created_at)
+                WorkflowRun.objects.filter(pk=run.pk).update(deadline_at=run.deadline_at)
         else:
             reason = outcome.decision.detail
     f.run = run

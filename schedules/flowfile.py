@@ -9,7 +9,7 @@
         missed: once             # skip | once | each (default once); missed_bound: 10
         overlap: skip            # skip | queue | allow (default skip)
         enabled: true
-        deadline: {within_minutes: 30}
+        deadline: {within_seconds: 1800}   # or {by: "06:00", tz: Europe/Berlin}; replaces the flow's
 
 Schedules of the flow that the file does not name are left as they are."""
 

@@ -33,8 +33,8 @@ class Schedule(models.Model):
     missed_policy = models.CharField(max_length=8, choices=Missed.choices, default=Missed.ONCE)
     missed_bound = models.PositiveIntegerField(default=10, help_text="at most this many missed fires are run")
     overlap_policy = models.CharField(max_length=8, choices=Overlap.choices, default=Overlap.SKIP)
-    # A deadline spec for the runs (workflows' compute_deadline(spec, started_at)), e.g.
-    # {"within_minutes": 30} or {"by": "06:00", "timezone": "Europe/Berlin"}; null: none.
+    # A deadline spec for the runs it starts, replacing the flow's (workflows.deadlines:
+    # {"within_seconds": 1800} or {"by": "06:00", "tz": "Europe/Berlin"}); null: the flow's, if any.
     deadline = models.JSONField(null=True, blank=True)
     # The earliest instant not yet fired (null while paused). The controller claims a fire with
     # UPDATE … SET next_fire_at=<next> WHERE id=… AND next_fire_at=<due>: one winner, ever.

@@ -77,3 +77,13 @@ def test_refused(kw: dict, field: str) -> None:
     with pytest.raises(Invalid) as info:
         Cadence(**kw)
     assert info.value.field == field
+
+
+def test_dst_days_as_documented() -> None:
+    """docs/schedules.md: a local time skipped by spring-forward fires at the gap's end; one that
+    exists twice on the fall-back day fires at both instants."""
+    c = Cadence(cron="30 2 * * *", tz="Europe/Berlin")
+    spring = c.upcoming(datetime(2026, 3, 28, 12, tzinfo=UTC), 1)[0]
+    assert c.local(spring).strftime("%m-%d %H:%M %z") == "03-29 03:00 +0200"
+    autumn = c.upcoming(datetime(2026, 10, 24, 12, tzinfo=UTC), 2)
+    assert autumn == [datetime(2026, 10, 25, 0, 30, tzinfo=UTC), datetime(2026, 10, 25, 1, 30, tzinfo=UTC)]
