@@ -80,18 +80,20 @@ WITH flow AS (SELECT id, slug FROM workflows_workflowdefinition WHERE slug = %(f
      who AS (SELECT id FROM auth_user WHERE username = 'piled'),
      runs AS (
        INSERT INTO workflows_workflowrun (definition_id, flow_slug, tag_list, data, actor_id, status, error,
-                                          created_at, started_at, finished_at)
+                                          queue_key, created_at, started_at, finished_at)
        SELECT flow.id, flow.slug, %(tags)s::varchar, jsonb_build_object('user', g %% 500), who.id,
-              %(run_status)s::varchar, '',
+              %(run_status)s::varchar, '', '',
               now() - make_interval(secs => g), now() - make_interval(secs => g),
               CASE WHEN %(run_status)s::varchar = 'succeeded' THEN now() - make_interval(secs => g) + interval '2 s' END
        FROM generate_series(1, %(n)s) g, flow, who
        RETURNING id, created_at)
 INSERT INTO workflows_steprun (run_id, name, action, params, depends_on, status, attempts, max_attempts,
-                               redeliveries, claims, worker, retries, backoff_seconds, optional, timeout_seconds,
+                               redeliveries, claims, worker, retries, backoff_seconds, optional, trigger_rule,
+                               approvers, allow_self_approval, timeout_seconds,
                                lease_until, not_before, output, error, queued_at, started_at, finished_at)
 SELECT runs.id, s.name, s.action, s.params, s.depends_on, s.status, s.attempts, 3, 0, s.attempts, '', 2, 1.0,
-       false, s.timeout, s.lease, s.not_before, s.output, s.error, runs.created_at, s.started, s.finished
+       false, 'all_success', '{}'::jsonb, false, s.timeout, s.lease, s.not_before, s.output, s.error,
+       runs.created_at, s.started, s.finished
 FROM runs, LATERAL (VALUES %(steps)s) AS s(name, action, params, depends_on, status, attempts, timeout, lease,
                                              not_before, output, error, started, finished)
 """
@@ -270,6 +272,9 @@ def main() -> None:
     ap.add_argument("--redis", default="", help="HMS_REDIS_URL for the workers' broker (default: the ORM broker)")
     ap.add_argument("--json", default="", help="also write the figures to this file")
     args = ap.parse_args()
+    # SIGTERM (timeout, kill) ends the bench through its finally: the console's processes, the
+    # fleet and a private PostgreSQL are stopped rather than left running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     seconds = 10 if args.quick and args.seconds == 60 else args.seconds
     active = args.active_runs if args.active_runs is not None else (2000 if args.quick else 10000)
     burst = args.burst if args.burst is not None else (100 if args.quick else 300)

@@ -35,6 +35,9 @@ def env_for(db_url: str, **extra: str) -> dict[str, str]:
            "HMS_DEBUG": "0", "HMS_ALLOWED_HOSTS": "127.0.0.1,localhost", "HMS_SECURE_COOKIES": "0",
            "HMS_LOG_LEVEL": "WARNING", "HMS_SSL_REDIRECT": "0", "HMS_HSTS_SECONDS": "0",
            "HMS_VAR_DIR": tempfile.mkdtemp(prefix="hmsbench-")}
+    # As tests/conftest.py does: the process driver's instances run as `nobody` when the console
+    # runs as root, and nobody cannot execute an interpreter under /root (pyenv).
+    env.setdefault("HMS_PROCESS_USER", "root" if os.geteuid() == 0 else "")
     env.update(extra)
     return env
 

@@ -100,8 +100,9 @@ def start_run(definition: WorkflowDefinition, data: dict[str, Any], *, actor: An
                             "queue": run.queue_key, "decision": decision.as_dict()})
             return StartOutcome(decision, run, position=position)
         record(events.WORKFLOW_START, actor=actor, target=run, payload={"flowId": definition.slug, "runId": run.pk})
-        roots = [step.pk for step in steps if step.status == StepRun.Status.QUEUED]
-        transaction.on_commit(lambda: [dispatch.enqueue(pk) for pk in roots])
+        # The roots' tasks: in this transaction with the ORM broker, after commit with Redis.
+        dispatch.enqueue_at_commit([dispatch.Ready(step.pk, dispatch.run_length(step.action, step.timeout_seconds))
+                                    for step in steps if step.status == StepRun.Status.QUEUED])
     return StartOutcome(decision, run)
 
 

@@ -14,11 +14,16 @@ elsewhere."""
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, transaction
 from django.utils import timezone
+from django_q.brokers import get_broker
+from django_q.conf import Conf
 from django_q.tasks import async_task
 
 from workflows import dag, transitions
@@ -102,6 +107,28 @@ def _enqueue_all(ready: list[Ready]) -> None:
         enqueue(r.id, r.timeout)
 
 
+def queue_commits_with_us() -> bool:
+    """True when a task enqueued now commits (or rolls back) with the caller's transaction: the
+    ORM broker on the database we write to, inside an atomic block, not in django-q2's sync mode
+    (which would run the step right here, inside the caller's transaction)."""
+    return (bool(Conf.ORM) and Conf.ORM == DEFAULT_DB_ALIAS and not Conf.SYNC
+            and not transaction.get_autocommit(using=DEFAULT_DB_ALIAS))
+
+
+def enqueue_at_commit(ready: list[Ready]) -> None:
+    """Hand steps this transaction queued to the workers as it commits: a worker must never look
+    for a step it cannot see yet. With the ORM broker the task rows are written in the transaction
+    itself (they become visible together with the steps, and a rollback takes them back; the NOTIFY
+    is delivered at commit): one commit per start instead of two. Any other broker (Redis) is
+    handed the tasks after commit."""
+    if not ready:
+        return
+    if queue_commits_with_us():
+        _enqueue_all(ready)
+    else:
+        transaction.on_commit(partial(_enqueue_all, ready))
+
+
 # Keep clear of django-q2's own task timeout, which would kill the worker process mid-step.
 Q_TIMEOUT_MARGIN = 5.0
 
@@ -127,10 +154,26 @@ def enqueue(step_id: int, length: float | None = None) -> None:
     # save=False: the StepRun row is the record of a step; django-q2 storing every successful task
     # as well (and pruning its table under a lock on each save) would halve throughput.
     if long is None:
-        async_task("workflows.execute.execute_step", step_id, task_name=f"step-{step_id}", group="steps", save=False)
+        async_task("workflows.execute.execute_step", step_id, task_name=f"step-{step_id}", group="steps", save=False,
+                   broker=_broker())
     else:
         async_task("workflows.execute.execute_step", step_id, task_timeout=long, task_name=f"step-{step_id}",
-                   group="steps", save=False, timeout=long)
+                   group="steps", save=False, timeout=long, broker=_broker())
+
+
+_brokers: dict[int, Any] = {}
+
+
+def _broker() -> Any:
+    """This process's broker for the steps queue. async_task would build one per task (for the ORM
+    broker that runs close_old_connections, so the next query pays a health check; for Redis, a
+    new connection pool); one per process (per pid: never one inherited across a fork) does."""
+    pid = os.getpid()
+    broker = _brokers.get(pid)
+    if broker is None:
+        _brokers.clear()
+        broker = _brokers[pid] = get_broker()
+    return broker
 
 
 def settle_run(run_id: int, states: list[tuple[str, bool]] | None = None) -> str | None:

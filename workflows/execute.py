@@ -31,9 +31,9 @@ from workflows.dispatch import (
     Q_TIMEOUT_MARGIN,
     S,
     _advance_locked,
-    _enqueue_all,
     dispatch_ready,
     enqueue,
+    enqueue_at_commit,
     q_timeout,
     run_length,
 )
@@ -173,9 +173,8 @@ def _execute_one(step: StepRun, budget: float, term: Termination | None = None) 
         if ready and ready[0].timeout <= elapsed_budget:
             inline = _claim(ready[0].id, mark_run_started=False)
             ready = ready[1:]
-        # Enqueued after commit: a worker must not look for a step it cannot see yet.
-        if ready:
-            transaction.on_commit(partial(_enqueue_all, ready))
+        # Visible to the workers once this commits, not before (dispatch.enqueue_at_commit).
+        enqueue_at_commit(ready)
     return "succeeded", inline
 
 

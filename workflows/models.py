@@ -189,7 +189,12 @@ class StepRun(models.Model):
     class Meta:
         ordering = ["run", "id"]
         constraints = [models.UniqueConstraint(fields=["run", "name"], name="unique_step_per_run")]
-        indexes = [models.Index(fields=["status", "lease_until"])]
+        indexes = [
+            models.Index(fields=["status", "lease_until"]),
+            # The controller's twice-a-second look for retries whose back-off has passed
+            # (workflows.sweeps): only retrying steps, ordered by when they may run again.
+            models.Index(fields=["not_before"], condition=models.Q(status="retrying"), name="steprun_retry_due"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.run_id}/{self.name}"

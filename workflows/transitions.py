@@ -43,8 +43,12 @@ def slot_freed(run: WorkflowRun) -> None:
 
 
 def finish_run(run_id: int, final: str, error: str) -> bool:
-    """Finish an active run with its final status; False if it had already finished."""
-    with transaction.atomic():
+    """Finish an active run with its final status; False if it had already finished.
+
+    Usually called inside the step's transaction (under the run's row lock): savepoint=False joins
+    it instead of wrapping a SAVEPOINT/RELEASE pair around two statements; an error here rolls the
+    whole transaction back, as it would anyway (nothing catches it in between)."""
+    with transaction.atomic(savepoint=False):
         won = WorkflowRun.objects.filter(pk=run_id, status__in=WorkflowRun.ACTIVE).update(
             status=final, finished_at=timezone.now(), error=error)
         if won:
