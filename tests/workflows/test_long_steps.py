@@ -81,6 +81,7 @@ def test_a_step_longer_than_the_task_timeout_runs_to_its_end(tmp_path) -> None:
             p.stop()
 
 
+@pytest.mark.slow  # 400 s of wall time: the PostgreSQL pass runs it, the SQLite pass the fast variant
 @pytest.mark.timeout(int(os.environ.get("HMS_LONG_STEP_SECONDS", "400")) + 180)
 def test_analytics_report_of_400_seconds_succeeds(tmp_path, demo) -> None:
     """The issue's "done when": the demo's analyticsReport (timeout 3600 s) with seconds: 400 under
