@@ -182,7 +182,7 @@ elif _db["ENGINE"] in ("django.db.backends.postgresql",):
     # connection only after an error on it (the first request after a restart answers 503).
     _db["CONN_HEALTH_CHECKS"] = envbool("HMS_DB_HEALTH_CHECKS", True)
     # psycopg binds parameters on the server (the extended protocol): less Python per query than
-    # client-side quoting (docs/performance.md: -15 % web CPU per start), and no literal values in
+    # client-side quoting (docs/performance.md: about -4 % web CPU per start), and no literal values in
     # the statement text. HMS_DB_PREPARE_THRESHOLD=N also prepares a statement run N times on a
     # connection (less parsing and planning in PostgreSQL; not behind a transaction-pooling
     # pgbouncer). Each may be turned off by env.

@@ -125,7 +125,8 @@ class SwarmDriver:
                 labels=self.labels(spec),
                 stop_grace_period=5_000_000_000,
             ),
-            # Swarm's own restart policy (its defaults: any exit, 5 s delay) is what fails over here.
+            # Swarm's own restart policy fails over here: any exit, and no delay (the SDK sends 0 s;
+            # the CLI's 5 s default would add 5 s to every node loss: bench/bench_nodes.py).
             restart_policy=RestartPolicy(condition="any"),
         )
 

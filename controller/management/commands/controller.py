@@ -14,7 +14,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):  # type: ignore[no-untyped-def]
         parser.add_argument("--ticks", type=int, default=None, help="stop after N ticks (for tests)")
         parser.add_argument("--loops", default="", help="comma-separated loops to run (tick, monitor, sealer, "
-                            "failover, probes); default all. `up` runs the probes loop as a process of its "
+                            "failover, schedules, probes); default all. `up` runs the probes loop as a process of its "
                             "own and the others in a second one. Each loop is led by one controller at a "
                             "time (PostgreSQL: the others stand by; SQLite: a second one is refused).")
 
