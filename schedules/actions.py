@@ -72,7 +72,9 @@ def _clean(fields: Mapping[str, Any]) -> dict[str, Any]:
                 raise Invalid(key, f"{key}: {why}.")
             if len(json.dumps(out[key])) > MAX_DATA_BYTES:
                 raise Invalid(key, f"{key} is larger than {MAX_DATA_BYTES // 1024} KiB.")
-    if "deadline" in out:
+    if "deadline" in out and not out["deadline"]:
+        out["deadline"] = None  # {} says no deadline, as null does
+    if "deadline" in out and out["deadline"] is not None:
         try:  # the same two forms as a flow's deadline: {within_seconds: N} or {by: "HH:MM", tz: ...}
             validate_deadline(out["deadline"])
         except ValueError as exc:

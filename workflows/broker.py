@@ -74,7 +74,7 @@ class NotifyORM(LeaseORM):
 
     @staticmethod
     def _is_postgres() -> bool:
-        return connections[Conf.ORM].vendor == "postgresql"
+        return connections[Conf.ORM or "default"].vendor == "postgresql"  # Conf.ORM is None beside Redis
 
     def enqueue(self, task: Any) -> Any:
         if not self._is_postgres():
@@ -84,7 +84,7 @@ class NotifyORM(LeaseORM):
         self.get_connection()  # as the ORM broker does: drops a stale connection outside a transaction
         table = OrmQ._meta.db_table
         key = self.list_key or Conf.CLUSTER_NAME
-        with connections[Conf.ORM].cursor() as cur:
+        with connections[Conf.ORM or "default"].cursor() as cur:
             cur.execute(f'INSERT INTO "{table}" ("key", "payload", "lock") VALUES (%s, %s, %s) '
                         "RETURNING id, pg_notify(%s, '')", [key, task, timezone.now(), CHANNEL])
             return cur.fetchone()[0]
@@ -140,7 +140,7 @@ class NotifyORM(LeaseORM):
         import psycopg
 
         try:
-            params = connections[Conf.ORM].get_connection_params()
+            params = connections[Conf.ORM or "default"].get_connection_params()
             params = {k: v for k, v in params.items() if k not in ("cursor_factory", "context", "prepare_threshold")}
             self._listener = psycopg.connect(**params, autocommit=True)
             self._listener.execute(f"LISTEN {CHANNEL}")
